@@ -1,0 +1,106 @@
+"""The PSP connector interface every ``connectors/<name>/`` package implements.
+
+A connector does four things, all synchronous (the PSP client libraries are; the workers call
+them in a thread): execute a :class:`~streams.records.PaymentCommand` at the PSP, look up the
+PSP's current status of an object, verify and split webhook requests, and normalise a verified
+webhook into canonical :class:`~streams.records.PaymentEvent` records. Mapping of PSP statuses
+onto the canonical lifecycles lives in each connector's pure ``transformers.py``.
+
+Connectors are found through the ``paybus.connectors`` entry-point group
+(:mod:`connectors.registry`), and none imports a sibling.
+"""
+
+from __future__ import annotations
+
+import abc
+import hashlib
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import TYPE_CHECKING, ClassVar
+
+from streams.records import PaymentCommand, PaymentEvent
+
+if TYPE_CHECKING:
+    from streams.settings import Settings
+
+OPERATIONS = ("create_payment", "create_mandate", "cancel", "refund")
+
+
+def idempotency_key(command_id: str, psp: str) -> str:
+    """The PSP idempotency key of a command: derived from its event id, never random.
+
+    A command re-delivered after a crash carries the same id and so the same key, and the PSP
+    answers with the object it already created instead of charging twice.
+    """
+    digest = hashlib.sha256(f"paybus:{psp}:{command_id}".encode()).hexdigest()[:40]
+    return f"paybus-{digest}"
+
+
+@dataclass(frozen=True)
+class CommandResult:
+    """What executing a command produced at the PSP."""
+
+    #: PSP id of the object created or acted on.
+    psp_object_id: str | None
+    #: Canonical events learnt from the PSP's answer (e.g. ``created`` or a synchronous decline).
+    events: list[PaymentEvent] = field(default_factory=list)
+    #: PSP object ids -> aggregate ids, for the normaliser's lookup table.
+    links: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class StatusLookup:
+    """The PSP's current view of one object (for reconcile and the janitor)."""
+
+    psp_object_id: str
+    aggregate_type: str
+    status: str
+    observed_at: datetime
+    settlement_date: str | None = None
+
+
+@dataclass(frozen=True)
+class VerifiedWebhook:
+    """One verified unit of a webhook request (a PSP may batch several events in one request)."""
+
+    webhook_id: str
+    psp_object_id: str
+    body: bytes
+
+
+class PspConnector(abc.ABC):
+    """Base class of PSP connectors."""
+
+    #: The connector's name: the entry-point name, the ``/webhooks/{psp}`` path segment and the
+    #: ``paybus.commands.<name>`` topic suffix.
+    name: ClassVar[str]
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+
+    @abc.abstractmethod
+    def execute(self, command: PaymentCommand) -> CommandResult:
+        """Carry out ``command`` at the PSP with an idempotency key derived from its id.
+
+        Raises :class:`~connectors.errors.ConnectorError` (``should_retry`` says whether to try
+        again). A business failure (a declined card) is *not* an error: it comes back as a
+        ``failed`` event in the result.
+        """
+
+    @abc.abstractmethod
+    def lookup_status(self, aggregate_type: str, psp_object_id: str) -> StatusLookup:
+        """The PSP's current canonical status of an object."""
+
+    @abc.abstractmethod
+    def verify_webhook(self, body: bytes, headers: Mapping[str, str]) -> list[VerifiedWebhook]:
+        """Verify a webhook request's signature; raise ``WebhookVerificationError`` if bad."""
+
+    @abc.abstractmethod
+    def normalise(self, body: bytes) -> list[PaymentEvent]:
+        """Map one verified webhook body onto canonical events (``aggregate_id`` from PSP
+        metadata where the PSP carries it, else empty for the normaliser to resolve)."""
+
+    def backfill(self, since: datetime) -> Iterator[PaymentEvent]:
+        """Canonical events since ``since`` from the PSP's event log (optional)."""
+        raise NotImplementedError(f"{self.name} has no event backfill")

@@ -1,0 +1,1 @@
+"""GoCardless connector: maps GoCardless payments, mandates and refunds onto paybus."""

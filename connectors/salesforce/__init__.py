@@ -1,0 +1,1 @@
+"""Salesforce connector: CRM source poller and write-back (see DESIGN.md)."""

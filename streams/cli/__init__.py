@@ -1,0 +1,29 @@
+"""The ``paybus`` command line: one Typer app, command groups in sibling modules.
+
+The settings model is built once in the root callback (from ``PAYBUS_*`` and the global
+options) and handed to every command through the Typer context.
+"""
+
+from __future__ import annotations
+
+import typer
+
+from streams.cli import basics, data, runtime
+from streams.cli.common import state_callback
+
+app = typer.Typer(
+    name="paybus",
+    help="paybus: a Kafka-native payment integration bus.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+app.callback()(state_callback)
+basics.register(app)
+data.register(app)
+runtime.register(app)
+
+
+def main() -> None:
+    """Console-script entry point."""
+    app()

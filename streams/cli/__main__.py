@@ -1,0 +1,5 @@
+"""``python -m streams.cli`` is ``paybus``."""
+
+from streams.cli import main
+
+main()

@@ -1,0 +1,199 @@
+"""Avro values on the wire: single-object encoding by default, Confluent format with a registry.
+
+Single-object encoding (Avro spec): ``C3 01`` + the 8-byte little-endian CRC-64-AVRO fingerprint
+of the writer schema's canonical form + the binary body. The fingerprint is resolved against
+``schemas/`` (the current schemas plus the release history kept in ``schemas/release.json``), so
+no registry is needed and older records stay readable after a compatible change.
+
+With a schema registry URL configured the Confluent wire format is used instead: ``00`` + a
+4-byte big-endian schema id + the body; ids are registered and looked up over the registry's
+REST API (see :mod:`streams.registry_client`).
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import struct
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+import fastavro
+from fastavro.schema import fingerprint as _fingerprint
+from fastavro.schema import parse_schema, to_parsing_canonical_form
+from fastavro.types import Schema
+
+from schemas import SCHEMA_DIR
+from streams.errors import DecodeError, ValidationError
+
+SINGLE_OBJECT_MAGIC = b"\xc3\x01"
+CONFLUENT_MAGIC = b"\x00"
+RELEASE_FILE = "release.json"
+
+
+def fingerprint(schema: Mapping[str, Any] | Schema) -> bytes:
+    """CRC-64-AVRO fingerprint of a schema's parsing canonical form, as 8 little-endian bytes."""
+    canonical = to_parsing_canonical_form(parse_schema(dict(schema)))  # type: ignore[arg-type]
+    # fastavro gives the fingerprint as the hex of the little-endian byte string.
+    return bytes.fromhex(_fingerprint(canonical, "CRC-64-AVRO"))
+
+
+@dataclass(frozen=True)
+class SchemaEntry:
+    """One schema: its JSON, parsed form and fingerprint."""
+
+    name: str
+    json: Mapping[str, Any]
+    parsed: Schema
+    fingerprint: bytes
+
+    @classmethod
+    def from_json(cls, raw: Mapping[str, Any]) -> SchemaEntry:
+        parsed = parse_schema(dict(raw), _write_hint=False)
+        return cls(str(raw["name"]), raw, parsed, fingerprint(raw))
+
+
+class SchemaRepository:
+    """The schemas in ``schemas/``: current ones by name, current and released by fingerprint."""
+
+    def __init__(self, directory: Path = SCHEMA_DIR) -> None:
+        self.directory = directory
+        self.current: dict[str, SchemaEntry] = {}
+        self.by_fingerprint: dict[bytes, SchemaEntry] = {}
+        for path in sorted(directory.glob("*.avsc")):
+            entry = SchemaEntry.from_json(json.loads(path.read_text()))
+            self.current[entry.name] = entry
+            self.by_fingerprint[entry.fingerprint] = entry
+        release = directory / RELEASE_FILE
+        if release.exists():
+            for item in json.loads(release.read_text()).get("schemas", {}).values():
+                entry = SchemaEntry.from_json(item["schema"])
+                self.by_fingerprint.setdefault(entry.fingerprint, entry)
+
+    def get(self, name: str) -> SchemaEntry:
+        try:
+            return self.current[name]
+        except KeyError:
+            known = ", ".join(sorted(self.current))
+            raise ValidationError(f"unknown schema {name!r} (known: {known})") from None
+
+
+class SchemaIdResolver(Protocol):
+    """What the Confluent format needs from a registry."""
+
+    def id_for(self, subject: str, schema: Mapping[str, Any]) -> int: ...
+
+    def schema_for(self, schema_id: int) -> Mapping[str, Any]: ...
+
+
+def _write(schema: Schema, record: Mapping[str, Any]) -> bytes:
+    buf = io.BytesIO()
+    try:
+        fastavro.schemaless_writer(buf, schema, dict(record), strict_allow_default=True)
+    except (TypeError, ValueError, KeyError, AttributeError) as exc:
+        raise ValidationError(f"record does not fit schema: {exc}") from exc
+    return buf.getvalue()
+
+
+def _read(body: bytes, writer: Schema, reader: Schema | None) -> dict[str, Any]:
+    try:
+        value = fastavro.schemaless_reader(io.BytesIO(body), writer, reader)
+    except Exception as exc:  # fastavro raises many types on corrupt input
+        raise DecodeError(f"corrupt Avro body: {type(exc).__name__}: {exc}") from exc
+    if not isinstance(value, dict):
+        raise DecodeError("Avro body is not a record")
+    return value
+
+
+class AvroCodec:
+    """Encodes records with a named schema and decodes any known writer schema into it."""
+
+    def __init__(
+        self,
+        repository: SchemaRepository | None = None,
+        registry: SchemaIdResolver | None = None,
+        subject_suffix: str = "-value",
+    ) -> None:
+        self.repository = repository or SchemaRepository()
+        self.registry = registry
+        self.subject_suffix = subject_suffix
+        self._ids: dict[str, int] = {}
+        self._by_id: dict[int, Schema] = {}
+
+    @property
+    def wire_format(self) -> str:
+        return "confluent" if self.registry is not None else "single-object"
+
+    def validate(self, name: str, record: Mapping[str, Any]) -> None:
+        """Raise :class:`ValidationError` when ``record`` does not fit schema ``name``."""
+        entry = self.repository.get(name)
+        try:
+            fastavro.validation.validate(dict(record), entry.parsed, raise_errors=True)
+        except fastavro.validation.ValidationError as exc:
+            raise ValidationError(_validation_message(exc)) from exc
+
+    def encode(self, name: str, record: Mapping[str, Any]) -> bytes:
+        entry = self.repository.get(name)
+        body = _write(entry.parsed, record)
+        if self.registry is None:
+            return SINGLE_OBJECT_MAGIC + entry.fingerprint + body
+        schema_id = self._ids.get(name)
+        if schema_id is None:
+            schema_id = self.registry.id_for(f"io.paybus.{name}{self.subject_suffix}", entry.json)
+            self._ids[name] = schema_id
+        return CONFLUENT_MAGIC + struct.pack(">I", schema_id) + body
+
+    def decode(self, data: bytes, name: str | None = None) -> dict[str, Any]:
+        """Decode bytes in either wire format; with ``name``, resolve into that reader schema."""
+        reader = self.repository.get(name).parsed if name is not None else None
+        if not isinstance(data, (bytes, bytearray, memoryview)):
+            raise DecodeError(f"expected bytes, got {type(data).__name__}")
+        data = bytes(data)
+        if data[:2] == SINGLE_OBJECT_MAGIC:
+            if len(data) < 10:
+                raise DecodeError(f"truncated single-object header ({len(data)} bytes)")
+            writer = self.repository.by_fingerprint.get(data[2:10])
+            if writer is None:
+                raise DecodeError(f"unknown schema fingerprint {data[2:10].hex()}")
+            return _read(data[10:], writer.parsed, reader)
+        if data[:1] == CONFLUENT_MAGIC:
+            if len(data) < 5:
+                raise DecodeError(f"truncated Confluent header ({len(data)} bytes)")
+            (schema_id,) = struct.unpack(">I", data[1:5])
+            return _read(data[5:], self._writer_by_id(schema_id), reader)
+        raise DecodeError(f"unknown magic byte(s) {data[:2].hex() or '<empty>'}")
+
+    def _writer_by_id(self, schema_id: int) -> Schema:
+        cached = self._by_id.get(schema_id)
+        if cached is not None:
+            return cached
+        if self.registry is None:
+            raise DecodeError(f"Confluent-framed record (schema id {schema_id}) but no registry")
+        try:
+            raw = self.registry.schema_for(schema_id)
+        except Exception as exc:
+            raise DecodeError(f"schema id {schema_id} not found in registry: {exc}") from exc
+        parsed = parse_schema(dict(raw), _write_hint=False)
+        self._by_id[schema_id] = parsed
+        return parsed
+
+
+def _validation_message(exc: Exception) -> str:
+    """One line per field: ``amount_minor: expected null or long, got 'x'``."""
+    errors = getattr(exc, "errors", None)
+    if not errors:
+        return str(exc)
+    expected: dict[str, list[str]] = {}
+    got: dict[str, Any] = {}
+    for err in errors:
+        field = str(getattr(err, "field", None) or "record").rsplit(".", 1)[-1]
+        schema = getattr(err, "schema", None)
+        kind = schema.get("type", schema) if isinstance(schema, dict) else schema
+        expected.setdefault(field, []).append(str(kind))
+        got[field] = getattr(err, "datum", None)
+    return "; ".join(
+        f"{field}: expected {' or '.join(kinds)}, got {got[field]!r}"
+        for field, kinds in expected.items()
+    )

@@ -1,0 +1,46 @@
+"""Building dead letters: the original bytes plus where they came from and why they failed.
+
+A dead letter keeps the original key and value untouched, so ``paybus dlq replay`` can put the
+very same record back after the cause is fixed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import UTC, datetime
+
+from streams.records import DeadLetter
+
+
+def dead_letter_id(topic: str, partition: int, offset: int) -> str:
+    """Stable id: the same record failing twice yields the same id."""
+    return f"{topic}:{partition}:{offset}"
+
+
+def make_dead_letter(
+    *,
+    topic: str,
+    partition: int,
+    offset: int,
+    key: bytes | None,
+    value: bytes | None,
+    stage: str,
+    reason: str,
+    aggregate_id: str | None = None,
+    error_log: Sequence[str] = (),
+    attempts: int = 1,
+) -> DeadLetter:
+    return DeadLetter(
+        dead_letter_id=dead_letter_id(topic, partition, offset),
+        original_topic=topic,
+        original_partition=partition,
+        original_offset=offset,
+        key=key,
+        value=value or b"",
+        aggregate_id=aggregate_id,
+        stage=stage,
+        reason=reason,
+        error_log=list(error_log) or [reason],
+        attempts=attempts,
+        failed_at=datetime.now(UTC),
+    )

@@ -1,0 +1,154 @@
+"""The one settings model of a paybus process.
+
+Built once (``Settings()`` reads ``PAYBUS_*`` from the environment, nested sections with
+``__``, e.g. ``PAYBUS_STRIPE__API_KEY``), frozen, and passed down. Nothing in paybus reads the
+environment at import time: the CLI builds the model and hands it to whatever it starts.
+
+Two profiles:
+
+* ``embedded`` (the default, what ``make run`` and the tests use): one Tansu broker on
+  loopback. Tansu makes group joins wait about half the session timeout and cannot run
+  aiokafka's idempotent producer, so this profile uses a short session timeout and
+  at-least-once processing; exactly-once outcomes come from the bus's own idempotence.
+* ``production``: Apache Kafka; Kafka-default timeouts, replication factor 3 by default.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+Profile = Literal["embedded", "production"]
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class StripeSettings(_Section):
+    """Stripe connector: API key and webhook signing secret are secrets."""
+
+    api_key: SecretStr = SecretStr("sk_test_paybus")
+    webhook_secret: SecretStr = SecretStr("whsec_paybus")
+    #: ``None`` talks to api.stripe.com; the embedded profile points it at localstripe.
+    base_url: str | None = None
+    #: Webhook timestamps older than this are refused as replays.
+    webhook_tolerance_s: int = 300
+
+
+class GoCardlessSettings(_Section):
+    """GoCardless connector."""
+
+    access_token: SecretStr = SecretStr("sandbox_token_paybus")
+    webhook_secret: SecretStr = SecretStr("gc_webhook_secret_paybus")
+    #: ``None`` talks to GoCardless's own sandbox/live API by ``environment``.
+    base_url: str | None = None
+    environment: Literal["sandbox", "live"] = "sandbox"
+
+
+class SalesforceSettings(_Section):
+    """Salesforce CRM connector (object and field names are configurable)."""
+
+    instance_url: str | None = None
+    session_id: SecretStr | None = None
+    username: str | None = None
+    password: SecretStr | None = None
+    security_token: SecretStr | None = None
+    api_version: str = "59.0"
+    #: CA bundle for a private instance (the embedded sandbox's self-signed certificate).
+    ca_bundle: Path | None = None
+    payment_object: str = "Payment__c"
+    mandate_object: str = "Mandate__c"
+    refund_object: str = "Refund__c"
+    poll_interval_s: float = 5.0
+    batch_size: int = Field(default=200, ge=1, le=200)
+    flush_interval_s: float = 0.5
+
+
+class Settings(BaseSettings):
+    """Effective configuration of one paybus process."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="PAYBUS_",
+        env_nested_delimiter="__",
+        frozen=True,
+        extra="ignore",
+    )
+
+    profile: Profile = "embedded"
+    #: Faust application id: the consumer group and the prefix of table changelog topics.
+    app_id: str = "paybus"
+    bootstrap_servers: str = "127.0.0.1:9092"
+    #: With a registry URL values use the Confluent wire format; without, Avro single-object.
+    schema_registry_url: str | None = None
+    topic_prefix: str = "paybus"
+    partitions: int = Field(default=8, ge=1)
+    replication_factor: int | None = None
+    web_host: str = "127.0.0.1"
+    web_port: int = Field(default=6066, ge=1, le=65535)
+    #: Faust stores table state (rocksdb or memory); memory is right for the embedded profile.
+    store: str = "memory://"
+    data_dir: Path = Path(".paybus")
+    #: Consumer session timeout; ``None`` picks the profile's default.
+    session_timeout_s: float | None = None
+    #: Consumer fetch max wait (Faust fixes 1.5 s; Tansu holds an empty fetch that long).
+    fetch_max_wait_ms: int | None = None
+    #: Held events older than this are reconciled against the PSP.
+    hold_timeout_s: float = Field(default=900.0, gt=0)
+    #: Delays before each parked retry; its length is the number of retries.
+    retry_schedule_s: tuple[float, ...] = (60.0, 300.0, 900.0, 3600.0, 21600.0)
+    max_seen_ids: int = Field(default=64, ge=1)
+    max_held_events: int = Field(default=32, ge=1)
+    webhook_max_body_bytes: int = Field(default=256 * 1024, ge=1024)
+    log_level: str = "WARNING"
+    stripe: StripeSettings = StripeSettings()
+    gocardless: GoCardlessSettings = GoCardlessSettings()
+    salesforce: SalesforceSettings = SalesforceSettings()
+
+    @model_validator(mode="after")
+    def _profile_defaults(self) -> Settings:
+        """Fill profile-dependent defaults (the model is frozen, so set them once here)."""
+        embedded = self.profile == "embedded"
+        defaults: dict[str, Any] = {
+            "session_timeout_s": 2.0 if embedded else 10.0,
+            "fetch_max_wait_ms": 50 if embedded else 500,
+            "replication_factor": 1 if embedded else 3,
+        }
+        for name, value in defaults.items():
+            if getattr(self, name) is None:
+                object.__setattr__(self, name, value)
+        return self
+
+    @property
+    def effective_session_timeout_s(self) -> float:
+        assert self.session_timeout_s is not None
+        return self.session_timeout_s
+
+    @property
+    def effective_fetch_max_wait_ms(self) -> int:
+        assert self.fetch_max_wait_ms is not None
+        return self.fetch_max_wait_ms
+
+    @property
+    def effective_replication_factor(self) -> int:
+        assert self.replication_factor is not None
+        return self.replication_factor
+
+    def masked(self) -> dict[str, Any]:
+        """The configuration as plain data with every secret masked (for ``paybus config``)."""
+        return _mask(self.model_dump())
+
+
+def _mask(value: Any) -> Any:
+    if isinstance(value, SecretStr):
+        return "**********" if value.get_secret_value() else ""
+    if isinstance(value, dict):
+        return {k: _mask(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_mask(v) for v in value]
+    if isinstance(value, Path):
+        return str(value)
+    return value

@@ -1,0 +1,95 @@
+"""The sequencing agent in a real worker on the embedded broker."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from kafka import KafkaConsumer, KafkaProducer
+
+from streams.admin import create_topics
+from streams.broker import EmbeddedBroker
+from streams.codec import AvroCodec
+from streams.demo_data import delivery, final_statuses, histories
+from streams.topics import TopicMap
+from tests.support.workers import WorkerProcess, paybus_env, wait_for
+
+pytestmark = pytest.mark.broker
+
+
+def _publish(bootstrap: str, topic: str, records: list[dict[str, object]]) -> None:
+    codec = AvroCodec()
+    producer = KafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=5)
+    for rec in records:
+        producer.send(topic, key=str(rec["aggregate_id"]).encode(), value=codec.encode("PaymentEvent", rec))
+    producer.flush()
+    producer.close()
+
+
+class StatusReader:
+    """Reads ``paybus.payments.status`` (and the DLQ) as the CRM writer would."""
+
+    def __init__(self, bootstrap: str, tm: TopicMap) -> None:
+        self.codec = AvroCodec()
+        self.status = KafkaConsumer(
+            tm.status_updates.name, bootstrap_servers=bootstrap, auto_offset_reset="earliest"
+        )
+        self.dlq = KafkaConsumer(tm.dlq.name, bootstrap_servers=bootstrap, auto_offset_reset="earliest")
+        self.updates: list[dict[str, object]] = []
+        self.dead: list[dict[str, object]] = []
+
+    def poll(self) -> None:
+        for batch in self.status.poll(200).values():
+            self.updates += [self.codec.decode(m.value, "StatusUpdate") for m in batch]
+        for batch in self.dlq.poll(50).values():
+            self.dead += [self.codec.decode(m.value, "DeadLetter") for m in batch]
+
+    def finals(self) -> dict[str, str]:
+        best: dict[str, tuple[int, str]] = {}
+        for u in self.updates:
+            agg, seq = str(u["aggregate_id"]), int(u["seq"])  # type: ignore[call-overload]
+            if agg not in best or seq > best[agg][0]:
+                best[agg] = (seq, str(u["to_status"]))
+        return {agg: status for agg, (_, status) in best.items()}
+
+    def close(self) -> None:
+        self.status.close()
+        self.dlq.close()
+
+
+def test_shuffled_duplicated_histories_end_in_order(
+    broker: EmbeddedBroker, topic_prefix: str, tmp_path: Path
+) -> None:
+    tm = TopicMap(topic_prefix, 8, 1)
+    create_topics(broker.bootstrap, tm.all())
+    hist = histories(60, seed=3)
+    events = list(delivery(hist, seed=5))
+    rejected = {
+        "event_id": "bad-1", "aggregate_id": "agg-x", "aggregate_type": "payment",
+        "status": "teleported", "occurred_at": events[0].occurred_at, "source": "test",
+    }
+    env = paybus_env(broker.bootstrap, topic_prefix, tmp_path)
+    worker = WorkerProcess.paybus(env, tmp_path / "worker.log", "--role", "sequencer").start()
+    reader = StatusReader(broker.bootstrap, tm)
+    try:
+        worker.wait_ready()
+        _publish(broker.bootstrap, tm.payment_events.name, [e.as_record() for e in events] + [rejected])
+        expected = final_statuses(hist)
+
+        def done() -> bool:
+            reader.poll()
+            return reader.finals() == expected and len(reader.dead) == 1
+
+        wait_for(done, 90, "final statuses equal the in-order ones")
+        # Every applied event produced exactly one update.
+        ids = [u["event_id"] for u in reader.updates]
+        assert len(ids) == len(set(ids))
+        assert reader.dead[0]["stage"] == "sequencer"
+        assert "teleported" in str(reader.dead[0]["reason"])
+        metrics = worker.metrics() or ""
+        assert 'outcome="duplicate"' in metrics and 'outcome="applied"' in metrics
+    finally:
+        reader.close()
+        worker.stop()
+    (tmp_path / "expected.json").write_text(json.dumps(expected))

@@ -1,0 +1,1 @@
+"""Test stand-ins and helpers shared by several test packages (not shipped)."""

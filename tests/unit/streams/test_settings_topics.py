@@ -1,0 +1,70 @@
+"""Settings, the topic map and the records' agreement with the Avro contract."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from pydantic import ValidationError
+
+from schemas import SCHEMA_DIR
+from streams.records import RECORDS
+from streams.settings import Settings
+from streams.topics import TopicMap
+
+
+def test_embedded_profile_defaults(clean_env: Path) -> None:
+    s = Settings()
+    assert s.profile == "embedded"
+    assert s.effective_session_timeout_s == 2.0
+    assert s.effective_replication_factor == 1
+    assert s.web_host == "127.0.0.1"
+
+
+def test_production_profile_and_env(clean_env: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PAYBUS_PROFILE", "production")
+    monkeypatch.setenv("PAYBUS_STRIPE__API_KEY", "sk_live_secret")
+    monkeypatch.setenv("PAYBUS_PARTITIONS", "12")
+    s = Settings()
+    assert s.effective_session_timeout_s == 10.0
+    assert s.effective_replication_factor == 3
+    assert s.partitions == 12
+    assert s.stripe.api_key.get_secret_value() == "sk_live_secret"
+    masked = json.dumps(s.masked())
+    assert "sk_live_secret" not in masked
+    assert s.masked()["stripe"]["api_key"] == "**********"
+
+
+def test_settings_are_frozen_and_validated(clean_env: Path) -> None:
+    s = Settings()
+    with pytest.raises(ValidationError):
+        s.partitions = 3  # type: ignore[misc]
+    with pytest.raises(ValidationError):
+        Settings(partitions=0)
+
+
+def test_topic_map_matches_design(clean_env: Path) -> None:
+    names = [t.name for t in TopicMap.from_settings(Settings()).all()]
+    assert names == [
+        "paybus.crm.changes",
+        "paybus.psp.webhooks",
+        "paybus.commands.stripe",
+        "paybus.commands.gocardless",
+        "paybus.payments.events",
+        "paybus.payments.status",
+        "paybus.retry",
+        "paybus.dlq",
+    ]
+    tm = TopicMap("x", 3, 1)
+    assert {t.partitions for t in tm.all()} == {3}
+    assert tm.by_name("x.dlq").value_schema == "DeadLetter"
+    assert all((SCHEMA_DIR / f"{t.value_schema}.avsc").exists() for t in tm.all())
+
+
+@pytest.mark.parametrize("name", sorted(RECORDS))
+def test_record_fields_match_schema(name: str) -> None:
+    schema = json.loads((SCHEMA_DIR / f"{name}.avsc").read_text())
+    schema_fields = {f["name"] for f in schema["fields"]}
+    record_fields = set(RECORDS[name]._options.fields)
+    assert record_fields == schema_fields
