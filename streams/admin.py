@@ -67,6 +67,7 @@ def describe_topics(bootstrap: str, names: Iterable[str]) -> list[TopicState]:
         existing = set(admin.list_topics())
         present = [n for n in names if n in existing]
         described = {
-            d.get("topic", d.get("name")): len(d["partitions"]) for d in admin.describe_topics(present)
+            d.get("topic", d.get("name")): len(d["partitions"])
+            for d in admin.describe_topics(present)
         }
     return [TopicState(n, described.get(n, 0), n in existing) for n in names]

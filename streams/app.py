@@ -14,6 +14,7 @@ Only this module constructs a ``faust.App``. It also adapts Faust to the embedde
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -24,6 +25,7 @@ from faust.types import TransportT
 
 from streams.codec import AvroCodec
 from streams.faust_codec import register_codecs
+from streams.offsets import fetch_highwaters
 from streams.registry_client import SchemaRegistryClient
 from streams.settings import Settings
 from streams.topics import TopicMap
@@ -39,6 +41,14 @@ class _ConsumerThread(faust_aiokafka.AIOKafkaConsumerThread):
         paybus: PaybusApp = self.app  # type: ignore[assignment]
         consumer._fetch_max_wait_ms = paybus.settings.effective_fetch_max_wait_ms
         return consumer
+
+    async def _highwaters(self, partitions: list[Any]) -> Mapping[Any, int]:
+        """End offsets for changelog recovery; from fetch responses where ListOffsets is wrong."""
+        listed = await super()._highwaters(partitions)
+        paybus: PaybusApp = self.app  # type: ignore[assignment]
+        if paybus.settings.effective_end_offsets != "fetch":
+            return listed
+        return await fetch_highwaters(paybus.settings.bootstrap_servers, listed)
 
 
 class _Consumer(faust_aiokafka.Consumer):

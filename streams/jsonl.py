@@ -46,7 +46,9 @@ def _timestamp_fields(schema: Mapping[str, Any]) -> set[str]:
     names = set()
     for field in schema["fields"]:
         types = field["type"] if isinstance(field["type"], list) else [field["type"]]
-        if any(isinstance(t, dict) and t.get("logicalType", "").startswith("timestamp") for t in types):
+        if any(
+            isinstance(t, dict) and t.get("logicalType", "").startswith("timestamp") for t in types
+        ):
             names.add(field["name"])
     return names
 

@@ -8,6 +8,7 @@ configured Avro wire format. A unit test keeps the fields in step with the ``.av
 from __future__ import annotations
 
 from datetime import datetime
+
 import faust
 
 # Faust evaluates annotations at class creation; keep them as real types (no PEP 563 strings

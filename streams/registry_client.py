@@ -46,7 +46,9 @@ class SchemaRegistryClient:
             detail = exc.read().decode(errors="replace")[:300]
             raise RegistryError(f"{method} {path}: HTTP {exc.code}: {detail}") from exc
         except (urllib.error.URLError, OSError) as exc:
-            raise RegistryError(f"{method} {path}: registry unreachable at {self.url}: {exc}") from exc
+            raise RegistryError(
+                f"{method} {path}: registry unreachable at {self.url}: {exc}"
+            ) from exc
 
     def id_for(self, subject: str, schema: Mapping[str, Any]) -> int:
         text = json.dumps(schema, sort_keys=True)

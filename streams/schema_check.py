@@ -45,11 +45,19 @@ def _load_current(directory: Path) -> tuple[dict[str, dict[str, Any]], list[Chec
             errors.append(CheckResult(path.stem, "invalid", f"{path.name}: {exc}"))
             continue
         if raw.get("name") != path.stem:
-            errors.append(CheckResult(path.stem, "invalid", f"{path.name}: record name is {raw.get('name')!r}"))
+            errors.append(
+                CheckResult(
+                    path.stem, "invalid", f"{path.name}: record name is {raw.get('name')!r}"
+                )
+            )
             continue
         missing_doc = [f["name"] for f in raw.get("fields", []) if not f.get("doc")]
         if missing_doc:
-            errors.append(CheckResult(path.stem, "invalid", f"undocumented field(s): {', '.join(missing_doc)}"))
+            errors.append(
+                CheckResult(
+                    path.stem, "invalid", f"undocumented field(s): {', '.join(missing_doc)}"
+                )
+            )
             continue
         current[path.stem] = raw
     return current, errors
@@ -62,7 +70,7 @@ def check(directory: Path = SCHEMA_DIR) -> list[CheckResult]:
     released: dict[str, Any] = {}
     if release_path.exists():
         released = json.loads(release_path.read_text()).get("schemas", {})
-    checker = ReaderWriterCompatibilityChecker()
+    checker = ReaderWriterCompatibilityChecker()  # type: ignore[no-untyped-call]
     for name, raw in current.items():
         old = released.get(name)
         if old is None:
@@ -76,7 +84,9 @@ def check(directory: Path = SCHEMA_DIR) -> list[CheckResult]:
         writer = avro.schema.parse(json.dumps(old["schema"]))
         verdict = checker.get_compatibility(reader, writer)
         if verdict.compatibility is SchemaCompatibilityType.compatible:
-            results.append(CheckResult(name, "compatible", f"fingerprint {old['fingerprint']} -> {new_fp}"))
+            results.append(
+                CheckResult(name, "compatible", f"fingerprint {old['fingerprint']} -> {new_fp}")
+            )
         else:
             detail = "; ".join(sorted(verdict.messages)) or "not backward compatible"
             locations = ", ".join(sorted(verdict.locations))

@@ -96,10 +96,16 @@ class Settings(BaseSettings):
     session_timeout_s: float | None = None
     #: Consumer fetch max wait (Faust fixes 1.5 s; Tansu holds an empty fetch that long).
     fetch_max_wait_ms: int | None = None
+    #: Where end offsets come from: ``fetch`` high-water marks (Tansu's ListOffsets is short by
+    #: the last batch) or ``list_offsets`` (right on Apache Kafka, cheaper). ``None``: by profile.
+    end_offsets: Literal["fetch", "list_offsets"] | None = None
     #: Held events older than this are reconciled against the PSP.
     hold_timeout_s: float = Field(default=900.0, gt=0)
     #: Delays before each parked retry; its length is the number of retries.
     retry_schedule_s: tuple[float, ...] = (60.0, 300.0, 900.0, 3600.0, 21600.0)
+    #: Events the sequencer judges per batch (one changelog write per aggregate per batch).
+    batch_max_events: int = Field(default=500, ge=1)
+    batch_within_s: float = Field(default=0.05, gt=0)
     max_seen_ids: int = Field(default=64, ge=1)
     max_held_events: int = Field(default=32, ge=1)
     webhook_max_body_bytes: int = Field(default=256 * 1024, ge=1024)
@@ -116,6 +122,7 @@ class Settings(BaseSettings):
             "session_timeout_s": 2.0 if embedded else 10.0,
             "fetch_max_wait_ms": 50 if embedded else 500,
             "replication_factor": 1 if embedded else 3,
+            "end_offsets": "fetch" if embedded else "list_offsets",
         }
         for name, value in defaults.items():
             if getattr(self, name) is None:
@@ -133,13 +140,19 @@ class Settings(BaseSettings):
         return self.fetch_max_wait_ms
 
     @property
+    def effective_end_offsets(self) -> str:
+        assert self.end_offsets is not None
+        return self.end_offsets
+
+    @property
     def effective_replication_factor(self) -> int:
         assert self.replication_factor is not None
         return self.replication_factor
 
     def masked(self) -> dict[str, Any]:
         """The configuration as plain data with every secret masked (for ``paybus config``)."""
-        return _mask(self.model_dump())
+        masked: dict[str, Any] = _mask(self.model_dump())
+        return masked
 
 
 def _mask(value: Any) -> Any:

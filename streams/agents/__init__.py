@@ -34,7 +34,7 @@ def attach(app: PaybusApp, roles: Iterable[str] = ROLES) -> dict[str, Any]:
 
 def _attach_metrics_view(app: PaybusApp) -> None:
     @app.page("/metrics")
-    class Metrics(View):  # noqa: D401 - faust view
+    class Metrics(View):
         """Prometheus exposition of this worker's metrics."""
 
         async def get(self, request: Request) -> Response:

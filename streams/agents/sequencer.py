@@ -19,17 +19,19 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import weakref
 from collections.abc import AsyncIterator, Mapping
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, cast
 
 import faust
+from faust.streams import _current_event
 from faust.types import EventT
 
-from streams.errors import PaybusError
 from streams import metrics
 from streams.app import PaybusApp
 from streams.deadletters import make_dead_letter
+from streams.errors import PaybusError
 from streams.records import PaymentEvent, StatusUpdate
 from streams.sequencing import Outcome, Result, Sequencer, StatusChange
 from streams.sequencing_state import AggregateState, Event, InvalidEvent
@@ -117,58 +119,86 @@ class SequencerStage:
         )
 
     async def process(self, stream: faust.StreamT[PaymentEvent]) -> AsyncIterator[None]:
-        async for event in stream.events():
-            await self.handle(event)
+        settings = self.app.settings
+        batches = cast(Any, stream).take_events(
+            settings.batch_max_events, within=settings.batch_within_s
+        )
+        async for events in batches:
+            await self.process_batch(events)
             yield None
 
-    async def handle(self, event: EventT[PaymentEvent]) -> None:
-        value = event.value
-        message = event.message
-        key = event.key if isinstance(event.key, str) else value.aggregate_id
-        try:
-            engine_event = to_engine_event(value)
-        except InvalidEvent as exc:
-            metrics.EVENTS.labels(STAGE, "rejected", value.aggregate_type, value.source).inc()
-            await self.dead_letter(event, f"invalid event: {exc}", value.aggregate_id)
-            return
-        stored = self.table.get(engine_event.aggregate_id)
-        state = AggregateState.from_dict(stored) if stored else None
-        if engine_event.attributes.get(RECONCILE_ATTR) and state is not None:
-            result = self.engine.reconcile(
-                state, engine_event.status, now=engine_event.occurred_at, source="reconcile"
-            )
-        else:
-            result = self.engine.judge(state, engine_event)
-        self.table[engine_event.aggregate_id] = result.state.to_dict()
-        await self.publish(key, result, event)
+    async def process_batch(self, events: list[EventT[PaymentEvent]]) -> None:
+        """Judge a batch in partition order, publish its outcomes, then write the state.
 
-    async def publish(self, key: str, result: Result, event: EventT[PaymentEvent]) -> None:
+        The order is what makes a crash harmless without transactions: status updates and
+        dead letters are delivered first, the table (changelog) is written after, and the
+        offsets are committed last (Faust acks the batch when this returns). A worker killed
+        in between re-reads the batch, finds the state as it was before it, and the
+        deterministic engine emits the very same updates (same event id, same seq) again;
+        the CRM writer's version guard absorbs the repeat. The other order could lose an
+        update for good (state saying "applied" while the update never left).
+        """
+        states: dict[str, AggregateState | None] = {}
+        last_event: dict[str, EventT[PaymentEvent]] = {}
+        sends = []
+        for event in events:
+            value = cast(PaymentEvent, event.value)
+            key = event.key if isinstance(event.key, str) else value.aggregate_id
+            try:
+                engine_event = to_engine_event(value)
+            except InvalidEvent as exc:
+                metrics.EVENTS.labels(STAGE, "rejected", value.aggregate_type, value.source).inc()
+                sends.append(
+                    await self._dead_letter(event, f"invalid event: {exc}", value.aggregate_id)
+                )
+                continue
+            agg = engine_event.aggregate_id
+            if agg in states:
+                state = states[agg]
+            else:
+                stored = self.table.get(agg)
+                state = AggregateState.from_dict(stored) if stored else None
+            if engine_event.attributes.get(RECONCILE_ATTR) and state is not None:
+                result = self.engine.reconcile(
+                    state, engine_event.status, now=engine_event.occurred_at, source="reconcile"
+                )
+            else:
+                result = self.engine.judge(state, engine_event)
+            states[agg] = result.state
+            last_event[agg] = event
+            sends += await self._outcomes(key, result, event)
+        await asyncio.gather(*sends)
+        for agg, state in states.items():
+            if state is None:
+                continue
+            token = _current_event.set(weakref.ref(last_event[agg]))
+            try:
+                self.table[agg] = state.to_dict()
+            finally:
+                _current_event.reset(token)
+
+    async def _outcomes(self, key: str, result: Result, event: EventT[PaymentEvent]) -> list[Any]:
+        """Queue the result's status updates and dead letters; count every judgement."""
         futures = [
             await self.status_topic.send(key=key, value=to_status_update(change))
             for change in result.updates
         ]
         for judgement in result.judgements:
             ev = judgement.event
-            metrics.EVENTS.labels(STAGE, judgement.outcome.value, ev.aggregate_type, ev.source).inc()
+            metrics.EVENTS.labels(
+                STAGE, judgement.outcome.value, ev.aggregate_type, ev.source
+            ).inc()
             if judgement.outcome is Outcome.REJECTED:
-                await self.dead_letter(
-                    event, judgement.reason, ev.aggregate_id, rejected_event_id=ev.event_id
-                )
+                reason = f"{ev.event_id}: {judgement.reason}"
+                futures.append(await self._dead_letter(event, reason, ev.aggregate_id))
         if result.evicted_seen:
             metrics.SEQUENCER_EVICTIONS.labels("seen").inc(result.evicted_seen)
         if result.evicted_held:
             metrics.SEQUENCER_EVICTIONS.labels("held").inc(result.evicted_held)
-        # At-least-once: the offset is committed after the stream acks, which happens only
-        # once these sends are delivered.
-        await asyncio.gather(*futures)
+        return futures
 
-    async def dead_letter(
-        self,
-        event: EventT[Any],
-        reason: str,
-        aggregate_id: str | None,
-        rejected_event_id: str | None = None,
-    ) -> None:
+    async def _dead_letter(self, event: EventT[Any], reason: str, aggregate_id: str | None) -> Any:
+        """Queue a dead letter carrying the original bytes; return its delivery future."""
         message = event.message
         letter = make_dead_letter(
             topic=message.topic,
@@ -177,12 +207,11 @@ class SequencerStage:
             key=message.key if isinstance(message.key, bytes) else None,
             value=message.value if isinstance(message.value, bytes) else None,
             stage=STAGE,
-            reason=reason if rejected_event_id is None else f"{rejected_event_id}: {reason}",
+            reason=reason,
             aggregate_id=aggregate_id,
         )
         metrics.DEAD_LETTERS.labels(STAGE).inc()
-        fut = await self.dlq_topic.send(key=aggregate_id, value=letter)
-        await fut
+        return await self.dlq_topic.send(key=aggregate_id, value=letter)
 
     async def reconcile_held(self) -> None:
         """Publish reconcile requests for held events older than the hold timeout."""
@@ -208,7 +237,9 @@ class SequencerStage:
             key = request.payment_id or request.aggregate_id
             await self.events_topic.send(key=key, value=request)
 
-    async def _lookup(self, state: AggregateState, held: Event, now: datetime) -> PaymentEvent | None:
+    async def _lookup(
+        self, state: AggregateState, held: Event, now: datetime
+    ) -> PaymentEvent | None:
         attrs: Mapping[str, str] = held.attributes
         psp, object_id = attrs.get("psp"), attrs.get("psp_object_id")
         if not psp or not object_id:
@@ -218,7 +249,9 @@ class SequencerStage:
 
         try:
             connector = registry.load(psp, self.app.settings)
-            found = await asyncio.to_thread(connector.lookup_status, state.aggregate_type, object_id)
+            found = await asyncio.to_thread(
+                connector.lookup_status, state.aggregate_type, object_id
+            )
         except (PaybusError, NotImplementedError) as exc:
             log.warning("reconcile of %s via %s failed: %s", state.aggregate_id, psp, exc)
             metrics.RECONCILES.labels("lookup_failed").inc()

@@ -93,7 +93,9 @@ def topics_list(ctx: typer.Context) -> None:
     settings = settings_of(ctx)
     specs = TopicMap.from_settings(settings).all()
     try:
-        states = {s.name: s for s in describe_topics(settings.bootstrap_servers, [t.name for t in specs])}
+        states = {
+            s.name: s for s in describe_topics(settings.bootstrap_servers, [t.name for t in specs])
+        }
     except Exception as exc:
         fail(f"cannot reach {settings.bootstrap_servers}: {exc}")
     table = Table(title=f"paybus topics on {settings.bootstrap_servers}")
@@ -103,5 +105,13 @@ def topics_list(ctx: typer.Context) -> None:
     for spec in specs:
         state = states[spec.name]
         parts = str(state.partitions) if state.exists else "[red]missing[/]"
-        table.add_row(spec.name, parts, spec.key, spec.value_schema, spec.cleanup_policy, spec.writers, spec.readers)
+        table.add_row(
+            spec.name,
+            parts,
+            spec.key,
+            spec.value_schema,
+            spec.cleanup_policy,
+            spec.writers,
+            spec.readers,
+        )
     console.print(table)

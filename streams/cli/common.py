@@ -18,7 +18,9 @@ def state_callback(
     ctx: typer.Context,
     bootstrap: Annotated[
         str | None,
-        typer.Option("--bootstrap", "-b", help="Kafka bootstrap servers (PAYBUS_BOOTSTRAP_SERVERS)."),
+        typer.Option(
+            "--bootstrap", "-b", help="Kafka bootstrap servers (PAYBUS_BOOTSTRAP_SERVERS)."
+        ),
     ] = None,
     profile: Annotated[
         str | None, typer.Option(help="embedded or production (PAYBUS_PROFILE).")

@@ -75,7 +75,9 @@ def publish_crm_changes(
         err_console.print(f"{file}:{p.number}: {p.error}", highlight=False, markup=False)
     if good:
         try:
-            with Publisher(settings.bootstrap_servers, topic_prefix=settings.topic_prefix, codec=codec) as pub:
+            with Publisher(
+                settings.bootstrap_servers, topic_prefix=settings.topic_prefix, codec=codec
+            ) as pub:
                 results = pub.publish_crm_changes([p.record for p in good if p.record])
         except Exception as exc:
             fail(f"publishing to {settings.bootstrap_servers} failed: {exc}")
@@ -90,7 +92,9 @@ def publish_crm_changes(
 
 
 def sequence(
-    input_path: Annotated[str, typer.Option("--input", "-i", help="JSON lines of canonical events ('-' = stdin).")],
+    input_path: Annotated[
+        str, typer.Option("--input", "-i", help="JSON lines of canonical events ('-' = stdin).")
+    ],
     max_seen: Annotated[int, typer.Option(help="Recent event ids kept per aggregate.")] = 64,
     max_held: Annotated[int, typer.Option(help="Held events kept per aggregate.")] = 32,
 ) -> None:
@@ -102,7 +106,9 @@ def sequence(
     else:
         try:
             with open(input_path, encoding="utf-8") as fh:
-                code = run_sequence(fh, sys.stdout, sys.stderr, max_seen=max_seen, max_held=max_held)
+                code = run_sequence(
+                    fh, sys.stdout, sys.stderr, max_seen=max_seen, max_held=max_held
+                )
         except OSError as exc:
             fail(f"cannot read {input_path}: {exc.strerror}")
     raise typer.Exit(code)

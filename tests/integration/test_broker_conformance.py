@@ -12,8 +12,8 @@ import time
 import uuid
 
 import pytest
-from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer, TopicPartition
 from aiokafka.errors import UnknownError
+from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.admin import NewTopic
 
 from streams.broker import EmbeddedBroker
@@ -46,7 +46,9 @@ def _produce_two_batches(bootstrap: str, topic: str) -> None:
 @pytest.mark.xfail(
     strict=True, raises=AssertionError, reason="Tansu: ListOffsets LATEST = last batch base + 1"
 )
-def test_list_offsets_latest_is_the_end_offset(broker: EmbeddedBroker, admin: KafkaAdminClient) -> None:
+def test_list_offsets_latest_is_the_end_offset(
+    broker: EmbeddedBroker, admin: KafkaAdminClient
+) -> None:
     topic = _topic(admin)
     _produce_two_batches(broker.bootstrap, topic)
     consumer = KafkaConsumer(bootstrap_servers=broker.bootstrap)
@@ -131,8 +133,11 @@ def test_describe_groups(broker: EmbeddedBroker, admin: KafkaAdminClient) -> Non
     topic = _topic(admin)
     group = f"dg-{uuid.uuid4().hex[:6]}"
     consumer = KafkaConsumer(
-        topic, bootstrap_servers=broker.bootstrap, group_id=group,
-        session_timeout_ms=2000, heartbeat_interval_ms=400,
+        topic,
+        bootstrap_servers=broker.bootstrap,
+        group_id=group,
+        session_timeout_ms=2000,
+        heartbeat_interval_ms=400,
     )
     try:
         while not consumer.assignment():
@@ -153,8 +158,13 @@ def test_committed_offsets_are_listed(broker: EmbeddedBroker, admin: KafkaAdminC
     producer.close()
     group = f"lo-{uuid.uuid4().hex[:6]}"
     consumer = KafkaConsumer(
-        topic, bootstrap_servers=broker.bootstrap, group_id=group, auto_offset_reset="earliest",
-        enable_auto_commit=False, session_timeout_ms=2000, heartbeat_interval_ms=400,
+        topic,
+        bootstrap_servers=broker.bootstrap,
+        group_id=group,
+        auto_offset_reset="earliest",
+        enable_auto_commit=False,
+        session_timeout_ms=2000,
+        heartbeat_interval_ms=400,
     )
     seen = 0
     deadline = time.monotonic() + 15

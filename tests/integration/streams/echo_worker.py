@@ -16,7 +16,9 @@ from streams.settings import Settings
 
 settings = Settings()
 app = build_app(settings)
-topic = app.topic(app.topic_map.crm_changes.name, key_type=str, key_serializer="raw", value_type=CrmChange)
+topic = app.topic(
+    app.topic_map.crm_changes.name, key_type=str, key_serializer="raw", value_type=CrmChange
+)
 out_path = os.environ["ECHO_OUT"]
 
 
@@ -43,4 +45,6 @@ async def ready(web, request):  # type: ignore[no-untyped-def]
 
 
 if __name__ == "__main__":
-    faust.Worker(app, loglevel="WARNING", quiet=True, redirect_stdouts=False).execute_from_commandline()
+    faust.Worker(
+        app, loglevel="WARNING", quiet=True, redirect_stdouts=False
+    ).execute_from_commandline()

@@ -22,23 +22,37 @@ HERE = Path(__file__).parent
 
 def _change(i: int, **over: object) -> dict[str, object]:
     return {
-        "change_id": f"chg-{i}", "aggregate_id": f"pay-{i % 5}", "aggregate_type": "payment",
-        "intent": "create_payment", "occurred_at": datetime(2026, 11, 22, 10, i, tzinfo=UTC),
-        "source": "test", "amount_minor": 100 + i, "currency": "EUR", **over,
+        "change_id": f"chg-{i}",
+        "aggregate_id": f"pay-{i % 5}",
+        "aggregate_type": "payment",
+        "intent": "create_payment",
+        "occurred_at": datetime(2026, 11, 22, 10, i, tzinfo=UTC),
+        "source": "test",
+        "amount_minor": 100 + i,
+        "currency": "EUR",
+        **over,
     }
 
 
-def _paybus(env: dict[str, str], *args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
+def _paybus(
+    env: dict[str, str], *args: str, stdin: str | None = None
+) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "streams.cli", *args], env=env, input=stdin,
-        capture_output=True, text=True, timeout=120,
+        [sys.executable, "-m", "streams.cli", *args],
+        env=env,
+        input=stdin,
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
 
 
 def test_sdk_record_reaches_a_faust_agent_typed(
     broker: EmbeddedBroker, topic_prefix: str, tmp_path: Path
 ) -> None:
-    env = paybus_env(broker.bootstrap, topic_prefix, tmp_path, ECHO_OUT=str(tmp_path / "echo.jsonl"))
+    env = paybus_env(
+        broker.bootstrap, topic_prefix, tmp_path, ECHO_OUT=str(tmp_path / "echo.jsonl")
+    )
     tm = TopicMap(topic_prefix, 8, 1)
     create_topics(broker.bootstrap, tm.all())
     worker = WorkerProcess([sys.executable, str(HERE / "echo_worker.py")], env, tmp_path / "w.log")
@@ -72,7 +86,9 @@ def test_sdk_record_reaches_a_faust_agent_typed(
         worker.stop()
 
 
-def test_topics_create_is_idempotent(broker: EmbeddedBroker, topic_prefix: str, tmp_path: Path) -> None:
+def test_topics_create_is_idempotent(
+    broker: EmbeddedBroker, topic_prefix: str, tmp_path: Path
+) -> None:
     env = paybus_env(broker.bootstrap, topic_prefix, tmp_path, PAYBUS_PARTITIONS="3")
     first = _paybus(env, "topics", "create")
     assert first.returncode == 0, first.stderr
@@ -106,15 +122,24 @@ def test_publish_file_with_good_and_bad_lines(
     from streams.codec import AvroCodec
 
     consumer = KafkaConsumer(
-        f"{topic_prefix}.crm.changes", bootstrap_servers=broker.bootstrap,
-        auto_offset_reset="earliest", consumer_timeout_ms=3000,
+        f"{topic_prefix}.crm.changes",
+        bootstrap_servers=broker.bootstrap,
+        auto_offset_reset="earliest",
+        consumer_timeout_ms=3000,
     )
     ids = sorted(AvroCodec().decode(m.value, "CrmChange")["change_id"] for m in consumer)
     consumer.close()
     assert ids == ["chg-0", "chg-1", "chg-2"]
 
 
-def test_publish_missing_file_is_a_clear_error(broker: EmbeddedBroker, topic_prefix: str, tmp_path: Path) -> None:
-    result = _paybus(paybus_env(broker.bootstrap, topic_prefix, tmp_path), "publish", "crm-changes", str(tmp_path / "nope.jsonl"))
+def test_publish_missing_file_is_a_clear_error(
+    broker: EmbeddedBroker, topic_prefix: str, tmp_path: Path
+) -> None:
+    result = _paybus(
+        paybus_env(broker.bootstrap, topic_prefix, tmp_path),
+        "publish",
+        "crm-changes",
+        str(tmp_path / "nope.jsonl"),
+    )
     assert result.returncode == 1
     assert "cannot read" in result.stderr and "nope.jsonl" in result.stderr

@@ -22,7 +22,9 @@ def _publish(bootstrap: str, topic: str, records: list[dict[str, object]]) -> No
     codec = AvroCodec()
     producer = KafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=5)
     for rec in records:
-        producer.send(topic, key=str(rec["aggregate_id"]).encode(), value=codec.encode("PaymentEvent", rec))
+        producer.send(
+            topic, key=str(rec["aggregate_id"]).encode(), value=codec.encode("PaymentEvent", rec)
+        )
     producer.flush()
     producer.close()
 
@@ -35,7 +37,9 @@ class StatusReader:
         self.status = KafkaConsumer(
             tm.status_updates.name, bootstrap_servers=bootstrap, auto_offset_reset="earliest"
         )
-        self.dlq = KafkaConsumer(tm.dlq.name, bootstrap_servers=bootstrap, auto_offset_reset="earliest")
+        self.dlq = KafkaConsumer(
+            tm.dlq.name, bootstrap_servers=bootstrap, auto_offset_reset="earliest"
+        )
         self.updates: list[dict[str, object]] = []
         self.dead: list[dict[str, object]] = []
 
@@ -66,15 +70,21 @@ def test_shuffled_duplicated_histories_end_in_order(
     hist = histories(60, seed=3)
     events = list(delivery(hist, seed=5))
     rejected = {
-        "event_id": "bad-1", "aggregate_id": "agg-x", "aggregate_type": "payment",
-        "status": "teleported", "occurred_at": events[0].occurred_at, "source": "test",
+        "event_id": "bad-1",
+        "aggregate_id": "agg-x",
+        "aggregate_type": "payment",
+        "status": "teleported",
+        "occurred_at": events[0].occurred_at,
+        "source": "test",
     }
     env = paybus_env(broker.bootstrap, topic_prefix, tmp_path)
     worker = WorkerProcess.paybus(env, tmp_path / "worker.log", "--role", "sequencer").start()
     reader = StatusReader(broker.bootstrap, tm)
     try:
         worker.wait_ready()
-        _publish(broker.bootstrap, tm.payment_events.name, [e.as_record() for e in events] + [rejected])
+        _publish(
+            broker.bootstrap, tm.payment_events.name, [e.as_record() for e in events] + [rejected]
+        )
         expected = final_statuses(hist)
 
         def done() -> bool:

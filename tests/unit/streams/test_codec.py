@@ -19,36 +19,80 @@ NOW = datetime(2026, 11, 22, 12, 0, 0, 123000, tzinfo=UTC)
 
 SAMPLES: dict[str, dict[str, Any]] = {
     "CrmChange": {
-        "change_id": "chg-1", "aggregate_id": "pay-1", "aggregate_type": "payment",
-        "intent": "create_payment", "occurred_at": NOW, "source": "salesforce",
-        "amount_minor": 1250, "currency": "EUR", "method": "card", "metadata": {"a": "b"},
+        "change_id": "chg-1",
+        "aggregate_id": "pay-1",
+        "aggregate_type": "payment",
+        "intent": "create_payment",
+        "occurred_at": NOW,
+        "source": "salesforce",
+        "amount_minor": 1250,
+        "currency": "EUR",
+        "method": "card",
+        "metadata": {"a": "b"},
     },
     "PspWebhook": {
-        "webhook_id": "evt_1", "psp": "stripe", "psp_object_id": "pi_1", "received_at": NOW,
-        "body": b'{"id": "evt_1"}', "headers": {"stripe-signature": "t=1,v1=x"},
+        "webhook_id": "evt_1",
+        "psp": "stripe",
+        "psp_object_id": "pi_1",
+        "received_at": NOW,
+        "body": b'{"id": "evt_1"}',
+        "headers": {"stripe-signature": "t=1,v1=x"},
     },
     "PaymentCommand": {
-        "command_id": "cmd-1", "aggregate_id": "pay-1", "aggregate_type": "payment",
-        "operation": "create_payment", "psp": "stripe", "issued_at": NOW, "amount_minor": 5,
+        "command_id": "cmd-1",
+        "aggregate_id": "pay-1",
+        "aggregate_type": "payment",
+        "operation": "create_payment",
+        "psp": "stripe",
+        "issued_at": NOW,
+        "amount_minor": 5,
     },
     "PaymentEvent": {
-        "event_id": "evt_1", "aggregate_id": "pay-1", "aggregate_type": "payment",
-        "status": "confirmed", "occurred_at": NOW, "source": "stripe", "method": "card",
+        "event_id": "evt_1",
+        "aggregate_id": "pay-1",
+        "aggregate_type": "payment",
+        "status": "confirmed",
+        "occurred_at": NOW,
+        "source": "stripe",
+        "method": "card",
     },
     "StatusUpdate": {
-        "event_id": "evt_1", "aggregate_id": "pay-1", "aggregate_type": "payment",
-        "from_status": "created", "to_status": "confirmed", "occurred_at": NOW, "seq": 2,
-        "inferred": False, "source": "stripe",
+        "event_id": "evt_1",
+        "aggregate_id": "pay-1",
+        "aggregate_type": "payment",
+        "from_status": "created",
+        "to_status": "confirmed",
+        "occurred_at": NOW,
+        "seq": 2,
+        "inferred": False,
+        "source": "stripe",
     },
     "RetryEnvelope": {
-        "retry_id": "r-1", "aggregate_id": "pay-1", "original_topic": "t", "original_partition": 3,
-        "original_offset": 7, "key": b"pay-1", "value": b"\x00\x01", "attempt": 1, "due_at": NOW,
-        "first_failed_at": NOW, "error": "503", "stage": "connector:stripe",
+        "retry_id": "r-1",
+        "aggregate_id": "pay-1",
+        "original_topic": "t",
+        "original_partition": 3,
+        "original_offset": 7,
+        "key": b"pay-1",
+        "value": b"\x00\x01",
+        "attempt": 1,
+        "due_at": NOW,
+        "first_failed_at": NOW,
+        "error": "503",
+        "stage": "connector:stripe",
     },
     "DeadLetter": {
-        "dead_letter_id": "t:3:7", "original_topic": "t", "original_partition": 3,
-        "original_offset": 7, "key": None, "value": b"\xff", "stage": "decode",
-        "reason": "bad magic", "error_log": ["bad magic"], "attempts": 1, "failed_at": NOW,
+        "dead_letter_id": "t:3:7",
+        "original_topic": "t",
+        "original_partition": 3,
+        "original_offset": 7,
+        "key": None,
+        "value": b"\xff",
+        "stage": "decode",
+        "reason": "bad magic",
+        "error_log": ["bad magic"],
+        "attempts": 1,
+        "failed_at": NOW,
     },
 }
 
@@ -68,7 +112,7 @@ class _Registry(BaseHTTPRequestHandler):
         self.end_headers()
         self.wfile.write(data)
 
-    def do_POST(self) -> None:  # noqa: N802
+    def do_POST(self) -> None:
         self.calls.append(f"POST {self.path}")
         length = int(self.headers["Content-Length"])
         schema = json.loads(self.rfile.read(length))["schema"]
@@ -80,7 +124,7 @@ class _Registry(BaseHTTPRequestHandler):
         self.schemas[schema_id] = schema
         self._reply(200, {"id": schema_id})
 
-    def do_GET(self) -> None:  # noqa: N802
+    def do_GET(self) -> None:
         self.calls.append(f"GET {self.path}")
         schema_id = int(self.path.rsplit("/", 1)[-1])
         if schema_id not in self.schemas:
@@ -154,7 +198,12 @@ def _crc64_avro(data: bytes) -> bytes:
 
 
 def test_fingerprint_is_crc64_avro_of_canonical_form() -> None:
-    schema = {"type": "record", "name": "X", "doc": "ignored", "fields": [{"name": "a", "type": "int"}]}
+    schema = {
+        "type": "record",
+        "name": "X",
+        "doc": "ignored",
+        "fields": [{"name": "a", "type": "int"}],
+    }
     canonical = b'{"name":"X","type":"record","fields":[{"name":"a","type":"int"}]}'
     assert fingerprint(schema) == _crc64_avro(canonical)
     assert _crc64_avro(b'"int"').hex() == "8f5c393f1ad57572"  # the spec's example

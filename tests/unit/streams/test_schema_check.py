@@ -30,16 +30,24 @@ def test_shipped_schemas_pass() -> None:
 
 def test_adding_an_optional_field_is_compatible(tmp_path: Path) -> None:
     d = _copy(tmp_path)
-    _edit(d, "PaymentEvent", lambda s: s["fields"].append(
-        {"name": "note", "type": ["null", "string"], "default": None, "doc": "a note"}))
+    _edit(
+        d,
+        "PaymentEvent",
+        lambda s: s["fields"].append(
+            {"name": "note", "type": ["null", "string"], "default": None, "doc": "a note"}
+        ),
+    )
     verdict = {r.name: r for r in check(d)}["PaymentEvent"]
     assert verdict.status == "compatible" and verdict.ok
 
 
 def test_adding_a_required_field_is_refused(tmp_path: Path) -> None:
     d = _copy(tmp_path)
-    _edit(d, "StatusUpdate", lambda s: s["fields"].append(
-        {"name": "tenant", "type": "string", "doc": "no default"}))
+    _edit(
+        d,
+        "StatusUpdate",
+        lambda s: s["fields"].append({"name": "tenant", "type": "string", "doc": "no default"}),
+    )
     verdict = {r.name: r for r in check(d)}["StatusUpdate"]
     assert verdict.status == "incompatible"
     assert "tenant" in verdict.detail

@@ -1,0 +1,1 @@
+"""Shared connector test machinery (the PSP connector contract suite)."""

@@ -1,0 +1,1 @@
+"""Stripe connector tests against localstripe (in process, behind an idempotency proxy)."""
