@@ -36,6 +36,25 @@ CONNECTOR_LATENCY = Histogram(
     "Connector call latency by PSP and operation.",
     ["psp", "operation"],
 )
+CONNECTOR_CALLS = Counter(
+    "paybus_connector_calls_total",
+    "Connector calls by PSP, operation and result (ok, error).",
+    ["psp", "operation", "result"],
+)
+CONNECTOR_ERRORS = Counter(
+    "paybus_connector_errors_total",
+    "Failed connector calls (each also observed in paybus_connector_call_seconds).",
+    ["psp", "operation", "kind"],
+)
+CRM_API_CALLS = Counter(
+    "paybus_crm_api_calls_total",
+    "CRM API calls (they count against the org's daily allowance).",
+    ["crm", "operation"],
+)
+CRM_RECORDS_WRITTEN = Counter(
+    "paybus_crm_records_written_total", "CRM records by write outcome.", ["outcome"]
+)
+CRM_WRITE_SECONDS = Histogram("paybus_crm_write_seconds", "CRM write batch latency.")
 WEBHOOKS = Counter(
     "paybus_webhooks_total", "Webhook requests by PSP and outcome.", ["psp", "outcome"]
 )

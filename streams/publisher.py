@@ -21,6 +21,7 @@ from kafka import KafkaProducer
 
 from streams.codec import AvroCodec
 from streams.jsonl import to_record
+from streams.topics import partition_key
 
 
 @dataclass(frozen=True)
@@ -68,7 +69,9 @@ class Publisher:
         records = [to_record(self.codec, "CrmChange", dict(c)) for c in changes]
         futures = []
         for record in records:
-            key = str(record["aggregate_id"])
+            key = partition_key(
+                str(record["aggregate_type"]), str(record["aggregate_id"]), record.get("payment_id")
+            )
             value = self.codec.encode("CrmChange", record)
             futures.append((key, self._producer.send(self.topic, key=key.encode(), value=value)))
         self._producer.flush(self.timeout_s)

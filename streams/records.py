@@ -43,6 +43,7 @@ class CrmChange(_PaybusRecord, serializer=codec_name("CrmChange")):
     customer_ref: str | None = None
     payment_method_ref: str | None = None
     mandate_id: str | None = None
+    mandate_ref: str | None = None
     payment_id: str | None = None
     charge_date: str | None = None
     description: str | None = None

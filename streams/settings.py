@@ -21,6 +21,8 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from streams.routing import DEFAULT_GATEWAYS, DEFAULT_RULES, GatewayConfig, RoutingRule
+
 Profile = Literal["embedded", "production"]
 
 
@@ -110,6 +112,9 @@ class Settings(BaseSettings):
     max_held_events: int = Field(default=32, ge=1)
     webhook_max_body_bytes: int = Field(default=256 * 1024, ge=1024)
     log_level: str = "WARNING"
+    #: Gateways (connector + what it may take) and the rules choosing between them, in order.
+    gateways: tuple[GatewayConfig, ...] = DEFAULT_GATEWAYS
+    routing_rules: tuple[RoutingRule, ...] = DEFAULT_RULES
     stripe: StripeSettings = StripeSettings()
     gocardless: GoCardlessSettings = GoCardlessSettings()
     salesforce: SalesforceSettings = SalesforceSettings()

@@ -139,3 +139,11 @@ class TopicMap:
             if spec.name == name:
                 return spec
         raise KeyError(name)
+
+
+def partition_key(aggregate_type: str, aggregate_id: str, payment_id: str | None = None) -> str:
+    """The Kafka key of a record about an aggregate: the payment id for payments *and their
+    refunds* (so a refund shares its payment's partition and order), else the aggregate id."""
+    if aggregate_type == "refund" and payment_id:
+        return payment_id
+    return aggregate_id

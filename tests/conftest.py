@@ -6,6 +6,7 @@ import os
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -37,3 +38,34 @@ def clean_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
             monkeypatch.delenv(key)
     monkeypatch.chdir(tmp_path)
     return tmp_path
+
+
+# --- localstripe (one per session: it keeps its store in module globals) -------------------
+
+
+@pytest.fixture(scope="session")
+def loop_thread() -> Iterator[Any]:
+    """An event loop in a thread, for in-process aiohttp servers (localstripe, proxies)."""
+    from tests.support.localstripe import LoopThread
+
+    lt = LoopThread()
+    yield lt
+    lt.stop()
+
+
+@pytest.fixture(scope="session")
+def _localstripe_session(loop_thread: Any) -> Iterator[Any]:
+    from tests.support.localstripe import start_localstripe
+
+    with start_localstripe(loop_thread) as running:
+        yield running
+
+
+@pytest.fixture(scope="session")
+def _proxy_session(loop_thread: Any, _localstripe_session: Any) -> Iterator[Any]:
+    """localstripe behind a proxy that honours Stripe's Idempotency-Key semantics."""
+    from tests.support.stripe_idempotency import IdempotencyProxy
+
+    proxy = IdempotencyProxy(_localstripe_session.base_url).start(loop_thread)
+    yield proxy
+    proxy.stop(loop_thread)

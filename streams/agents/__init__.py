@@ -14,7 +14,7 @@ from faust.web import Request, Response, View
 from streams import metrics
 from streams.app import PaybusApp
 
-ROLES = ("sequencer",)
+ROLES = ("sequencer", "router", "connectors", "web")
 
 
 def attach(app: PaybusApp, roles: Iterable[str] = ROLES) -> dict[str, Any]:
@@ -28,8 +28,52 @@ def attach(app: PaybusApp, roles: Iterable[str] = ROLES) -> dict[str, Any]:
         from streams.agents.sequencer import SequencerStage
 
         stages["sequencer"] = SequencerStage(app)
+    psps = sorted({g.connector for g in app.settings.gateways})
+    if "router" in wanted:
+        from streams.agents.router import RouterStage
+
+        stages["router"] = RouterStage(app)
+    if "connectors" in wanted:
+        from streams.agents.commands import CommandStage
+
+        stages["connectors"] = CommandStage(app, psps)
+    if "web" in wanted:
+        from streams.agents.webhooks import WebhookStage
+
+        stages["web"] = WebhookStage(app, psps)
     _attach_metrics_view(app)
+    _attach_lag_collector(app)
     return stages
+
+
+def _attach_lag_collector(app: PaybusApp) -> None:
+    """Consumer lag of the partitions this worker owns, refreshed off the event loop.
+
+    Series follow the current assignment, so a partition that moved to another worker after a
+    rebalance stops being reported here (stale gauges would keep lag alerts firing).
+    """
+    import asyncio
+
+    from prometheus_client import REGISTRY
+
+    from streams.lag_metrics import ConsumerLagCollector, kafka_reader
+
+    names = {spec.name for spec in app.topic_map.all()}
+
+    def owned() -> list[Any]:
+        try:
+            return [tp for tp in app.consumer.assignment() if tp.topic in names]
+        except Exception:  # consumer not started yet
+            return []
+
+    collector = ConsumerLagCollector(
+        app.conf.id, owned, kafka_reader(app.settings.bootstrap_servers), refresh_on_collect=False
+    )
+    REGISTRY.register(collector)
+
+    @app.timer(15.0, name="paybus.lag.refresh")  # type: ignore[untyped-decorator]
+    async def refresh_lag() -> None:
+        await asyncio.get_running_loop().run_in_executor(None, collector.refresh)
 
 
 def _attach_metrics_view(app: PaybusApp) -> None:

@@ -10,6 +10,7 @@ import typer
 
 from streams.cli import basics, data, runtime
 from streams.cli.common import state_callback
+from streams.cli.lag_cmd import lag
 
 app = typer.Typer(
     name="paybus",
@@ -22,6 +23,7 @@ app.callback()(state_callback)
 basics.register(app)
 data.register(app)
 runtime.register(app)
+app.command("lag")(lag)
 
 
 def main() -> None:

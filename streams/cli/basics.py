@@ -87,6 +87,18 @@ def topics_create(ctx: typer.Context) -> None:
         console.print(f"{what:8} {name}", highlight=False)
 
 
+@topics_app.command("render")
+def topics_render(
+    fmt: Annotated[str, typer.Option("--format", help="strimzi or compose")] = "strimzi",
+) -> None:
+    """Deploy artefacts from the topic map (deploy/k8s/topics.yaml is this output)."""
+    from streams.render import FORMATS, deploy_topic_map, render_topics
+
+    if fmt not in FORMATS:
+        fail(f"--format must be one of {', '.join(FORMATS)}")
+    typer.echo(render_topics(deploy_topic_map(), fmt), nl=False)
+
+
 @topics_app.command("list")
 def topics_list(ctx: typer.Context) -> None:
     """Show the topic map with the partition counts the cluster reports."""

@@ -18,7 +18,7 @@ from tests.support.workers import WorkerProcess, paybus_env, wait_for
 pytestmark = pytest.mark.broker
 
 
-def _publish(bootstrap: str, topic: str, records: list[dict[str, object]]) -> None:
+def publish_events(bootstrap: str, topic: str, records: list[dict[str, object]]) -> None:
     codec = AvroCodec()
     producer = KafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=5)
     for rec in records:
@@ -82,7 +82,7 @@ def test_shuffled_duplicated_histories_end_in_order(
     reader = StatusReader(broker.bootstrap, tm)
     try:
         worker.wait_ready()
-        _publish(
+        publish_events(
             broker.bootstrap, tm.payment_events.name, [e.as_record() for e in events] + [rejected]
         )
         expected = final_statuses(hist)

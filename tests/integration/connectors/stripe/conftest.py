@@ -21,7 +21,7 @@ from connectors.stripe import StripeConnector
 from streams.records import PaymentCommand
 from streams.settings import Settings, StripeSettings
 from tests.support import stripe_events as se
-from tests.support.localstripe import LocalStripe, LoopThread, WebhookReceiver, start_localstripe
+from tests.support.localstripe import LocalStripe, LoopThread, WebhookReceiver
 from tests.support.stripe_idempotency import IdempotencyProxy
 
 API_KEY = "sk_test_paybus_contract"
@@ -32,28 +32,6 @@ SECRET = "whsec_paybus_contract"
 _THREE_DS_TEST_CARD = "4000002500003155"
 #: Stripe's documented SEPA test IBAN that succeeds (localstripe: any IBAN but the fail one).
 _SEPA_TEST_IBAN = "DE89370400440532013000"
-
-
-@pytest.fixture(scope="session")
-def loop_thread() -> Iterator[LoopThread]:
-    lt = LoopThread()
-    yield lt
-    lt.stop()
-
-
-@pytest.fixture(scope="session")
-def _localstripe_session(loop_thread: LoopThread) -> Iterator[LocalStripe]:
-    with start_localstripe(loop_thread) as running:
-        yield running
-
-
-@pytest.fixture(scope="session")
-def _proxy_session(
-    loop_thread: LoopThread, _localstripe_session: LocalStripe
-) -> Iterator[IdempotencyProxy]:
-    proxy = IdempotencyProxy(_localstripe_session.base_url).start(loop_thread)
-    yield proxy
-    proxy.stop(loop_thread)
 
 
 @pytest.fixture

@@ -1,0 +1,104 @@
+"""What the stages share: connector instances, dead letters, failed-status events, keys."""
+
+from __future__ import annotations
+
+import weakref
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from typing import Any
+
+from faust.streams import _current_event
+from faust.types import EventT
+
+from connectors import registry
+from connectors.base import PspConnector
+from streams import metrics
+from streams.app import PaybusApp
+from streams.deadletters import make_dead_letter
+from streams.records import PaymentEvent
+from streams.topics import partition_key
+
+
+class Connectors:
+    """One connector instance per PSP per worker, built on first use."""
+
+    def __init__(self, app: PaybusApp) -> None:
+        self.app = app
+        self._cache: dict[str, PspConnector] = {}
+
+    def get(self, name: str) -> PspConnector:
+        if name not in self._cache:
+            self._cache[name] = registry.load(name, self.app.settings)
+        return self._cache[name]
+
+
+def event_key(event: PaymentEvent) -> str:
+    return partition_key(event.aggregate_type, event.aggregate_id, event.payment_id)
+
+
+def failed_event(
+    *,
+    event_id: str,
+    aggregate_id: str,
+    aggregate_type: str,
+    reason: str,
+    source: str,
+    payment_id: str | None = None,
+    psp: str | None = None,
+    crm_record_id: str | None = None,
+) -> PaymentEvent:
+    """A ``failed`` status for an intent the bus could not carry out, with the reason."""
+    attributes = {"crm_record_id": crm_record_id} if crm_record_id else {}
+    return PaymentEvent(
+        event_id=event_id,
+        aggregate_id=aggregate_id,
+        aggregate_type=aggregate_type,
+        status="failed",
+        occurred_at=datetime.now(UTC),
+        source=source,
+        psp=psp,
+        payment_id=payment_id,
+        reason=reason[:500],
+        attributes=attributes,
+    )
+
+
+async def send_dead_letter(
+    app: PaybusApp,
+    event: EventT[Any],
+    *,
+    stage: str,
+    reason: str,
+    aggregate_id: str | None,
+    attempts: int = 1,
+    error_log: list[str] | None = None,
+) -> Any:
+    """Queue a dead letter with the original bytes of ``event``; return its delivery future."""
+    message = event.message
+    letter = make_dead_letter(
+        topic=message.topic,
+        partition=message.partition,
+        offset=message.offset,
+        key=message.key if isinstance(message.key, bytes) else None,
+        value=message.value if isinstance(message.value, bytes) else None,
+        stage=stage,
+        reason=reason,
+        aggregate_id=aggregate_id,
+        attempts=attempts,
+        error_log=error_log or [reason],
+    )
+    metrics.DEAD_LETTERS.labels(stage).inc()
+    return await app.send(
+        app.topic_map.dlq.name, key=(aggregate_id or "").encode() or None, value=letter
+    )
+
+
+@contextmanager
+def as_current(event: EventT[Any]) -> Iterator[None]:
+    """Make ``event`` the current one, so a table write goes to its partition's changelog."""
+    token = _current_event.set(weakref.ref(event))
+    try:
+        yield
+    finally:
+        _current_event.reset(token)

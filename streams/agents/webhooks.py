@@ -1,0 +1,191 @@
+"""Webhook receiver (``POST /webhooks/{psp}``) and the normaliser agent behind it.
+
+The receiver answers 2xx only once the verified raw body is durably in Kafka (acks=all), so a
+PSP that got a 2xx can forget the event; a bad or missing signature is a 400 and nothing is
+published; an unknown PSP is a 404, an oversized body a 413, and a broker that cannot take the
+record a 503 (the PSP retries later).
+
+The normaliser maps each verified webhook onto canonical events. A PSP object id becomes an
+aggregate id through the PSP's metadata where it carries one, else through a table of links
+the connector workers publish when they create PSP objects. Webhooks and links are both keyed
+by PSP object id, so a link and the webhooks it resolves meet on one partition.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime
+from typing import Any, cast
+
+import faust
+from faust.types import EventT
+from faust.web import Request, Response, View
+
+from connectors.errors import UnknownConnectorError, WebhookVerificationError
+from streams import metrics
+from streams.agents.commands import LINK_CONTENT_TYPE
+from streams.agents.common import Connectors, as_current, event_key, send_dead_letter
+from streams.app import PaybusApp
+from streams.records import PaymentEvent, PspWebhook
+
+log = logging.getLogger(__name__)
+STAGE = "normaliser"
+#: Request headers kept on the record (for audit; the body is what the normaliser reads).
+_KEPT_HEADERS = ("content-type", "stripe-signature", "webhook-signature", "user-agent")
+
+
+class WebhookStage:
+    def __init__(self, app: PaybusApp, psps: list[str]) -> None:
+        self.app = app
+        self.psps = set(psps)
+        self.connectors = Connectors(app)
+        tm = app.topic_map
+        self.webhooks_topic = app.topic(
+            tm.psp_webhooks.name, key_type=str, key_serializer="raw", value_type=PspWebhook
+        )
+        self.events_topic = app.topic(
+            tm.payment_events.name, key_type=str, key_serializer="raw", value_type=PaymentEvent
+        )
+        self.links = app.Table(
+            "psp-links",
+            default=None,
+            schema=faust.Schema(key_type=str, key_serializer="raw", value_serializer="json"),
+            partitions=app.settings.partitions,
+        )
+        app.agent(self.webhooks_topic, name="paybus.normaliser")(self.process)
+        self._attach_view()
+
+    # --- receiver ------------------------------------------------------------------------
+
+    def _attach_view(self) -> None:
+        stage = self
+
+        @self.app.page("/webhooks/{psp}")
+        class Webhooks(View):
+            """POST /webhooks/{psp}: verify, publish durably, then answer."""
+
+            async def post(self, request: Request, psp: str) -> Response:
+                return await stage.receive(self, request, psp)
+
+    async def receive(self, view: View, request: Request, psp: str) -> Response:
+        limit = self.app.settings.webhook_max_body_bytes
+        if psp not in self.psps:
+            metrics.WEBHOOKS.labels("unknown", "not_found").inc()
+            return view.json({"error": f"unknown PSP {psp!r}"}, status=404)
+        raw = cast(Any, request)
+        if raw.content_length is not None and raw.content_length > limit:
+            metrics.WEBHOOKS.labels(psp, "too_large").inc()
+            return view.json({"error": f"body over {limit} bytes"}, status=413)
+        body = await raw.content.read(limit + 1)
+        if len(body) > limit:
+            metrics.WEBHOOKS.labels(psp, "too_large").inc()
+            return view.json({"error": f"body over {limit} bytes"}, status=413)
+        headers = {k.lower(): v for k, v in raw.headers.items()}
+        try:
+            verified = self.connectors.get(psp).verify_webhook(body, headers)
+        except WebhookVerificationError as exc:
+            metrics.WEBHOOKS.labels(psp, "bad_signature").inc()
+            return view.json({"error": str(exc)}, status=400)
+        except UnknownConnectorError as exc:
+            return view.json({"error": str(exc)}, status=404)
+        kept = {k: v for k, v in headers.items() if k in _KEPT_HEADERS}
+        now = datetime.now(UTC)
+        try:
+            futures = [
+                await self.webhooks_topic.send(
+                    key=unit.psp_object_id,
+                    value=PspWebhook(
+                        webhook_id=unit.webhook_id,
+                        psp=psp,
+                        psp_object_id=unit.psp_object_id,
+                        received_at=now,
+                        content_type=headers.get("content-type", "application/json"),
+                        body=unit.body,
+                        headers=kept,
+                    ),
+                )
+                for unit in verified
+            ]
+            await asyncio.wait_for(asyncio.gather(*futures), timeout=15)
+        except Exception as exc:  # the broker is down or refused: the PSP must retry
+            log.warning("webhook from %s not published: %r", psp, exc)
+            metrics.WEBHOOKS.labels(psp, "unavailable").inc()
+            return view.json({"error": "cannot store the webhook now; retry"}, status=503)
+        metrics.WEBHOOKS.labels(psp, "accepted").inc(len(verified))
+        return view.json({"accepted": len(verified)})
+
+    # --- normaliser ----------------------------------------------------------------------
+
+    async def process(self, stream: faust.StreamT[PspWebhook]) -> AsyncIterator[None]:
+        async for event in stream.events():
+            await self.handle(event)
+            yield None
+
+    async def handle(self, event: EventT[PspWebhook]) -> None:
+        webhook = cast(PspWebhook, event.value)
+        key = webhook.psp_object_id
+        if webhook.content_type == LINK_CONTENT_TYPE:
+            with as_current(event):
+                self.links[key] = json.loads(webhook.body)
+            metrics.EVENTS.labels(STAGE, "link", "", webhook.psp).inc()
+            return
+        try:
+            connector = self.connectors.get(webhook.psp)
+            events = await asyncio.to_thread(connector.normalise, webhook.body)
+        except Exception as exc:
+            metrics.EVENTS.labels(STAGE, "rejected", "", webhook.psp).inc()
+            fut = await send_dead_letter(
+                self.app, event, stage=STAGE, aggregate_id=None,
+                reason=f"cannot normalise {webhook.psp} webhook {webhook.webhook_id}: {exc}",
+            )  # fmt: skip
+            await fut
+            return
+        futures = []
+        for pe in events:
+            resolved = self._resolve(event, key, pe)
+            if resolved is None:
+                metrics.EVENTS.labels(STAGE, "rejected", pe.aggregate_type, webhook.psp).inc()
+                futures.append(
+                    await send_dead_letter(
+                        self.app,
+                        event,
+                        stage=STAGE,
+                        aggregate_id=None,
+                        reason=f"no aggregate known for {webhook.psp} object {key} ({pe.event_id})",
+                    )
+                )
+                continue
+            futures.append(await self.events_topic.send(key=event_key(resolved), value=resolved))
+            metrics.EVENTS.labels(STAGE, "applied", pe.aggregate_type, webhook.psp).inc()
+        if not events:
+            metrics.EVENTS.labels(STAGE, "ignored", "", webhook.psp).inc()
+        await asyncio.gather(*futures)
+
+    def _resolve(
+        self, event: EventT[PspWebhook], key: str, pe: PaymentEvent
+    ) -> PaymentEvent | None:
+        """Fill the aggregate id from the links table, or learn a link from PSP metadata."""
+        link = self.links.get(key)
+        if pe.aggregate_id:
+            if link is None and pe.aggregate_type == "payment":
+                with as_current(event):
+                    self.links[key] = {"aggregate_id": pe.aggregate_id, "aggregate_type": "payment"}
+            if link and pe.aggregate_type == "refund" and not pe.payment_id:
+                return pe.derive(payment_id=link.get("aggregate_id"))
+            return pe
+        if link is None:
+            return None
+        if pe.aggregate_type == "refund" and link.get("aggregate_type") == "payment":
+            # A refund event resolved through its payment's link: keyed by the payment.
+            return pe.derive(payment_id=link["aggregate_id"]) if pe.aggregate_id else None
+        attrs = dict(pe.attributes or {})
+        if link.get("crm_record_id"):
+            attrs.setdefault("crm_record_id", link["crm_record_id"])
+        return pe.derive(
+            aggregate_id=link["aggregate_id"],
+            payment_id=pe.payment_id or link.get("payment_id"),
+            attributes=attrs,
+        )

@@ -1,0 +1,149 @@
+"""CRM intents -> PSP commands: validation and the command's shape. Pure, no I/O.
+
+A change that cannot become a command is not dropped: the router turns the reason into a
+``failed`` event for the aggregate, so the CRM record shows why.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from streams.routing import (
+    METHODS,
+    GatewayConfig,
+    RoutingError,
+    RoutingRule,
+    choose_gateway,
+    is_currency,
+)
+
+INTENTS = {
+    "create_payment": "payment",
+    "create_mandate": "mandate",
+    "cancel": None,
+    "refund": "refund",
+}
+MAX_AMOUNT_MINOR = 10**12
+
+
+class IntentError(ValueError):
+    """Why a CRM change cannot become a command (shown on the CRM record)."""
+
+
+@dataclass(frozen=True)
+class Routed:
+    """A valid intent: the command fields and the gateway that takes it."""
+
+    gateway: GatewayConfig
+    command: dict[str, Any]
+
+
+def command_id(change_id: str, operation: str) -> str:
+    """Derived from the change id, so a re-published change yields the same command id, the
+    same PSP idempotency key, and so never a second charge."""
+    return "cmd-" + hashlib.sha256(f"{change_id}:{operation}".encode()).hexdigest()[:32]
+
+
+def _amount(change: Mapping[str, Any], *, required: bool) -> int | None:
+    amount = change.get("amount_minor")
+    if amount is None:
+        if required:
+            raise IntentError("amount_minor is required")
+        return None
+    if not isinstance(amount, int) or isinstance(amount, bool):
+        raise IntentError(f"amount_minor must be a whole number of minor units, got {amount!r}")
+    if amount <= 0:
+        raise IntentError(f"amount_minor must be positive, got {amount}")
+    if amount > MAX_AMOUNT_MINOR:
+        raise IntentError(f"amount_minor {amount} is above the limit {MAX_AMOUNT_MINOR}")
+    return amount
+
+
+def _currency(change: Mapping[str, Any]) -> str:
+    currency = change.get("currency")
+    if not isinstance(currency, str) or not is_currency(currency):
+        raise IntentError(f"currency must be an ISO 4217 code such as EUR, got {currency!r}")
+    return currency
+
+
+def route(
+    change: Mapping[str, Any],
+    *,
+    known_gateway: str | None,
+    gateways: Sequence[GatewayConfig],
+    rules: Sequence[RoutingRule],
+    now: datetime,
+) -> Routed:
+    """Validate ``change`` (a CrmChange as a dict) and build its command, or raise IntentError.
+
+    ``known_gateway`` is the gateway the aggregate (or, for a refund, its payment) was routed to
+    before; cancellations and refunds must go where the payment went.
+    """
+    intent = change.get("intent")
+    if intent not in INTENTS:
+        raise IntentError(f"unknown intent {intent!r}; expected one of {', '.join(INTENTS)}")
+    expected_type = INTENTS[intent]
+    agg_type = change.get("aggregate_type")
+    if expected_type is not None and agg_type != expected_type:
+        raise IntentError(f"intent {intent} needs aggregate_type {expected_type}, got {agg_type!r}")
+    by_name = {g.name: g for g in gateways}
+    command: dict[str, Any] = {
+        "command_id": command_id(str(change["change_id"]), str(intent)),
+        "aggregate_id": change["aggregate_id"],
+        "aggregate_type": agg_type,
+        "operation": intent,
+        "issued_at": now,
+        "change_id": change["change_id"],
+        "crm_record_id": change.get("crm_record_id"),
+        "customer_ref": change.get("customer_ref"),
+        "payment_method_ref": change.get("payment_method_ref"),
+        "mandate_ref": change.get("mandate_ref"),
+        "payment_id": change.get("payment_id"),
+        "charge_date": change.get("charge_date"),
+        "description": change.get("description"),
+        "metadata": dict(change.get("metadata") or {}),
+    }
+    if intent == "create_payment":
+        method = change.get("method") or "card"
+        if method not in METHODS:
+            raise IntentError(f"method must be one of {', '.join(METHODS)}, got {method!r}")
+        amount = _amount(change, required=True)
+        currency = _currency(change)
+        assert amount is not None
+        if method == "direct_debit" and not change.get("mandate_ref"):
+            raise IntentError("a direct debit needs mandate_ref (the PSP mandate id)")
+        if method == "card" and not change.get("payment_method_ref"):
+            raise IntentError("a card payment needs payment_method_ref (a saved card token)")
+        try:
+            gateway = choose_gateway(
+                method=method, currency=currency, amount_minor=amount,
+                country=change.get("country"), explicit=change.get("gateway"),
+                gateways=gateways, rules=rules,
+            )  # fmt: skip
+        except RoutingError as exc:
+            raise IntentError(str(exc)) from None
+        command.update(amount_minor=amount, currency=currency, method=method)
+        return Routed(gateway, {**command, "psp": gateway.connector})
+    if intent == "create_mandate":
+        if not change.get("payment_method_ref"):
+            raise IntentError("a mandate needs payment_method_ref (the bank account token)")
+        name = change.get("gateway") or known_gateway or "gocardless"
+    else:
+        if intent == "refund":
+            if not change.get("payment_id"):
+                raise IntentError("a refund needs payment_id (the payment to refund)")
+            amount = _amount(change, required=False)
+            command.update(amount_minor=amount)
+            if amount is not None:
+                command.update(currency=_currency(change))
+        name = change.get("gateway") or known_gateway
+        if not name:
+            raise IntentError(f"{intent}: the payment's gateway is unknown; name it on the record")
+    chosen = by_name.get(name)
+    if chosen is None:
+        raise IntentError(f"gateway {name!r} is not configured")
+    return Routed(chosen, {**command, "psp": chosen.connector})

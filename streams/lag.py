@@ -1,0 +1,270 @@
+"""Consumer lag per group, topic and partition: committed offset against the partition's end.
+
+The end offset is the fetch high-water mark by default, not ListOffsets LATEST: the embedded
+broker (Tansu) answers LATEST with the last batch's base offset + 1, so a lag computed from it
+is short by up to a whole batch and never reaches zero honestly. A fetch response carries the
+true high-water mark even when it holds no records, so :func:`end_offsets_from_fetch` fetches
+once from near the end and reads ``KafkaConsumer.highwater``. On Apache Kafka ListOffsets is
+right and cheaper (no fetch), hence ``source="list_offsets"``.
+
+Committed offsets come from the admin ``list_group_offsets`` (kafka-python 3.x's name), which
+works on Tansu; ``describe_groups`` does not, so nothing here depends on group membership.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Literal
+
+from kafka import KafkaConsumer, TopicPartition
+
+from streams.admin import admin_client
+from streams.errors import PaybusError
+
+Source = Literal["fetch", "list_offsets"]
+SOURCES: tuple[Source, ...] = ("fetch", "list_offsets")
+
+
+class LagUnavailable(PaybusError):
+    """End offsets could not be read (partition leaderless, broker gone, timeout)."""
+
+
+@dataclass(frozen=True, order=True)
+class PartitionLag:
+    """Lag of one group on one partition; ``None`` where the group never committed."""
+
+    group: str
+    topic: str
+    partition: int
+    committed: int | None
+    end: int
+    lag: int | None
+
+
+# --- pure -----------------------------------------------------------------------------------
+
+
+def compute_lag(
+    group: str, committed: Mapping[TopicPartition, int | None], end: Mapping[TopicPartition, int]
+) -> list[PartitionLag]:
+    """Rows for every partition in ``end``, sorted; a committed offset past the end is lag 0.
+
+    A committed offset can be ahead of the end the client saw (the end was read a moment
+    earlier, or the topic was recreated): reporting negative lag would only confuse alerts.
+    """
+    rows = []
+    for tp, end_offset in end.items():
+        done = committed.get(tp)
+        if done is not None and done < 0:  # OffsetFetch answers -1 for "never committed"
+            done = None
+        lag = None if done is None else max(end_offset - done, 0)
+        rows.append(PartitionLag(group, tp.topic, tp.partition, done, end_offset, lag))
+    return sorted(rows)
+
+
+@dataclass(frozen=True)
+class TopicLag:
+    """Totals of one group on one topic (the summary line of ``paybus lag``)."""
+
+    group: str
+    topic: str
+    partitions: int
+    lag: int
+    uncommitted: int
+
+
+def summarize(rows: Iterable[PartitionLag]) -> list[TopicLag]:
+    """Total lag per group and topic; partitions never committed are counted, not summed."""
+    totals: dict[tuple[str, str], list[int]] = {}
+    for row in rows:
+        acc = totals.setdefault((row.group, row.topic), [0, 0, 0])
+        acc[0] += 1
+        if row.lag is None:
+            acc[2] += 1
+        else:
+            acc[1] += row.lag
+    return [TopicLag(g, t, n, lag, unc) for (g, t), (n, lag, unc) in sorted(totals.items())]
+
+
+def format_offset(value: int | None) -> str:
+    """An offset or lag cell: ``-`` for unknown, thousands separated for big numbers."""
+    return "-" if value is None else f"{value:,}"
+
+
+def format_rows(rows: Iterable[PartitionLag]) -> list[tuple[str, str, str, str, str, str]]:
+    """Table cells (group, topic, partition, committed, end, lag), in the rows' order."""
+    return [
+        (
+            r.group,
+            r.topic,
+            str(r.partition),
+            format_offset(r.committed),
+            format_offset(r.end),
+            format_offset(r.lag),
+        )
+        for r in rows
+    ]
+
+
+# --- I/O ------------------------------------------------------------------------------------
+
+
+def list_groups(bootstrap: str) -> list[str]:
+    """Ids of the consumer groups that store offsets in the cluster, sorted."""
+    with admin_client(bootstrap, client_id="paybus-lag") as admin:
+        listed = admin.list_groups()
+    return sorted({str(g["group_id"]) if isinstance(g, dict) else str(g[0]) for g in listed})
+
+
+def committed_offsets(bootstrap: str, group: str) -> dict[TopicPartition, int]:
+    """The group's committed offsets (partitions it never committed are absent)."""
+    with admin_client(bootstrap, client_id="paybus-lag") as admin:
+        answer = admin.list_group_offsets(group)
+    offsets = answer.get(group, {})
+    return {TopicPartition(tp.topic, tp.partition): int(o.offset) for tp, o in offsets.items()}
+
+
+def _consumer(bootstrap: str) -> KafkaConsumer:
+    # No group: nothing joins, nothing commits. A short fetch wait because Tansu holds an
+    # empty fetch for the whole wait, and an empty fetch is exactly what we expect here.
+    return KafkaConsumer(
+        bootstrap_servers=bootstrap,
+        group_id=None,
+        client_id="paybus-lag",
+        enable_auto_commit=False,
+        auto_offset_reset="earliest",
+        fetch_max_wait_ms=50,
+    )
+
+
+def _partitions(consumer: KafkaConsumer, topics: Iterable[str]) -> list[TopicPartition]:
+    tps = []
+    for topic in sorted(set(topics)):
+        for partition in sorted(consumer.partitions_for_topic(topic) or ()):
+            tps.append(TopicPartition(topic, partition))
+    return tps
+
+
+def _fetch_highwaters(
+    consumer: KafkaConsumer,
+    tps: Sequence[TopicPartition],
+    start: Mapping[TopicPartition, int | None],
+    timeout_s: float,
+) -> dict[TopicPartition, int]:
+    # ListOffsets LATEST is at worst one batch short, so starting the fetch from it (or from
+    # the committed offset, when that is further on) reads at most one batch per partition.
+    hint = consumer.end_offsets(list(tps), timeout_ms=int(timeout_s * 1000))
+    consumer.assign(list(tps))
+    for tp in tps:
+        known = start.get(tp)
+        consumer.seek(tp, max(hint.get(tp) or 0, known if known is not None else 0))
+    found: dict[TopicPartition, int] = {}
+    deadline = time.monotonic() + timeout_s
+    while True:
+        for tp in tps:
+            if tp not in found and (hw := consumer.highwater(tp)) is not None:
+                found[tp] = int(hw)
+        if len(found) == len(tps):
+            return found
+        if time.monotonic() > deadline:
+            missing = ", ".join(f"{tp.topic}[{tp.partition}]" for tp in tps if tp not in found)
+            raise LagUnavailable(f"no fetch answered within {timeout_s}s for {missing}")
+        consumer.poll(timeout_ms=100)
+
+
+def end_offsets_from_fetch(
+    bootstrap: str,
+    tps: Sequence[TopicPartition],
+    start: Mapping[TopicPartition, int | None] | None = None,
+    timeout_s: float = 10.0,
+) -> dict[TopicPartition, int]:
+    """The high-water mark of each partition, as a fetch response reports it.
+
+    ``start`` gives known positions (e.g. committed offsets) to fetch from; the fetch begins
+    at whichever of it and ListOffsets LATEST is further on, so it moves at most one batch.
+    """
+    if not tps:
+        return {}
+    consumer = _consumer(bootstrap)
+    try:
+        return _fetch_highwaters(consumer, tps, start or {}, timeout_s)
+    finally:
+        consumer.close()
+
+
+def end_offsets(
+    bootstrap: str,
+    tps: Sequence[TopicPartition],
+    source: Source = "fetch",
+    start: Mapping[TopicPartition, int | None] | None = None,
+    timeout_s: float = 10.0,
+) -> dict[TopicPartition, int]:
+    """End offsets from the fetch high-water mark or (Apache Kafka) from ListOffsets."""
+    if source == "fetch":
+        return end_offsets_from_fetch(bootstrap, tps, start, timeout_s)
+    if source != "list_offsets":
+        raise ValueError(f"unknown end-offset source {source!r}; known: {', '.join(SOURCES)}")
+    if not tps:
+        return {}
+    consumer = _consumer(bootstrap)
+    try:
+        answer = consumer.end_offsets(list(tps), timeout_ms=int(timeout_s * 1000))
+        return {tp: int(o) for tp, o in answer.items()}
+    finally:
+        consumer.close()
+
+
+def partition_lag(
+    bootstrap: str,
+    group: str,
+    tps: Sequence[TopicPartition],
+    source: Source = "fetch",
+    timeout_s: float = 10.0,
+) -> list[PartitionLag]:
+    """Lag of ``group`` on exactly the partitions ``tps`` (what a worker owns)."""
+    if not tps:
+        return []
+    done: dict[TopicPartition, int | None] = dict(committed_offsets(bootstrap, group))
+    end = end_offsets(bootstrap, tps, source, start=done, timeout_s=timeout_s)
+    return compute_lag(group, done, end)
+
+
+def group_lag(
+    bootstrap: str, group: str, source: Source = "fetch", timeout_s: float = 10.0
+) -> list[PartitionLag]:
+    """Lag of ``group`` on every partition of every topic it has committed offsets on.
+
+    Partitions of those topics it never committed on are listed with ``committed=None``: a
+    partition nobody consumes is precisely what an operator looking at lag wants to see.
+    """
+    done: dict[TopicPartition, int | None] = dict(committed_offsets(bootstrap, group))
+    if not done:
+        return []
+    consumer = _consumer(bootstrap)
+    try:
+        tps = _partitions(consumer, {tp.topic for tp in done})
+        tps = sorted(set(tps) | set(done))
+        if source == "fetch":
+            end = _fetch_highwaters(consumer, tps, done, timeout_s)
+        else:
+            answer = consumer.end_offsets(tps, timeout_ms=int(timeout_s * 1000))
+            end = {tp: int(o) for tp, o in answer.items()}
+    finally:
+        consumer.close()
+    return compute_lag(group, done, end)
+
+
+def all_lag(
+    bootstrap: str,
+    groups: Iterable[str] | None = None,
+    source: Source = "fetch",
+    timeout_s: float = 10.0,
+) -> list[PartitionLag]:
+    """Lag of each of ``groups`` (every group in the cluster when ``None``)."""
+    names = list(groups) if groups is not None else list_groups(bootstrap)
+    rows: list[PartitionLag] = []
+    for group in names:
+        rows.extend(group_lag(bootstrap, group, source, timeout_s))
+    return rows
