@@ -70,6 +70,37 @@ class SalesforceSettings(_Section):
     flush_interval_s: float = 0.5
 
 
+class CrmSettings(_Section):
+    """The CRM side: write-back, change source, HTTP ingest and failure alerts."""
+
+    #: Shared secret of the HMAC-signed ``POST /events/crm`` ingest endpoint.
+    ingest_secret: SecretStr = SecretStr("crm_ingest_secret_paybus")
+    #: Poll the CRM for changed records (off when the CRM pushes through the ingest endpoint).
+    poll: bool = True
+    #: The CRM user the bus writes as (its own write-backs are not changes).
+    integration_username: str | None = None
+    #: SMTP relay and addresses for "record could not be updated" alerts (off without host).
+    alert_smtp_host: str | None = None
+    alert_smtp_port: int = 25
+    alert_from: str = "paybus@localhost"
+    alert_to: tuple[str, ...] = ()
+
+
+class OpsSettings(_Section):
+    """Background jobs and the operator API."""
+
+    #: Bearer token for the operator/SDK endpoints (``POST /bank-details``).
+    api_token: SecretStr = SecretStr("paybus_api_token")
+    #: Janitor: aggregates stuck in a non-final status longer than this are looked up at the PSP.
+    janitor_interval_s: float = Field(default=300.0, gt=0)
+    janitor_stuck_after_s: float = Field(default=86400.0, gt=0)
+    #: Scheduled collection of due direct debits, in bounded batches.
+    collection_interval_s: float = Field(default=60.0, gt=0)
+    collection_batch_size: int = Field(default=100, ge=1)
+    #: Scheduled PSP event backfill (``None``: off; ``paybus backfill`` runs it by hand).
+    backfill_interval_s: float | None = None
+
+
 class Settings(BaseSettings):
     """Effective configuration of one paybus process."""
 
@@ -118,6 +149,8 @@ class Settings(BaseSettings):
     stripe: StripeSettings = StripeSettings()
     gocardless: GoCardlessSettings = GoCardlessSettings()
     salesforce: SalesforceSettings = SalesforceSettings()
+    crm: CrmSettings = CrmSettings()
+    ops: OpsSettings = OpsSettings()
 
     @model_validator(mode="after")
     def _profile_defaults(self) -> Settings:

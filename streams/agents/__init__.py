@@ -14,7 +14,7 @@ from faust.web import Request, Response, View
 from streams import metrics
 from streams.app import PaybusApp
 
-ROLES = ("sequencer", "router", "connectors", "web")
+ROLES = ("sequencer", "router", "connectors", "web", "retry", "crm", "ops")
 
 
 def attach(app: PaybusApp, roles: Iterable[str] = ROLES) -> dict[str, Any]:
@@ -41,6 +41,24 @@ def attach(app: PaybusApp, roles: Iterable[str] = ROLES) -> dict[str, Any]:
         from streams.agents.webhooks import WebhookStage
 
         stages["web"] = WebhookStage(app, psps)
+        from streams.agents.bank_details import BankDetailsStage
+
+        stages["bank_details"] = BankDetailsStage(app)
+    if "retry" in wanted:
+        from streams.agents.retry import RetryStage
+
+        stages["retry"] = RetryStage(app)
+    if "crm" in wanted:
+        from streams.agents.crm import CrmStage
+
+        stages["crm"] = CrmStage(app)
+    if "ops" in wanted:
+        from streams.agents.ops import OpsStage
+
+        stages["ops"] = OpsStage(app, psps)
+        from streams.agents.backfill import BackfillStage
+
+        stages["backfill"] = BackfillStage(app, psps)
     _attach_metrics_view(app)
     _attach_lag_collector(app)
     return stages

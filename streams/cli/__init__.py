@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import typer
 
-from streams.cli import basics, data, runtime
+from streams.cli import basics, data, ops_cmds, runtime
 from streams.cli.common import state_callback
 from streams.cli.lag_cmd import lag
 
@@ -23,6 +23,7 @@ app.callback()(state_callback)
 basics.register(app)
 data.register(app)
 runtime.register(app)
+ops_cmds.register(app)
 app.command("lag")(lag)
 
 
