@@ -143,6 +143,8 @@ class Settings(BaseSettings):
     max_held_events: int = Field(default=32, ge=1)
     webhook_max_body_bytes: int = Field(default=256 * 1024, ge=1024)
     log_level: str = "WARNING"
+    #: How often a worker re-reads the consumer lag of the partitions it owns (for /metrics).
+    lag_refresh_s: float = Field(default=15.0, gt=0)
     #: Gateways (connector + what it may take) and the rules choosing between them, in order.
     gateways: tuple[GatewayConfig, ...] = DEFAULT_GATEWAYS
     routing_rules: tuple[RoutingRule, ...] = DEFAULT_RULES

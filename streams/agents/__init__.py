@@ -89,7 +89,7 @@ def _attach_lag_collector(app: PaybusApp) -> None:
     )
     REGISTRY.register(collector)
 
-    @app.timer(15.0, name="paybus.lag.refresh")  # type: ignore[untyped-decorator]
+    @app.timer(app.settings.lag_refresh_s, name="paybus.lag.refresh")  # type: ignore[untyped-decorator]
     async def refresh_lag() -> None:
         await asyncio.get_running_loop().run_in_executor(None, collector.refresh)
 
