@@ -125,6 +125,10 @@ def build_app(settings: Settings, *, autodiscover: bool = False) -> PaybusApp:
         stream_wait_empty=False,
         datadir=str(settings.data_dir / "faust"),
         producer_acks=-1,
+        # A few ms of linger lets one produce request carry many records: the sequencer and
+        # the receiver await delivery per batch, not per record (bench: ~+15-20 %).
+        producer_linger=0.005,
+        producer_max_batch_size=256 * 1024,
     )
     app.settings = settings
     app.avro = avro

@@ -30,12 +30,11 @@ from datetime import UTC, datetime
 from typing import Any
 
 from connectors.errors import PermanentError
+from connectors.stripe.params import STRIPE_PM_TYPE, payment_intent_params, refund_params
 from connectors.stripe.settings import (
     META_AGGREGATE_ID,
-    META_AGGREGATE_TYPE,
     META_METHOD,
     META_PAYMENT_ID,
-    META_REFUND_ID,
     PSP,
 )
 from streams.records import PaymentCommand, PaymentEvent
@@ -59,8 +58,6 @@ __all__ = [
     "ts",
 ]
 
-#: Canonical payment method -> Stripe PaymentMethod type.
-STRIPE_PM_TYPE: Mapping[str, str] = {"card": "card", "direct_debit": "sepa_debit"}
 
 PAYMENT_INTENT_STATUS: Mapping[str, str] = {
     "requires_payment_method": "created",
@@ -141,70 +138,6 @@ def method_of(obj: Mapping[str, Any]) -> str | None:
         if kind == "card":
             return "card"
     return None
-
-
-# --- command -> Stripe request ----------------------------------------------------------------
-
-
-def _require(command: PaymentCommand, *names: str) -> None:
-    missing = [n for n in names if getattr(command, n) in (None, "")]
-    if missing:
-        raise PermanentError(
-            f"{command.operation} command {command.command_id} lacks {', '.join(missing)}",
-            psp=PSP,
-            code="invalid_command",
-        )
-
-
-def payment_intent_params(command: PaymentCommand) -> dict[str, Any]:
-    """PaymentIntent create params: an off-session charge of a saved card or SEPA mandate."""
-    _require(command, "amount_minor", "currency", "payment_method_ref")
-    method = command.method or "card"
-    if method not in STRIPE_PM_TYPE:
-        raise PermanentError(
-            f"stripe cannot collect method {method!r}", psp=PSP, code="invalid_command"
-        )
-    metadata = {
-        **(command.metadata or {}),
-        META_AGGREGATE_ID: command.aggregate_id,
-        META_AGGREGATE_TYPE: command.aggregate_type,
-        META_METHOD: method,
-    }
-    params: dict[str, Any] = {
-        "amount": command.amount_minor,
-        "currency": str(command.currency).lower(),
-        "payment_method": command.payment_method_ref,
-        "payment_method_types": [STRIPE_PM_TYPE[method]],
-        "confirm": True,
-        "off_session": True,
-        "metadata": metadata,
-    }
-    if command.customer_ref:
-        params["customer"] = command.customer_ref
-    if command.description:
-        params["description"] = command.description
-    if method == "direct_debit" and command.mandate_ref:
-        params["mandate"] = command.mandate_ref
-    return params
-
-
-def refund_params(command: PaymentCommand) -> dict[str, Any]:
-    """Refund create params: full when the command has no amount, partial otherwise."""
-    _require(command, "psp_object_id")
-    payment_id = command.payment_id or ""
-    params: dict[str, Any] = {
-        "payment_intent": command.psp_object_id,
-        "metadata": {
-            **(command.metadata or {}),
-            META_AGGREGATE_ID: command.aggregate_id,
-            META_AGGREGATE_TYPE: "refund",
-            META_REFUND_ID: command.aggregate_id,
-            META_PAYMENT_ID: payment_id,
-        },
-    }
-    if command.amount_minor is not None:
-        params["amount"] = command.amount_minor
-    return params
 
 
 # --- Stripe object -> canonical status ---------------------------------------------------------

@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import weakref
+from collections import Counter
 from collections.abc import AsyncIterator, Mapping
 from datetime import UTC, datetime, timedelta
 from typing import Any, cast
@@ -140,6 +141,7 @@ class SequencerStage:
         """
         states: dict[str, AggregateState | None] = {}
         last_event: dict[str, EventT[PaymentEvent]] = {}
+        counts: Counter[tuple[str, str, str]] = Counter()
         sends = []
         for event in events:
             value = cast(PaymentEvent, event.value)
@@ -147,7 +149,7 @@ class SequencerStage:
             try:
                 engine_event = to_engine_event(value)
             except InvalidEvent as exc:
-                metrics.EVENTS.labels(STAGE, "rejected", value.aggregate_type, value.source).inc()
+                counts["rejected", value.aggregate_type, value.source] += 1
                 sends.append(
                     await self._dead_letter(event, f"invalid event: {exc}", value.aggregate_id)
                 )
@@ -166,8 +168,10 @@ class SequencerStage:
                 result = self.engine.judge(state, engine_event)
             states[agg] = result.state
             last_event[agg] = event
-            sends += await self._outcomes(key, result, event)
+            sends += await self._outcomes(key, result, event, counts)
         await asyncio.gather(*sends)
+        for (outcome, agg_type, source), n in counts.items():
+            metrics.EVENTS.labels(STAGE, outcome, agg_type, source).inc(n)
         for agg, state in states.items():
             if state is None:
                 continue
@@ -177,7 +181,13 @@ class SequencerStage:
             finally:
                 _current_event.reset(token)
 
-    async def _outcomes(self, key: str, result: Result, event: EventT[PaymentEvent]) -> list[Any]:
+    async def _outcomes(
+        self,
+        key: str,
+        result: Result,
+        event: EventT[PaymentEvent],
+        counts: Counter[tuple[str, str, str]],
+    ) -> list[Any]:
         """Queue the result's status updates and dead letters; count every judgement."""
         futures = [
             await self.status_topic.send(key=key, value=to_status_update(change))

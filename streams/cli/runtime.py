@@ -12,6 +12,7 @@ from streams.cli.common import fail, settings_of
 def register(app: typer.Typer) -> None:
     app.command("worker")(worker)
     app.command("dev")(dev)
+    app.command("bench")(bench)
 
 
 def worker(
@@ -57,3 +58,17 @@ def dev(
 
     code = run_demo(settings_of(ctx), once=once, payments=payments)
     raise typer.Exit(code)
+
+
+def bench(
+    ctx: typer.Context,
+    events: Annotated[int, typer.Option(help="Events per throughput measurement.")] = 40_000,
+    quick: Annotated[bool, typer.Option(help="Small counts: the whole run in ~2 minutes.")] = False,
+    out_dir: Annotated[str, typer.Option(help="Where the JSON results go.")] = "bench/results",
+) -> None:
+    """Benchmarks on fresh embedded brokers: figures as ratios to same-run baselines."""
+    from pathlib import Path
+
+    from streams.bench.runner import main as run_bench
+
+    raise typer.Exit(run_bench(settings_of(ctx), events=events, quick=quick, out_dir=Path(out_dir)))

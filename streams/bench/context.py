@@ -1,0 +1,62 @@
+"""What every measurement gets: settings, sizes, a scratch directory, progress and results.
+
+Measurements publish their headline figures into :attr:`BenchContext.figures` so later ones
+(and the ratio columns) can use baselines taken earlier in the same run.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from streams.settings import Settings
+
+Progress = Callable[[float, float | None, str | None], None]
+
+
+def _silent(completed: float, total: float | None, text: str | None) -> None:
+    return None
+
+
+@dataclass
+class Sizes:
+    """How much work each measurement does (``--quick`` shrinks all of it)."""
+
+    events: int
+    latency_s: float
+    memory_aggregates: int
+    scale_workers: tuple[int, ...] = (1, 2, 4)
+    #: The raw client baselines run at tens of thousands per second: they get enough
+    #: records for a window of about a second, whatever the event count.
+    raw_records: int = 50_000
+
+    @classmethod
+    def for_run(cls, events: int, quick: bool) -> Sizes:
+        if quick:
+            return cls(min(events, 4_000), 3.0, 20_000, (1, 2, 4))
+        return cls(events, 10.0, 100_000, (1, 2, 4), max(events, 50_000))
+
+    @classmethod
+    def tiny(cls) -> Sizes:
+        """Just enough to run every measurement end to end (the smoke test)."""
+        return cls(400, 1.0, 2_000, (1,), 2_000)
+
+
+@dataclass
+class BenchContext:
+    settings: Settings
+    sizes: Sizes
+    workdir: Path
+    progress: Progress = _silent
+    figures: dict[str, float] = field(default_factory=dict)
+
+    def prefix(self, name: str) -> str:
+        """A fresh topic prefix (and group id) for one measurement."""
+        return f"bench{name}{uuid.uuid4().hex[:6]}"
+
+    def scratch(self, name: str) -> Path:
+        path = self.workdir / name
+        path.mkdir(parents=True, exist_ok=True)
+        return path

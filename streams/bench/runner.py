@@ -1,0 +1,205 @@
+"""``paybus bench``: measure the bus against the physical limit on the same machine.
+
+Every figure is taken in one run, each on its own freshly started embedded broker, and the
+stage figures are reported as ratios to baselines from that same run (raw aiokafka, Faust's
+consume-only ceiling, a plain aiokafka loop with the same rules): these 2-core machines are
+shared and noisy, so an absolute rate from another run or another day means little. See
+``bench/README.md`` for how to read the table.
+"""
+
+from __future__ import annotations
+
+import logging
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from datetime import datetime
+from pathlib import Path
+
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    SpinnerColumn,
+    TaskID,
+    TextColumn,
+    TimeElapsedColumn,
+)
+
+from streams.bench import baselines, data, latency, memory, report, stages
+from streams.bench.context import BenchContext, Sizes
+from streams.bench.report import Row, Target
+from streams.codec import AvroCodec
+from streams.settings import Settings
+
+DEFAULT_EVENTS = 40_000
+COST_TARGET = Target("value", "<=", 6.0, "<= 6 / 1,000")
+_QUIET = ("aiokafka", "faust", "mode", "kafka", "asyncio")
+
+
+def silence_client_loggers() -> None:
+    """aiokafka and faust log per message even at warning level; the bench must not pay it."""
+    for name in _QUIET:
+        logging.getLogger(name).setLevel(logging.CRITICAL)
+
+
+class _Display:
+    """Rich progress: one bar for the whole run, one for the current measurement."""
+
+    def __init__(self, console: Console, steps: int) -> None:
+        self.progress = Progress(
+            SpinnerColumn(),
+            TextColumn("{task.description}", justify="left"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
+            console=console,
+            transient=False,
+        )
+        self.overall = self.progress.add_task("paybus bench", total=steps)
+        self.current: TaskID | None = None
+
+    def update(self, completed: float, total: float | None, text: str | None) -> None:
+        if self.current is None:
+            return
+        fields: dict[str, object] = {"completed": completed}
+        if total is not None:
+            fields["total"] = total
+        if text is not None:
+            fields["description"] = f"  {text}"
+        self.progress.update(self.current, **fields)  # type: ignore[arg-type]
+
+    @contextmanager
+    def step(self, name: str) -> Iterator[None]:
+        self.current = self.progress.add_task(f"  {name}", total=None)
+        try:
+            yield
+        finally:
+            self.progress.remove_task(self.current)
+            self.current = None
+            self.progress.advance(self.overall)
+            self.progress.console.log(f"done: {name}")
+
+
+def _guarded(
+    rows: list[Row], key: str, section: str, unit: str, fn: Callable[[], list[Row]]
+) -> None:
+    """Run one measurement; a failure becomes an error row and the run goes on."""
+    try:
+        rows.extend(fn())
+    except Exception as exc:
+        logging.getLogger(__name__).debug("bench step %s failed", key, exc_info=True)
+        rows.append(report.failed(key, section, key.replace("_", " "), unit, exc))
+
+
+def run(
+    settings: Settings, sizes: Sizes, workdir: Path, console: Console
+) -> tuple[list[Row], dict[str, float]]:
+    """Every measurement, in order (baselines first: the stage ratios need them)."""
+    rows: list[Row] = []
+    display = _Display(console, steps=8)
+    ctx = BenchContext(settings, sizes, workdir, display.update)
+    codec = AvroCodec()
+    with display.progress:
+        with display.step("raw aiokafka produce/consume"):
+            _guarded(
+                rows, "raw", baselines.SECTION, "records/s", lambda: baselines.measure_raw(ctx)
+            )
+        with display.step(f"building {sizes.events:,} events"):
+            events = data.shuffled_events(sizes.events)
+            workload = data.build_workload(settings, events, codec)
+        with display.step("Faust consume-only ceiling"):
+            _guarded(
+                rows,
+                "faust_ceiling",
+                baselines.SECTION,
+                "events/s",
+                lambda: baselines.measure_faust_ceiling(ctx, workload),
+            )
+        with display.step("plain loop"):
+            _guarded(
+                rows,
+                "plain_loop",
+                baselines.SECTION,
+                "events/s",
+                lambda: baselines.measure_plain_loop(ctx, workload),
+            )
+        with display.step("stages"):
+            for name, fn in stages.STAGES.items():
+                if fn is None:
+                    rows.append(stages.pending_stage(name))
+                    continue
+                _guarded(rows, name, stages.SECTION, "events/s", lambda fn=fn: fn(ctx, workload))  # type: ignore[misc]
+        with display.step("latency"):
+            _guarded(rows, "latency", latency.SECTION, "ms", lambda: latency.measure_latency(ctx))
+        with display.step("memory per aggregate"):
+            _guarded(rows, "memory", memory.SECTION, "bytes", lambda: memory.measure_memory(ctx))
+        with display.step("scale: 1, 2, 4 sequencer workers"):
+            _guarded(
+                rows, "scale", stages.SCALE, "events/s", lambda: stages.measure_scale(ctx, workload)
+            )
+    rows.append(
+        report.not_yet(
+            "crm_api_calls",
+            "cost",
+            "Salesforce API calls per 1,000 status updates",
+            "calls",
+            COST_TARGET,
+            "the CRM writer does not exist yet",
+        )
+    )
+    return rows, ctx.figures
+
+
+def main(
+    settings: Settings, *, events: int, quick: bool, out_dir: Path, sizes: Sizes | None = None
+) -> int:
+    """Run the benchmark, print the table, write the JSON; 0 when every measure ran.
+
+    A target that is missed is a finding, not a failure of the command: the exit status is 1
+    only when a measurement could not be taken. ``sizes`` overrides what ``events`` and
+    ``quick`` choose (the smoke test runs everything on a tiny input).
+    """
+    silence_client_loggers()
+    console = Console()
+    if not console.is_terminal:  # a log file or CI: do not wrap the table at 80 columns
+        console = Console(width=150)
+    sizes = sizes or Sizes.for_run(events, quick)
+    started = datetime.now()
+    t0 = time.monotonic()
+    meta = {
+        "started": started.isoformat(timespec="seconds"),
+        "quick": quick,
+        "events": sizes.events,
+        "latency_seconds_per_rate": sizes.latency_s,
+        "memory_aggregates": sizes.memory_aggregates,
+        "scale_workers": list(sizes.scale_workers),
+        "partitions": settings.partitions,
+        "profile": settings.profile,
+        "environment": report.environment(),
+    }
+    with tempfile.TemporaryDirectory(prefix="paybus-bench-") as tmp:
+        rows, figures = run(settings, sizes, Path(tmp), console)
+    meta["duration_s"] = round(time.monotonic() - t0, 1)
+    meta["figures"] = figures
+    title = f"paybus bench — {sizes.events:,} events, {settings.partitions} partitions"
+    report.render(rows, console, title + (" (quick)" if quick else ""))
+    path = report.write_json(out_dir, started, meta, rows)
+    console.print(f"results: {path}  ({meta['duration_s']} s)")
+    return 1 if any(r.verdict == "error" for r in rows) else 0
+
+
+if __name__ == "__main__":  # python -m streams.bench.runner [--quick] [events]
+    import sys
+
+    args = [a for a in sys.argv[1:] if a != "--quick"]
+    raise SystemExit(
+        main(
+            Settings(),
+            events=int(args[0]) if args else DEFAULT_EVENTS,
+            quick="--quick" in sys.argv,
+            out_dir=Path("bench/results"),
+        )
+    )

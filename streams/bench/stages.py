@@ -1,0 +1,191 @@
+"""The bus's stages, measured as operators run them: ``paybus worker --role <stage>``.
+
+Each stage is one function ``(ctx, workload) -> list[Row]`` registered in :data:`STAGES`;
+a stage that does not exist yet is registered with ``None`` and shows as a "not yet" row, so
+adding the router or the CRM writer is writing that one function.
+
+A stage's rate is timed from its first to its last output record's CreateTime (a worker's
+group join stays outside the window); its CPU cost comes from ``/proc/<pid>/stat`` of the
+worker, from the last moment it had judged nothing to the moment it had judged everything.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from streams.admin import create_topics
+from streams.bench import data, procs
+from streams.bench.context import BenchContext
+from streams.bench.kafka_io import read_topic
+from streams.bench.report import Row, Target, not_yet
+from streams.broker import free_port
+from streams.topics import TopicMap
+
+SECTION = "stages"
+SCALE = "scale"
+SEQUENCER_TARGET = Target("ratio", ">=", 0.8, ">= 0.8 x Faust ceiling")
+
+
+@dataclass(frozen=True)
+class SequencerRun:
+    """One run of N sequencer workers over a workload."""
+
+    workers: int
+    rate: float
+    cpu_100k: float
+    updates: int
+    polled_rate: float
+
+
+def run_sequencers(
+    ctx: BenchContext, workload: data.Workload, workers: int, *, prefill: bool
+) -> SequencerRun:
+    """Run ``workers`` sequencer workers (one group) over ``workload`` on a fresh broker.
+
+    ``prefill``: fill the topic before the workers start (one worker: the stage's figure).
+    Otherwise start the workers, let the group settle, then fill: with several workers,
+    starting against a full topic would time their staggered joins and rebalances instead of
+    their work.
+    """
+    n = len(workload.records)
+    name = f"seq{workers}"
+    with procs.fresh_broker(ctx.settings, ctx.workdir, name) as bootstrap:
+        prefix = ctx.prefix(name)
+        tm = TopicMap(prefix, ctx.settings.partitions, 1)
+        create_topics(bootstrap, tm.all())
+        if prefill:
+            ctx.progress(0, workload.judgements, f"sequencer x{workers}: filling")
+            data.fill(bootstrap, tm.payment_events.name, workload.records)
+        env = procs.worker_env(ctx.settings, bootstrap, prefix, ctx.scratch(name))
+        pool = []
+        for i in range(workers):
+            wenv = {
+                **env,
+                "PAYBUS_WEB_PORT": str(free_port()),
+                "PAYBUS_DATA_DIR": str(ctx.scratch(f"{name}-{i}")),
+            }
+            pool.append(procs.Worker.sequencer(wenv, ctx.workdir / f"{name}-{i}.log"))
+        ctx.progress(0, workload.judgements, f"sequencer x{workers}: workers starting")
+        with procs.running(pool):
+            if not prefill:
+                _settle(ctx)
+                ctx.progress(0, workload.judgements, f"sequencer x{workers}: filling")
+                data.fill(bootstrap, tm.payment_events.name, workload.records)
+            ctx.progress(0, workload.judgements, f"sequencer x{workers}: judging")
+            trace, _ = procs.wait_counted(
+                pool,
+                workload.judgements,
+                180 + n / 200,
+                lambda c: ctx.progress(c, workload.judgements, None),
+            )
+            read = asyncio.run(
+                read_topic(bootstrap, tm.status_updates.name, tm.partitions, workload.updates)
+            )
+    if read.count != workload.updates:
+        raise procs.BenchError(f"{read.count} status updates, expected {workload.updates}")
+    cpu = (trace.end_cpu - trace.idle_cpu) / n * 100_000
+    return SequencerRun(workers, n / read.span_s, cpu, read.count, n / trace.polled_s)
+
+
+def _settle(ctx: BenchContext) -> None:
+    """Give a freshly started group time to finish joining (Tansu: ~half the session timeout
+    per join, and every late member triggers another round)."""
+    time.sleep(max(3 * ctx.settings.effective_session_timeout_s, 3.0))
+
+
+def measure_sequencer(ctx: BenchContext, workload: data.Workload) -> list[Row]:
+    """The sequencing agent alone against a pre-filled ``paybus.payments.events``."""
+    run = run_sequencers(ctx, workload, 1, prefill=True)
+    ctx.figures["sequencer"] = run.rate
+    ctx.figures["sequencer_cpu_100k"] = run.cpu_100k
+    note = (
+        f"{len(workload.records):,} events ({workload.aggregates:,} aggregates, "
+        f"{workload.updates:,} status updates); 1 worker, 8 partitions"
+    )
+    return [
+        Row(
+            "sequencer_vs_faust",
+            SECTION,
+            "sequencer agent",
+            run.rate,
+            "events/s",
+            baseline="Faust ceiling",
+            baseline_value=ctx.figures.get("faust_ceiling"),
+            target=SEQUENCER_TARGET,
+            note=note,
+            extra={"polled_rate": run.polled_rate},
+        ),
+        Row(
+            "sequencer_vs_plain",
+            SECTION,
+            "sequencer agent vs plain loop",
+            run.rate,
+            "events/s",
+            baseline="plain loop",
+            baseline_value=ctx.figures.get("plain_loop"),
+        ),
+        Row(
+            "sequencer_cpu",
+            SECTION,
+            "sequencer CPU",
+            run.cpu_100k,
+            "CPU s/100k events",
+            baseline="Faust ceiling",
+            baseline_value=ctx.figures.get("faust_cpu_100k"),
+        ),
+    ]
+
+
+def measure_scale(ctx: BenchContext, workload: data.Workload) -> list[Row]:
+    """Throughput with 1, 2 and 4 sequencer workers on the same partitions."""
+    rows: list[Row] = []
+    single: float | None = None
+    cores = os.cpu_count()
+    for count in ctx.sizes.scale_workers:
+        run = run_sequencers(ctx, workload, count, prefill=False)
+        single = single or run.rate
+        note = ""
+        if count == ctx.sizes.scale_workers[-1]:
+            note = (
+                f"{cores} cores shared by the workers, the broker and this bench: above "
+                f"{cores} workers they only share the same CPUs (scale is by partitions, "
+                "on more machines)"
+            )
+        rows.append(
+            Row(
+                f"scale_{count}",
+                SCALE,
+                f"sequencer, {count} worker(s)",
+                run.rate,
+                "events/s",
+                baseline="1 worker",
+                baseline_value=single,
+                note=note,
+                extra={"cpu_100k": run.cpu_100k, "polled_rate": run.polled_rate},
+            )
+        )
+    return rows
+
+
+#: Stages in data-flow order; ``None`` marks one that does not exist yet.
+StageFn = Callable[[BenchContext, data.Workload], list[Row]]
+STAGES: dict[str, StageFn | None] = {
+    "router": None,
+    "sequencer": measure_sequencer,
+    "crm_writer": None,
+}
+
+
+def pending_stage(name: str) -> Row:
+    return not_yet(
+        f"{name}_vs_faust",
+        SECTION,
+        f"{name.replace('_', ' ')} agent",
+        "events/s",
+        SEQUENCER_TARGET,
+        f"the {name.replace('_', ' ')} stage does not exist yet",
+    )

@@ -1,0 +1,46 @@
+"""``paybus bench`` end to end on a tiny input: every measurement runs and the JSON is sound.
+
+Figures from so small an input mean nothing; this only proves the harness works (brokers,
+worker subprocesses, progress, table, JSON) so ``make bench`` does not rot between releases.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from streams.bench.context import Sizes
+from streams.bench.runner import main
+from streams.settings import Settings
+
+pytestmark = [pytest.mark.broker, pytest.mark.slow, pytest.mark.timeout(150)]
+
+MEASURED = {
+    "raw_produce", "raw_consume", "faust_ceiling", "plain_loop", "sequencer_vs_faust",
+    "sequencer_cpu", "latency_p50_1k", "latency_p99_1k", "memory_rss", "scale_1",
+}  # fmt: skip
+PENDING = {"router_vs_faust", "crm_writer_vs_faust", "crm_api_calls"}
+
+
+def test_bench_runs_end_to_end_on_a_tiny_input(clean_env: Path) -> None:
+    out_dir = clean_env / "results"
+    settings = Settings(data_dir=clean_env / "data")
+
+    code = main(settings, events=400, quick=True, out_dir=out_dir, sizes=Sizes.tiny())
+
+    [path] = list(out_dir.glob("*.json"))
+    body = json.loads(path.read_text())
+    rows = {row["key"]: row for row in body["rows"]}
+    errors = {k: r["note"] for k, r in rows.items() if r["verdict"] == "error"}
+    assert code == 0 and not errors, errors
+    assert rows.keys() >= MEASURED
+    for key in MEASURED:
+        assert rows[key]["value"] > 0, key
+    for key in PENDING:
+        assert rows[key]["verdict"] == "not yet" and rows[key]["value"] is None
+    assert rows["sequencer_vs_faust"]["ratio"] > 0
+    for row in body["rows"]:
+        assert {"measure", "value", "unit", "baseline", "ratio", "target", "verdict"} <= row.keys()
+    assert body["meta"]["events"] == 400 and body["meta"]["environment"]["cpus"]
