@@ -105,9 +105,13 @@ class StripeConnector(PspConnector):
         if op == "refund":
             params = tf.refund_params(command)
             refund = self._retry(lambda: self.api.create_refund(params, key))
+            events = tf.command_events(command, refund, fallback_at=self._now())
+            pi_id = str(params["payment_intent"])
+            pi = self._retry(lambda: self.api.retrieve_payment_intent(pi_id))
+            events += tf.refunded_payment_events(command, pi, occurred_at=events[0].occurred_at)
             return CommandResult(
                 psp_object_id=str(refund["id"]),
-                events=tf.command_events(command, refund, fallback_at=self._now()),
+                events=events,
                 links={str(refund["id"]): command.aggregate_id},
             )
         raise PermanentError(

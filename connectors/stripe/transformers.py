@@ -252,6 +252,30 @@ def _refund_event(
     )
 
 
+def refunded_payment_events(
+    command: PaymentCommand, pi: Mapping[str, Any], *, occurred_at: datetime
+) -> list[PaymentEvent]:
+    """The payment's own move after a refund command: ``partially_refunded`` or ``refunded``.
+
+    Stripe reports it on the charge (``charge.refunded``); deriving it from the PaymentIntent
+    right after the refund lets the CRM show the payment's new state without waiting for a
+    webhook. The id derives from the command, so a re-executed refund repeats, never adds.
+    """
+    status = payment_status(pi)
+    if status not in ("partially_refunded", "refunded") or not command.payment_id:
+        return []
+    return [
+        _payment_event(
+            event_id=f"{command.command_id}:payment:{status}",
+            obj=pi,
+            status=status,
+            occurred_at=occurred_at,
+            psp_object_id=str(pi["id"]),
+            aggregate_id=command.payment_id,
+        )
+    ]
+
+
 def command_events(
     command: PaymentCommand, obj: Mapping[str, Any], *, fallback_at: datetime
 ) -> list[PaymentEvent]:

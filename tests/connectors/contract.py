@@ -245,8 +245,13 @@ class PspConnectorContract:
         )
         assert result.events
         assert_canonical(result.events, psp=connector.name)
-        for event in result.events:
-            assert event.aggregate_type == "refund"
+        refund_events = [e for e in result.events if e.aggregate_type == "refund"]
+        payment_events = [e for e in result.events if e.aggregate_type == "payment"]
+        assert refund_events and len(refund_events) + len(payment_events) == len(result.events)
+        for event in payment_events:  # the payment's own move, where the PSP shows one
+            assert event.aggregate_id == payment.aggregate_id
+            assert event.status == ("partially_refunded" if partial else "refunded")
+        for event in refund_events:
             assert event.aggregate_id == refund.aggregate_id
             assert event.payment_id == payment.aggregate_id
             assert event.amount_minor == (amount or payment.amount_minor)
@@ -256,6 +261,7 @@ class PspConnectorContract:
         again = connector.execute(refund)
         assert again.psp_object_id == result.psp_object_id
         if "refund_updates_payment" in self.capabilities:
+            assert payment_events, "the refund result should carry the payment's new status"
             status = connector.lookup_status("payment", created.psp_object_id).status
             assert status == ("partially_refunded" if partial else "refunded")
 

@@ -1,0 +1,1 @@
+"""Development stand-ins and the embedded stack behind ``paybus dev`` / ``make run``."""

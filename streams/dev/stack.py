@@ -1,0 +1,165 @@
+"""The embedded stack: broker, PSP and CRM stand-ins, and a worker, all on loopback.
+
+What ``paybus dev`` (``make run``) starts so a newcomer sees payments flow with no
+credentials: the Tansu broker, localstripe (in process), the GoCardless and Salesforce
+sandboxes (in process, SQLite in a temp folder), and one ``paybus worker`` subprocess with
+every role, configured through ``PAYBUS_*`` to talk to the stand-ins; the PSPs' webhooks are
+pointed at the worker's receiver.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+from streams.admin import create_topics
+from streams.broker import EmbeddedBroker, free_port
+from streams.settings import Settings
+from streams.topics import TopicMap
+
+STRIPE_KEY = "sk_test_paybus_dev"
+STRIPE_SECRET = "whsec_paybus_dev"
+GC_TOKEN = "gc_sandbox_token_dev"
+GC_SECRET = "gc_webhook_secret_dev"
+
+
+@dataclass
+class DevStack:
+    """Everything ``paybus dev`` runs; a context manager that stops it all in reverse."""
+
+    settings: Settings
+    data_dir: Path
+    web_port: int = 0
+    broker: EmbeddedBroker | None = None
+    loop_thread: Any = None
+    localstripe: Any = None
+    gocardless: Any = None
+    salesforce: Any = None
+    worker: subprocess.Popen[bytes] | None = None
+    _cms: list[Any] = field(default_factory=list)
+
+    @property
+    def topic_map(self) -> TopicMap:
+        return TopicMap.from_settings(self.settings)
+
+    @property
+    def bootstrap(self) -> str:
+        assert self.broker is not None
+        return self.broker.bootstrap
+
+    @property
+    def worker_url(self) -> str:
+        return f"http://{self.settings.web_host}:{self.web_port}"
+
+    def start(self) -> DevStack:
+        from connectors.gocardless.sandbox import start_sandbox as start_gc
+        from connectors.salesforce.sandbox import Sandbox as SalesforceSandbox
+        from streams.dev.localstripe import LoopThread, start_localstripe
+
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        self.broker = EmbeddedBroker(log_path=self.data_dir / "tansu.log").start()
+        create_topics(self.bootstrap, self.topic_map.all())
+        self.loop_thread = LoopThread()
+        cm = start_localstripe(self.loop_thread)
+        self.localstripe = cm.__enter__()
+        self._cms.append(cm)
+        self.web_port = self.web_port or free_port()
+        self.gocardless = start_gc(
+            db_path=str(self.data_dir / "gocardless.sqlite"),
+            token=GC_TOKEN,
+            webhook_url=f"{self.worker_url}/webhooks/gocardless",
+            webhook_secret=GC_SECRET,
+            webhook_options={"shuffle": True, "duplicate_rate": 0.3, "batch_size": 10, "seed": 7},
+        )
+        self.salesforce = SalesforceSandbox(db_path=self.data_dir / "salesforce.sqlite").start()
+        self.localstripe.register_webhook(
+            "paybus-dev", f"{self.worker_url}/webhooks/stripe", STRIPE_SECRET
+        )
+        self._start_worker()
+        return self
+
+    def worker_env(self) -> dict[str, str]:
+        sf = self.salesforce
+        env = {k: v for k, v in os.environ.items() if not k.startswith("PAYBUS_")}
+        env.update(
+            PAYBUS_BOOTSTRAP_SERVERS=self.bootstrap,
+            PAYBUS_TOPIC_PREFIX=self.settings.topic_prefix,
+            PAYBUS_APP_ID=self.settings.app_id,
+            PAYBUS_PARTITIONS=str(self.settings.partitions),
+            PAYBUS_WEB_HOST=self.settings.web_host,
+            PAYBUS_WEB_PORT=str(self.web_port),
+            PAYBUS_DATA_DIR=str(self.data_dir / "worker"),
+            PAYBUS_HOLD_TIMEOUT_S="20",
+            PAYBUS_LAG_REFRESH_S="2",
+            PAYBUS_STRIPE__API_KEY=STRIPE_KEY,
+            PAYBUS_STRIPE__WEBHOOK_SECRET=STRIPE_SECRET,
+            PAYBUS_STRIPE__BASE_URL=self.localstripe.base_url,
+            PAYBUS_GOCARDLESS__ACCESS_TOKEN=GC_TOKEN,
+            PAYBUS_GOCARDLESS__WEBHOOK_SECRET=GC_SECRET,
+            PAYBUS_GOCARDLESS__BASE_URL=self.gocardless.base_url,
+            PAYBUS_SALESFORCE__INSTANCE_URL=sf.instance_url,
+            PAYBUS_SALESFORCE__SESSION_ID=sf.token_for("integration"),
+            PAYBUS_SALESFORCE__CA_BUNDLE=str(sf.cert_path),
+            PAYBUS_SALESFORCE__FLUSH_INTERVAL_S="0.3",
+        )
+        return env
+
+    def _start_worker(self, timeout_s: float = 90.0) -> None:
+        log = open(self.data_dir / "worker.log", "ab")  # noqa: SIM115 - lives with the worker
+        self.worker = subprocess.Popen(
+            [sys.executable, "-m", "streams.cli", "worker"],
+            env=self.worker_env(),
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if self.worker.poll() is not None:
+                raise RuntimeError(
+                    f"worker exited with status {self.worker.returncode}; "
+                    f"see {self.data_dir / 'worker.log'}"
+                )
+            try:
+                with urllib.request.urlopen(f"{self.worker_url}/metrics", timeout=1):
+                    return
+            except OSError:
+                time.sleep(0.2)
+        raise RuntimeError(f"worker did not answer on {self.worker_url} within {timeout_s}s")
+
+    def stop(self) -> None:
+        if self.worker is not None and self.worker.poll() is None:
+            os.killpg(self.worker.pid, signal.SIGTERM)
+            try:
+                self.worker.wait(15)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.worker.pid, signal.SIGKILL)
+                self.worker.wait(5)
+        for stoppable in (self.salesforce, self.gocardless):
+            if stoppable is not None:
+                stoppable.stop()
+        for cm in reversed(self._cms):
+            cm.__exit__(None, None, None)
+        if self.loop_thread is not None:
+            self.loop_thread.stop()
+        if self.broker is not None:
+            self.broker.stop()
+
+    def __enter__(self) -> DevStack:
+        return self.start()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
