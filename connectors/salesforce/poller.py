@@ -190,12 +190,13 @@ def to_change(
         "currency": currency,
         "method": _label(record.get(mapping.method)),
         "gateway": _label(record.get(mapping.gateway)),
-        "country": None,
-        "customer_ref": None,
-        "payment_method_ref": None,
+        **{
+            key: (str(record[name]) if record.get(name) not in (None, "") else None)
+            for key, name in mapping.optional_fields.items()
+            if name
+        },
         "mandate_id": None,
         "payment_id": payment_ids.get(str(lookup)[:15], str(lookup)) if lookup else None,
-        "charge_date": None,
         "description": record.get("Name"),
         "metadata": {"salesforce_object": mapping.object_name},
     }

@@ -38,6 +38,13 @@ class ObjectMapping:
     failure_reason: str = "Failure_Reason__c"
     #: Lookup to the payment (refunds only).
     payment_lookup: str | None = None
+    #: Tokens and routing facts staff (or a payment page) put on the record. Only tokens: a
+    #: card or bank account number never belongs in the CRM. ``None`` leaves one out.
+    customer_ref: str | None = "Customer_Ref__c"
+    payment_method_ref: str | None = "Payment_Method_Ref__c"
+    mandate_ref: str | None = "Mandate_Ref__c"
+    country: str | None = "Country__c"
+    charge_date: str | None = "Charge_Date__c"
     #: Field lengths of the demo org; longer values are cut rather than refused by Salesforce.
     failure_reason_length: int = 255
     psp_id_length: int = 80
@@ -66,7 +73,19 @@ class ObjectMapping:
         ]
         if self.payment_lookup:
             names.append(self.payment_lookup)
+        names += [name for name in self.optional_fields.values() if name]
         return tuple(names)
+
+    @property
+    def optional_fields(self) -> dict[str, str | None]:
+        """CrmChange field -> sObject field for the optional intent details."""
+        return {
+            "customer_ref": self.customer_ref,
+            "payment_method_ref": self.payment_method_ref,
+            "mandate_ref": self.mandate_ref,
+            "country": self.country,
+            "charge_date": self.charge_date,
+        }
 
 
 @dataclass(frozen=True)

@@ -194,6 +194,12 @@ def _payment_like(extra: Iterable[FieldSpec] = ()) -> tuple[FieldSpec, ...]:
         FieldSpec("Settlement_Date__c", "date"),
         FieldSpec("External_Id__c", "string", length=80, external_id=True, unique=True),
         FieldSpec("Failure_Reason__c", "string", length=255),
+        # Tokens only (a PaymentMethod, a bank account or mandate id), never account numbers.
+        FieldSpec("Customer_Ref__c", "string", length=80),
+        FieldSpec("Payment_Method_Ref__c", "string", length=80),
+        FieldSpec("Mandate_Ref__c", "string", length=80),
+        FieldSpec("Country__c", "string", length=2),
+        FieldSpec("Charge_Date__c", "date"),
         *extra,
     )
 

@@ -130,3 +130,17 @@ def test_keyset_query_resumes_after_the_last_record_of_an_equal_stamp() -> None:
         "(SystemModstamp = 2026-11-22T10:00:00.500Z AND Id > 'a015g0000000004AAA'))"
     ) in text
     assert text.endswith("ORDER BY SystemModstamp, Id LIMIT 3")
+
+
+def test_tokens_and_routing_facts_are_carried_into_the_change() -> None:
+    row = _row(
+        Customer_Ref__c="cus_123", Payment_Method_Ref__c="pm_card_visa", Mandate_Ref__c="",
+        Country__c="GB", Charge_Date__c="2026-12-01",
+    )  # fmt: skip
+    change = to_change(FIELDS.payment, row, {})
+    assert change is not None
+    assert change["customer_ref"] == "cus_123"
+    assert change["payment_method_ref"] == "pm_card_visa"
+    assert change["mandate_ref"] is None  # empty on the record: absent, not ""
+    assert (change["country"], change["charge_date"]) == ("GB", "2026-12-01")
+    CrmChange(**change)  # still the contract
