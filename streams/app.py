@@ -9,6 +9,8 @@ Only this module constructs a ``faust.App``. It also adapts Faust to the embedde
   short session timeout keeps rebalances around a second.
 * aiokafka and faust build a debug log record per message even when the worker logs at warning
   level; their loggers are set explicitly.
+* A record that cannot be decoded would be thrown into its agent by Faust (crashing it, or
+  dropping the record silently); :class:`PaybusTopic` sends it to the DLQ instead.
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ from streams.settings import Settings
 from streams.topics import TopicMap
 
 _NOISY_LOGGERS = ("aiokafka", "faust", "mode", "kafka")
+log = logging.getLogger(__name__)
 
 
 class _ConsumerThread(faust_aiokafka.AIOKafkaConsumerThread):
@@ -58,6 +61,49 @@ class _Consumer(faust_aiokafka.Consumer):
 
 class _Transport(faust_aiokafka.Transport):
     Consumer = _Consumer
+
+
+class PaybusTopic(faust.Topic):
+    """A topic whose undecodable records become dead letters (stage ``decode``).
+
+    Faust's conductor has already acked the message when it calls these hooks; the default
+    then throws the error into the agent. Here the original bytes, where they came from and
+    the error go to ``paybus.dlq`` instead, and the partition keeps moving: a poison record
+    never blocks the records behind it.
+    """
+
+    async def on_key_decode_error(self, exc: Exception, message: Any) -> None:
+        await self._dead_letter("key", exc, message)
+
+    async def on_value_decode_error(self, exc: Exception, message: Any) -> None:
+        await self._dead_letter("value", exc, message)
+
+    async def _dead_letter(self, part: str, exc: Exception, message: Any) -> None:
+        from streams import metrics
+        from streams.deadletters import make_dead_letter
+
+        app: PaybusApp = self.app  # type: ignore[assignment]
+        metrics.DECODE_ERRORS.labels(message.topic).inc()
+        dlq = app.topic_map.dlq.name
+        if message.topic == dlq:
+            log.error("undecodable dead letter %s@%s: %s", message.tp, message.offset, exc)
+            return
+        key = message.key if isinstance(message.key, bytes) else None
+        value = message.value if isinstance(message.value, bytes) else None
+        letter = make_dead_letter(
+            topic=message.topic,
+            partition=message.partition,
+            offset=message.offset,
+            key=key,
+            value=value,
+            stage="decode",
+            reason=f"undecodable {part}: {str(exc)[:480]}",
+            aggregate_id=key.decode("utf-8", "replace") if key else None,
+            error_log=[f"{type(exc).__name__}: {exc}"[:2000]],
+        )
+        metrics.DEAD_LETTERS.labels("decode").inc()
+        fut = await app.send(dlq, key=key, value=letter)
+        await fut
 
 
 class PaybusApp(faust.App):
@@ -125,6 +171,7 @@ def build_app(settings: Settings, *, autodiscover: bool = False) -> PaybusApp:
         stream_wait_empty=False,
         datadir=str(settings.data_dir / "faust"),
         producer_acks=-1,
+        Topic=PaybusTopic,
         # A few ms of linger lets one produce request carry many records: the sequencer and
         # the receiver await delivery per batch, not per record (bench: ~+15-20 %).
         producer_linger=0.005,

@@ -55,9 +55,68 @@ CRM_RECORDS_WRITTEN = Counter(
     "paybus_crm_records_written_total", "CRM records by write outcome.", ["outcome"]
 )
 CRM_WRITE_SECONDS = Histogram("paybus_crm_write_seconds", "CRM write batch latency.")
+CRM_WRITE_RETRIES = Counter(
+    "paybus_crm_write_retries_total",
+    "CRM write-back updates sent again after a retryable failure, by error code.",
+    ["code"],
+)
+CRM_ALERTS = Counter(
+    "paybus_crm_alerts_total",
+    "Write-back failure e-mails, by result (sent, failed, disabled).",
+    ["result"],
+)
+CRM_CHANGES = Counter(
+    "paybus_crm_changes_total",
+    "CRM changes by source (poller, ingest) and outcome (published, ignored, rejected, ...).",
+    ["source", "outcome"],
+)
+CRM_POLLS = Counter(
+    "paybus_crm_polls_total",
+    "CRM poller rounds by result (committed, empty, failed).",
+    ["result"],
+)
 WEBHOOKS = Counter(
     "paybus_webhooks_total", "Webhook requests by PSP and outcome.", ["psp", "outcome"]
 )
+
+BANK_DETAILS = Counter(
+    "paybus_bank_details_total",
+    "POST /bank-details requests by PSP and outcome (registered, invalid, unauthorized, "
+    "too_large, refused, unavailable, error).",
+    ["psp", "outcome"],
+)
+BACKFILL_EVENTS = Counter(
+    "paybus_backfill_events_total",
+    "PSP events re-read by a backfill, by PSP and outcome (published, unresolved).",
+    ["psp", "outcome"],
+)
+BACKFILL_RUNS = Counter(
+    "paybus_backfill_runs_total",
+    "Scheduled backfill runs by PSP and result (ok, error, unsupported).",
+    ["psp", "result"],
+)
+
+RETRIES = Counter(
+    "paybus_retries_total",
+    "Parking and retry outcomes by stage (parked, waiting, scheduled, retried, reparked, "
+    "exhausted, stale, superseded, released).",
+    ["stage", "outcome"],
+)
+PARKED_AGGREGATES = Gauge(
+    "paybus_parked_aggregates", "Aggregates with commands parked in retry (this worker)."
+)
+PARKED_MESSAGES = Gauge("paybus_parked_messages", "Envelopes held by the retry agent.")
+COLLECTIONS = Counter(
+    "paybus_scheduled_collections_total",
+    "Direct debits held for their collection date, by outcome (scheduled, released).",
+    ["outcome"],
+)
+JANITOR = Counter(
+    "paybus_janitor_total",
+    "Janitor look-ups of stuck aggregates, by result (changed, unchanged, failed, no_reference).",
+    ["result"],
+)
+DLQ_REPLAYED = Counter("paybus_dlq_replayed_total", "Dead letters replayed by operators.")
 
 
 def render() -> tuple[bytes, str]:

@@ -68,6 +68,14 @@ class SalesforceSettings(_Section):
     poll_interval_s: float = 5.0
     batch_size: int = Field(default=200, ge=1, le=200)
     flush_interval_s: float = 0.5
+    #: Status updates the writer takes per batch; None: ``batch_size``. Updates are coalesced
+    #: per record before writing, so a batch larger than one collection call pays off: 1,000
+    #: updates of 300 records cost 3 API calls in one batch, 10 in five batches of 200.
+    updates_per_batch: int | None = Field(default=None, ge=1, le=10000)
+    #: Write attempts of a retryable failure (5xx, timeouts, row locks) before the DLQ.
+    write_attempts: int = Field(default=5, ge=1)
+    #: Records read per object per poll (one SOQL call each).
+    poll_limit: int = Field(default=200, ge=1, le=2000)
 
 
 class CrmSettings(_Section):
@@ -84,6 +92,8 @@ class CrmSettings(_Section):
     alert_smtp_port: int = 25
     alert_from: str = "paybus@localhost"
     alert_to: tuple[str, ...] = ()
+    #: Largest accepted ``POST /events/crm`` body.
+    ingest_max_body_bytes: int = Field(default=1024 * 1024, ge=1024)
 
 
 class OpsSettings(_Section):
@@ -97,6 +107,8 @@ class OpsSettings(_Section):
     #: Scheduled collection of due direct debits, in bounded batches.
     collection_interval_s: float = Field(default=60.0, gt=0)
     collection_batch_size: int = Field(default=100, ge=1)
+    #: Days before its collection date a held direct debit is submitted (scheme lead time).
+    collection_lead_days: int = Field(default=0, ge=0)
     #: Scheduled PSP event backfill (``None``: off; ``paybus backfill`` runs it by hand).
     backfill_interval_s: float | None = None
 

@@ -28,6 +28,7 @@ from connectors.base import (
 )
 from connectors.errors import NotFoundError, PermanentError
 from connectors.gocardless import transformers as tf
+from connectors.gocardless.bank_details import BankAccountToken, register_bank_account
 from connectors.gocardless.client import GoCardlessApi
 from connectors.gocardless.settings import META_AGGREGATE_ID, PSP
 from connectors.gocardless.webhooks import parse_events, verify_request
@@ -251,6 +252,33 @@ class GoCardlessConnector(PspConnector):
         found = self._retry(lambda: list(self.api.events(**{"created_at[gt]": after})))
         for event in sorted(found, key=lambda e: (tf.ts(str(e["created_at"])), str(e["id"]))):
             yield from self._events_of(event)
+
+    def register_bank_account(
+        self,
+        *,
+        account_holder_name: str,
+        iban: str | None = None,
+        sort_code: str | None = None,
+        account_number: str | None = None,
+        customer_id: str | None = None,
+        customer: Mapping[str, str] | None = None,
+        idempotency_key: str | None = None,
+    ) -> BankAccountToken:
+        """Bank details -> token and mask, see :mod:`connectors.gocardless.bank_details`.
+
+        A method, so the bus reaches it through the connector registry like every other PSP
+        call, without importing this package.
+        """
+        return register_bank_account(
+            self.api,
+            account_holder_name=account_holder_name,
+            iban=iban,
+            sort_code=sort_code,
+            account_number=account_number,
+            customer_id=customer_id,
+            customer=customer,
+            idempotency_key=idempotency_key,
+        )
 
     # --- payouts -------------------------------------------------------------------------------
 

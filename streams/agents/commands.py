@@ -1,9 +1,14 @@
 """Connector workers: one agent per PSP executes the commands on ``paybus.commands.<psp>``.
 
-Commands of one payment (and its refunds) share a partition and are executed one at a time,
-in order. The connector retries transient failures in process with backoff; what is still
-transient afterwards is dead-lettered with its error log for replay (ordered parking on
-``paybus.retry`` is the retry stage's job). A permanent failure — a request the PSP refuses —
+Commands are taken in batches and grouped by partition; each partition's commands run one at
+a time in their own task, partitions run side by side, and the batch is acked only when every
+partition's task is done (at-least-once, per-partition order kept). Sequential PSP calls over
+all partitions were the bottleneck.
+
+A command whose aggregate has something parked (see :mod:`streams.parking`) is parked behind
+it without being executed. A transient failure left after the connector's in-process retries
+parks the command on ``paybus.retry`` for the retry stage; a direct debit whose collection date
+is in the future is parked as ``scheduled``. A permanent failure — a request the PSP refuses —
 becomes a ``failed`` event with the reason, so the CRM shows it. Every call carries an
 idempotency key derived from the command id, so a command re-delivered after a crash creates
 nothing twice.
@@ -14,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
+from collections import defaultdict
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from typing import Any, cast
@@ -23,53 +29,61 @@ from faust.types import EventT
 
 from connectors.base import CommandResult
 from connectors.errors import ConnectorError
-from streams import metrics
-from streams.agents.common import Connectors, as_current, event_key, failed_event, send_dead_letter
+from streams import metrics, parking
+from streams.agents.common import Connectors, as_current, event_key, failed_event
 from streams.app import PaybusApp
-from streams.records import PaymentCommand, PaymentEvent, PspWebhook
+from streams.records import PaymentCommand, PaymentEvent, PspWebhook, RetryEnvelope
+from streams.topics import partition_key
 
 #: Content type of the link records a worker sends to the normaliser (PSP id -> aggregate).
 LINK_CONTENT_TYPE = "application/vnd.paybus.link+json"
 
 
-class CommandStage:
-    def __init__(self, app: PaybusApp, psps: list[str]) -> None:
+class Shared:
+    """What the connector workers and the retry stage share in one worker: tables, topics and
+    the executor. Built once per app (both stages must see the same ``parked`` table)."""
+
+    def __init__(self, app: PaybusApp) -> None:
         self.app = app
-        self.connectors = Connectors(app)
         tm = app.topic_map
+        self.connectors = Connectors(app)
         self.events_topic = app.topic(
             tm.payment_events.name, key_type=str, key_serializer="raw", value_type=PaymentEvent
         )
         self.webhooks_topic = app.topic(
             tm.psp_webhooks.name, key_type=str, key_serializer="raw", value_type=PspWebhook
         )
+        self.retry_topic = app.topic(
+            tm.retry.name, key_type=str, key_serializer="raw", value_type=RetryEnvelope
+        )
+        schema: Any = faust.Schema(key_type=str, key_serializer="raw", value_serializer="json")
         #: aggregate id -> PSP object id, for the cancellations and refunds that follow.
         self.objects = app.Table(
-            "psp-objects",
-            default=None,
-            schema=faust.Schema(key_type=str, key_serializer="raw", value_serializer="json"),
-            partitions=app.settings.partitions,
+            "psp-objects", default=None, schema=schema, partitions=app.settings.partitions
         )
-        for psp in psps:
-            topic = app.topic(
-                tm.commands(psp).name, key_type=str, key_serializer="raw", value_type=PaymentCommand
-            )
-            app.agent(topic, name=f"paybus.connector.{psp}")(self._agent_for(psp))
+        #: partition key -> parked origins in order (see :mod:`streams.parking`).
+        self.parked = app.Table(
+            "parked", default=None, schema=schema, partitions=app.settings.partitions
+        )
 
-    def _agent_for(self, psp: str) -> Any:
-        async def process(stream: faust.StreamT[PaymentCommand]) -> AsyncIterator[None]:
-            async for event in stream.events():
-                await self.handle(psp, event)
-                yield None
+    @classmethod
+    def of(cls, app: PaybusApp) -> Shared:
+        found = getattr(app, "_paybus_shared", None)
+        if found is None:
+            found = cls(app)
+            app._paybus_shared = found  # type: ignore[attr-defined]
+        return cast(Shared, found)
 
-        return process
+    def listed(self, key: str) -> list[str]:
+        return parking.pending(self.parked.get(key))
 
-    async def handle(self, psp: str, event: EventT[PaymentCommand]) -> None:
-        command = cast(PaymentCommand, event.value)
-        stage = f"connector:{psp}"
+    async def execute(
+        self, psp: str, event: EventT[Any], command: PaymentCommand, stage: str
+    ) -> ConnectorError | None:
+        """Run ``command`` at the PSP and publish what it yields; ``event`` is the record whose
+        partition the table writes go to. Returns the error when it is worth retrying later."""
         if command.operation in ("cancel", "refund") and not command.psp_object_id:
-            target = command.payment_id or command.aggregate_id
-            known = self.objects.get(target)
+            known = self.objects.get(command.payment_id or command.aggregate_id)
             if known:
                 command = command.derive(psp_object_id=known)
         connector = self.connectors.get(psp)
@@ -80,8 +94,10 @@ class CommandStage:
             metrics.CONNECTOR_CALLS.labels(psp, command.operation, "error").inc()
             kind = "transient" if exc.should_retry else "permanent"
             metrics.CONNECTOR_ERRORS.labels(psp, command.operation, kind).inc()
-            await self._failure(psp, stage, event, command, exc)
-            return
+            if exc.should_retry:
+                return exc
+            await self._refused(psp, stage, command, exc)
+            return None
         finally:
             metrics.CONNECTOR_LATENCY.labels(psp, command.operation).observe(
                 time.perf_counter() - started
@@ -89,17 +105,14 @@ class CommandStage:
         metrics.CONNECTOR_CALLS.labels(psp, command.operation, "ok").inc()
         await self._publish(psp, event, command, result)
         metrics.EVENTS.labels(stage, "applied", command.aggregate_type, psp).inc()
+        return None
 
     async def _publish(
-        self,
-        psp: str,
-        event: EventT[PaymentCommand],
-        command: PaymentCommand,
-        result: CommandResult,
+        self, psp: str, event: EventT[Any], command: PaymentCommand, result: CommandResult
     ) -> None:
-        futures = []
-        for pe in result.events:
-            futures.append(await self.events_topic.send(key=event_key(pe), value=pe))
+        futures = [
+            await self.events_topic.send(key=event_key(pe), value=pe) for pe in result.events
+        ]
         for object_id, aggregate_id in result.links.items():
             link = {
                 "aggregate_id": aggregate_id,
@@ -122,22 +135,9 @@ class CommandStage:
             with as_current(event):
                 self.objects[command.aggregate_id] = result.psp_object_id
 
-    async def _failure(
-        self,
-        psp: str,
-        stage: str,
-        event: EventT[PaymentCommand],
-        command: PaymentCommand,
-        exc: ConnectorError,
+    async def _refused(
+        self, psp: str, stage: str, command: PaymentCommand, exc: ConnectorError
     ) -> None:
-        if exc.should_retry:
-            metrics.EVENTS.labels(stage, "dead_lettered", command.aggregate_type, psp).inc()
-            fut = await send_dead_letter(
-                self.app, event, stage=stage, reason=f"retries exhausted: {exc}",
-                aggregate_id=command.aggregate_id, attempts=3,
-            )  # fmt: skip
-            await fut
-            return
         metrics.EVENTS.labels(stage, "rejected", command.aggregate_type, psp).inc()
         failed = failed_event(
             event_id=f"{command.command_id}:failed",
@@ -151,3 +151,151 @@ class CommandStage:
         )
         fut = await self.events_topic.send(key=event_key(failed), value=failed)
         await fut
+
+    async def park(
+        self,
+        event: EventT[Any],
+        key: str,
+        *,
+        origin: str,
+        stage: str,
+        attempt: int,
+        due_at: datetime,
+        error: str,
+        aggregate_id: str,
+        first_failed_at: datetime | None = None,
+        original: RetryEnvelope | None = None,
+    ) -> None:
+        """List ``origin`` in the parked table first, then send its envelope (see
+        :mod:`streams.parking` for why this order survives a crash at any point).
+
+        ``event`` is the record being handled (its partition takes the table write); the
+        original command record is ``event``'s message, or ``original`` when re-parking."""
+        message = event.message
+        with as_current(event):
+            entry = parking.appended(self.parked.get(key), origin, stage)
+            entry["stages"][origin] = stage
+            self.parked[key] = entry
+        if original is not None:
+            where = (original.original_topic, original.original_partition)
+            offset, raw_key, value = original.original_offset, original.key, original.value
+        else:
+            where = (message.topic, message.partition)
+            offset = message.offset
+            raw_key = message.key if isinstance(message.key, bytes) else key.encode()
+            value = message.value if isinstance(message.value, bytes) else b""
+        envelope = RetryEnvelope(
+            retry_id=parking.retry_id(origin, attempt),
+            aggregate_id=aggregate_id,
+            original_topic=where[0],
+            original_partition=where[1],
+            original_offset=offset,
+            key=raw_key,
+            value=value,
+            attempt=attempt,
+            due_at=due_at,
+            first_failed_at=first_failed_at or datetime.now(UTC),
+            error=error,
+            stage=stage,
+        )
+        fut = await self.retry_topic.send(key=key, value=envelope)
+        await fut
+
+
+class CommandStage:
+    def __init__(self, app: PaybusApp, psps: list[str]) -> None:
+        self.app = app
+        self.shared = Shared.of(app)
+        for psp in psps:
+            topic = app.topic(
+                app.topic_map.commands(psp).name,
+                key_type=str,
+                key_serializer="raw",
+                value_type=PaymentCommand,
+            )
+            app.agent(topic, name=f"paybus.connector.{psp}")(self._agent_for(psp))
+
+    def _agent_for(self, psp: str) -> Any:
+        settings = self.app.settings
+
+        async def process(stream: faust.StreamT[PaymentCommand]) -> AsyncIterator[None]:
+            batches = cast(Any, stream).take_events(
+                settings.batch_max_events, within=settings.batch_within_s
+            )
+            async for events in batches:
+                await self.process_batch(psp, events)
+                yield None
+
+        return process
+
+    async def process_batch(self, psp: str, events: list[EventT[PaymentCommand]]) -> None:
+        """One task per partition, in order within it; returns when all are done (then the
+        batch is acked). A failure in one partition's task propagates and crashes the agent,
+        so nothing is acked that was not carried out."""
+        by_partition: dict[int, list[EventT[PaymentCommand]]] = defaultdict(list)
+        for event in events:
+            by_partition[event.message.partition].append(event)
+
+        async def run(partition_events: list[EventT[PaymentCommand]]) -> None:
+            for event in partition_events:
+                await self.handle(psp, event)
+
+        await asyncio.gather(*(run(evs) for evs in by_partition.values()))
+
+    async def handle(self, psp: str, event: EventT[PaymentCommand]) -> None:
+        command = cast(PaymentCommand, event.value)
+        stage = f"connector:{psp}"
+        shared = self.shared
+        message = event.message
+        key = (
+            event.key
+            if isinstance(event.key, str)
+            else partition_key(command.aggregate_type, command.aggregate_id, command.payment_id)
+        )
+        origin = parking.origin_id(message.topic, message.partition, message.offset)
+        listed = shared.listed(key)
+        now = datetime.now(UTC)
+        park: dict[str, Any] = {"origin": origin, "aggregate_id": command.aggregate_id}
+        if listed:
+            # Re-delivered after a crash (origin already listed) or behind a parked command.
+            stages = (shared.parked.get(key) or {}).get("stages") or {}
+            kind = stages.get(origin, parking.WAITING)
+            due = self._scheduled_due(command) if kind == parking.SCHEDULED else now
+            metrics.RETRIES.labels(stage, kind if origin in listed else "waiting").inc()
+            metrics.EVENTS.labels(stage, "parked", command.aggregate_type, psp).inc()
+            await shared.park(
+                event, key, stage=kind, attempt=0, due_at=due or now,
+                error=f"waiting behind {listed[0]}", **park,
+            )  # fmt: skip
+            return
+        due = self._scheduled_due(command)
+        if due is not None and due > now:
+            metrics.COLLECTIONS.labels("scheduled").inc()
+            metrics.EVENTS.labels(stage, "scheduled", command.aggregate_type, psp).inc()
+            await shared.park(
+                event, key, stage=parking.SCHEDULED, attempt=0, due_at=due,
+                error=f"collection on {command.charge_date}", **park,
+            )  # fmt: skip
+            return
+        error = await shared.execute(psp, event, command, stage)
+        if error is None:
+            return
+        schedule = self.app.settings.retry_schedule_s
+        metrics.RETRIES.labels(stage, "parked").inc()
+        metrics.EVENTS.labels(stage, "parked", command.aggregate_type, psp).inc()
+        await shared.park(
+            event, key, stage=parking.RETRY, attempt=1,
+            due_at=parking.retry_due(1, schedule, now), error=str(error), first_failed_at=now,
+            **park,
+        )  # fmt: skip
+
+    def _scheduled_due(self, command: PaymentCommand) -> datetime | None:
+        """The collection time of a direct debit with a valid future-capable charge date."""
+        if command.operation != "create_payment" or not command.charge_date:
+            return None
+        try:
+            return parking.collection_due(
+                command.charge_date, self.app.settings.ops.collection_lead_days
+            )
+        except ValueError:
+            return None  # not a date: the PSP refuses it with a reason the CRM shows

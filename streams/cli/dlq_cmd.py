@@ -1,9 +1,144 @@
-"""Placeholder: these commands are being built (see the open issues)."""
+"""``paybus dlq``: list, show and replay dead letters.
+
+``replay`` puts the original bytes back where they came from, in their original order, and
+marks the letters replayed (see :mod:`streams.dlq_store`). A letter whose record was wrong can
+be fixed on the way: ``--value-json FILE`` gives the corrected record as JSON, encoded with
+the original topic's schema.
+"""
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+from typing import Annotated, Any
+
 import typer
+from rich.table import Table
+
+from streams.cli.common import console, fail, settings_of
+from streams.codec import AvroCodec
+from streams.dlq_store import Letter, collect, read_dlq, replay, replay_order, select
+from streams.settings import Settings
+from streams.topics import TopicMap
 
 
 def register(app: typer.Typer) -> None:
-    """Attach this command group to the root app (nothing yet)."""
+    group = typer.Typer(help="Dead letters: list, show, replay.", no_args_is_help=True)
+    group.command("list")(list_letters)
+    group.command("show")(show)
+    group.command("replay")(replay_cmd)
+    app.add_typer(group, name="dlq")
+
+
+def _letters(settings: Settings) -> dict[str, Letter]:
+    topic = TopicMap.from_settings(settings).dlq.name
+    try:
+        return collect(read_dlq(settings.bootstrap_servers, topic))
+    except Exception as exc:
+        fail(f"cannot read {topic} at {settings.bootstrap_servers}: {exc}")
+
+
+def list_letters(
+    ctx: typer.Context,
+    pending: Annotated[bool, typer.Option("--pending", help="Hide replayed letters.")] = False,
+) -> None:
+    """Dead letters, oldest first; replayed ones are flagged (or hidden with --pending)."""
+    letters = _letters(settings_of(ctx))
+    shown = [lt for lt in letters.values() if not (pending and lt.replayed)]
+    table = Table(title=f"{len(shown)} dead letter(s)", title_justify="left")
+    for name in (
+        "id",
+        "stage",
+        "where",
+        "aggregate",
+        "reason",
+        "attempts",
+        "failed_at",
+        "replayed",
+    ):
+        table.add_column(name, overflow="fold")
+    for lt in sorted(shown, key=lambda x: x.record["failed_at"]):
+        r = lt.record
+        table.add_row(
+            lt.id, r["stage"],
+            f"{r['original_topic']}[{r['original_partition']}]@{r['original_offset']}",
+            r.get("aggregate_id") or "", str(r["reason"])[:80], str(r.get("attempts", 1)),
+            r["failed_at"].isoformat(timespec="seconds"),
+            lt.replayed_at.isoformat(timespec="seconds") if lt.replayed_at else "",
+            style="dim" if lt.replayed else None,
+        )  # fmt: skip
+    console.print(table)
+
+
+def _decoded(settings: Settings, record: dict[str, Any]) -> str:
+    tm = TopicMap.from_settings(settings)
+    try:
+        schema = tm.by_name(record["original_topic"]).value_schema
+        return json.dumps(AvroCodec().decode(record["value"], schema), default=str, indent=2)
+    except Exception as exc:
+        return f"(not decodable: {exc})"
+
+
+def show(ctx: typer.Context, letter_id: Annotated[str, typer.Argument(help="Its id.")]) -> None:
+    """Everything about one dead letter: where, why, the error log and the original record."""
+    settings = settings_of(ctx)
+    letter = _letters(settings).get(letter_id)
+    if letter is None:
+        fail(f"no dead letter {letter_id!r} (see `paybus dlq list`)")
+    r = letter.record
+    for name in ("dead_letter_id", "stage", "original_topic", "original_partition",
+                 "original_offset", "aggregate_id", "reason", "attempts", "failed_at"):  # fmt: skip
+        console.print(f"[bold]{name}:[/] {r.get(name)}", highlight=False)
+    console.print(f"[bold]replayed:[/] {letter.replayed_at or 'no'}", highlight=False)
+    key = r.get("key")
+    console.print(f"[bold]key:[/] {key.decode('utf-8', 'replace') if key else None}")
+    console.print("[bold]error log:[/]")
+    for line in r.get("error_log") or []:
+        console.print(f"  {line}", highlight=False, markup=False)
+    console.print(f"[bold]value ({len(r['value'])} bytes):[/]")
+    console.print(_decoded(settings, r), highlight=False, markup=False)
+
+
+def replay_cmd(
+    ctx: typer.Context,
+    letter_id: Annotated[str | None, typer.Argument(help="One letter's id.")] = None,
+    everything: Annotated[bool, typer.Option("--all", help="Every pending letter.")] = False,
+    aggregate: Annotated[str | None, typer.Option(help="Pending letters of one aggregate.")] = None,
+    value_json: Annotated[
+        Path | None, typer.Option(help="The fixed record as JSON (with one letter id).")
+    ] = None,
+) -> None:
+    """Re-inject letters' original bytes to their original topic, in original order."""
+    settings = settings_of(ctx)
+    if sum((letter_id is not None, everything, aggregate is not None)) != 1:
+        fail("name exactly one of: a letter id, --all, --aggregate A")
+    if value_json is not None and letter_id is None:
+        fail("--value-json fixes one letter: give its id")
+    letters = _letters(settings)
+    try:
+        chosen = select(
+            letters, ids=[letter_id] if letter_id else [], everything=everything,
+            aggregate=aggregate,
+        )  # fmt: skip
+    except KeyError as exc:
+        fail(f"no dead letter {exc} (see `paybus dlq list`)")
+    if not chosen:
+        console.print("nothing to replay")
+        return
+    values: dict[str, bytes] = {}
+    if value_json is not None and letter_id is not None:
+        tm = TopicMap.from_settings(settings)
+        topic = chosen[0].record["original_topic"]
+        try:
+            schema = tm.by_name(topic).value_schema
+            values[letter_id] = AvroCodec().encode(schema, json.loads(value_json.read_text()))
+        except Exception as exc:
+            fail(f"the fixed record does not fit {topic}'s schema: {exc}")
+    done = replay(settings.bootstrap_servers, TopicMap.from_settings(settings).dlq.name,
+                  replay_order(chosen), values=values)  # fmt: skip
+    for lt in done:
+        r = lt.record
+        console.print(
+            f"replayed {lt.id} -> {r['original_topic']}[{r['original_partition']}]",
+            highlight=False,
+        )

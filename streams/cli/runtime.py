@@ -30,6 +30,10 @@ def worker(
     from streams.topics import TopicMap
 
     settings = settings_of(ctx)
+    from streams.cli.gateways_cmd import config_errors
+
+    if errors := config_errors(settings):
+        fail("invalid gateway configuration (see `paybus gateways check`):\n" + "\n".join(errors))
     try:
         create_topics(settings.bootstrap_servers, TopicMap.from_settings(settings).all())
     except Exception as exc:
@@ -50,14 +54,15 @@ def worker(
 
 def dev(
     ctx: typer.Context,
-    once: Annotated[bool, typer.Option(help="Run the demo to completion and exit.")] = False,
-    payments: Annotated[int, typer.Option(help="Demo payments to send.")] = 40,
+    once: Annotated[
+        bool, typer.Option(help="Run the story to the end and exit: 0 only if CRM matches PSPs.")
+    ] = False,
+    timeout: Annotated[float, typer.Option(help="Give up on the story after this long (s).")] = 240,
 ) -> None:
-    """The embedded default: broker, worker and demo traffic, with a live table."""
-    from streams.demo import run_demo
+    """The embedded default: broker, PSP and CRM stand-ins, worker, demo story, live table."""
+    from streams.dev.demo import run_demo
 
-    code = run_demo(settings_of(ctx), once=once, payments=payments)
-    raise typer.Exit(code)
+    raise typer.Exit(run_demo(settings_of(ctx), once=once, timeout_s=timeout))
 
 
 def bench(

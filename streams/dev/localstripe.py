@@ -122,11 +122,16 @@ def _machine_lock(timeout_s: float = 60.0) -> Iterator[None]:
 
 
 @contextlib.contextmanager
-def start_localstripe(loop_thread: LoopThread) -> Iterator[LocalStripe]:
-    """Run localstripe on ``loop_thread`` for the duration of the block."""
+def start_localstripe(loop_thread: LoopThread, *, exclusive: bool = True) -> Iterator[LocalStripe]:
+    """Run localstripe on ``loop_thread`` for the duration of the block.
+
+    ``exclusive`` takes the machine-wide lock (the test suite's habit). The dev stack runs
+    without it: with pickling off, an instance shares nothing with another process's, and
+    ``paybus dev --once`` must be able to run while a test session holds the lock.
+    """
     from localstripe import resources, server
 
-    with _machine_lock():
+    with _machine_lock() if exclusive else contextlib.nullcontext():
         saved = (resources.Store.dump_to_disk, resources.Store.try_load_from_disk)
         resources.Store.dump_to_disk = lambda self: None
         resources.Store.try_load_from_disk = lambda self: None

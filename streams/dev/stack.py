@@ -41,6 +41,7 @@ class DevStack:
     broker: EmbeddedBroker | None = None
     loop_thread: Any = None
     localstripe: Any = None
+    stripe_proxy: Any = None
     gocardless: Any = None
     salesforce: Any = None
     worker: subprocess.Popen[bytes] | None = None
@@ -56,6 +57,11 @@ class DevStack:
         return self.broker.bootstrap
 
     @property
+    def stripe_base_url(self) -> str:
+        """Stripe's API as the worker sees it: localstripe behind the idempotency proxy."""
+        return str(self.stripe_proxy.base_url)
+
+    @property
     def worker_url(self) -> str:
         return f"http://{self.settings.web_host}:{self.web_port}"
 
@@ -63,14 +69,18 @@ class DevStack:
         from connectors.gocardless.sandbox import start_sandbox as start_gc
         from connectors.salesforce.sandbox import Sandbox as SalesforceSandbox
         from streams.dev.localstripe import LoopThread, start_localstripe
+        from streams.dev.stripe_proxy import IdempotencyProxy
 
         self.data_dir.mkdir(parents=True, exist_ok=True)
         self.broker = EmbeddedBroker(log_path=self.data_dir / "tansu.log").start()
         create_topics(self.bootstrap, self.topic_map.all())
         self.loop_thread = LoopThread()
-        cm = start_localstripe(self.loop_thread)
+        cm = start_localstripe(self.loop_thread, exclusive=False)
         self.localstripe = cm.__enter__()
         self._cms.append(cm)
+        # localstripe ignores Idempotency-Key and refuses some documented fields; the proxy
+        # gives it Stripe's semantics (see streams.dev.stripe_proxy).
+        self.stripe_proxy = IdempotencyProxy(self.localstripe.base_url).start(self.loop_thread)
         self.web_port = self.web_port or free_port()
         self.gocardless = start_gc(
             db_path=str(self.data_dir / "gocardless.sqlite"),
@@ -101,7 +111,7 @@ class DevStack:
             PAYBUS_LAG_REFRESH_S="2",
             PAYBUS_STRIPE__API_KEY=STRIPE_KEY,
             PAYBUS_STRIPE__WEBHOOK_SECRET=STRIPE_SECRET,
-            PAYBUS_STRIPE__BASE_URL=self.localstripe.base_url,
+            PAYBUS_STRIPE__BASE_URL=self.stripe_base_url,
             PAYBUS_GOCARDLESS__ACCESS_TOKEN=GC_TOKEN,
             PAYBUS_GOCARDLESS__WEBHOOK_SECRET=GC_SECRET,
             PAYBUS_GOCARDLESS__BASE_URL=self.gocardless.base_url,
@@ -109,8 +119,31 @@ class DevStack:
             PAYBUS_SALESFORCE__SESSION_ID=sf.token_for("integration"),
             PAYBUS_SALESFORCE__CA_BUNDLE=str(sf.cert_path),
             PAYBUS_SALESFORCE__FLUSH_INTERVAL_S="0.3",
+            PAYBUS_SALESFORCE__POLL_INTERVAL_S="1",
+            PAYBUS_CRM__INTEGRATION_USERNAME="integration@paybus.sandbox",
         )
         return env
+
+    def worker_settings(self) -> Settings:
+        """The PSP side of the worker's configuration, for lookups from this process."""
+        from pydantic import SecretStr
+
+        from streams.settings import GoCardlessSettings, StripeSettings
+
+        return self.settings.model_copy(
+            update={
+                "stripe": StripeSettings(
+                    api_key=SecretStr(STRIPE_KEY),
+                    webhook_secret=SecretStr(STRIPE_SECRET),
+                    base_url=self.stripe_base_url,
+                ),
+                "gocardless": GoCardlessSettings(
+                    access_token=SecretStr(GC_TOKEN),
+                    webhook_secret=SecretStr(GC_SECRET),
+                    base_url=self.gocardless.base_url,
+                ),
+            }
+        )
 
     def _start_worker(self, timeout_s: float = 90.0) -> None:
         log = open(self.data_dir / "worker.log", "ab")  # noqa: SIM115 - lives with the worker
@@ -146,6 +179,8 @@ class DevStack:
         for stoppable in (self.salesforce, self.gocardless):
             if stoppable is not None:
                 stoppable.stop()
+        if self.stripe_proxy is not None:
+            self.stripe_proxy.stop(self.loop_thread)
         for cm in reversed(self._cms):
             cm.__exit__(None, None, None)
         if self.loop_thread is not None:

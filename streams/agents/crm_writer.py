@@ -1,0 +1,253 @@
+"""CRM write-back agent: ``paybus.payments.status`` -> Salesforce, batched and version-guarded.
+
+Updates are taken in batches (``take_events``) because the org's API allowance is the scarce
+resource: :class:`~connectors.salesforce.writer.CrmWriter` coalesces a batch per record and
+costs one SOQL read per object plus one sObject Collections call per 200 records, however many
+updates the batch held. The blocking HTTP work runs in a thread.
+
+Every update of a batch ends in exactly one named, counted outcome before the batch returns
+(and Faust acks its offsets):
+
+* ``written`` / ``skipped_older`` (the CRM already shows this or a newer ``Bus_Seq__c``: a
+  replay, a duplicate, or superseded within the batch);
+* ``not_found`` with no ``crm_record_id``: the aggregate never came from the CRM (a shop
+  payment), so there is nothing to update; counted and skipped;
+* ``failed_permanent`` (validation rule, a named record that is gone): dead-lettered, and
+  e-mailed when an SMTP relay is configured, because retrying cannot fix it and staff are
+  looking at a wrong status;
+* ``retries_exhausted``: 5xx, timeouts and row locks are retried in-stage with exponential
+  backoff and jitter (only the failing updates; the rest of the batch is already settled), up
+  to ``salesforce.write_attempts`` writes; what still fails is dead-lettered for replay.
+
+A crash anywhere before the ack re-delivers the batch; the version guard makes the rewrite a
+no-op, so at-least-once delivery is exactly-once in the CRM.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import copy
+import logging
+import time
+from collections.abc import AsyncIterator, Sequence
+from typing import Any, cast
+
+import faust
+from faust.types import EventT
+
+from connectors.errors import TransientError
+from connectors.retry import backoff_delay, call_with_retries
+from connectors.salesforce.alerts import FailureAlerter, SmtpSettings
+from connectors.salesforce.client import SalesforceClient
+from connectors.salesforce.settings import FieldMap, build_salesforce
+from connectors.salesforce.writer import CrmWriter, Outcome, UpdateResult, WriteReport, redact
+from streams import metrics
+from streams.agents.common import send_dead_letter
+from streams.app import PaybusApp
+from streams.errors import ConfigurationError
+from streams.records import StatusUpdate
+
+log = logging.getLogger(__name__)
+
+STAGE = "crm-writer"
+CRM = "salesforce"
+#: Backoff between write attempts (seconds): doubles from the base, capped, jittered.
+RETRY_BASE_S = 0.5
+RETRY_CAP_S = 8.0
+
+WRITTEN = "written"
+SKIPPED_OLDER = "skipped_older"
+NOT_FOUND = "not_found"
+FAILED_PERMANENT = "failed_permanent"
+RETRIES_EXHAUSTED = "retries_exhausted"
+
+
+def disposition(result: UpdateResult) -> str:
+    """The final outcome name of one update's last write result."""
+    if result.outcome is Outcome.WRITTEN:
+        return WRITTEN
+    if result.outcome is Outcome.SKIPPED_OLDER:
+        return SKIPPED_OLDER
+    if result.outcome is Outcome.NOT_FOUND:
+        # A named record that is gone needs a person; an aggregate the CRM never held does not.
+        return FAILED_PERMANENT if result.update.crm_record_id else NOT_FOUND
+    return RETRIES_EXHAUSTED if result.should_retry else FAILED_PERMANENT
+
+
+def redacted(result: UpdateResult) -> UpdateResult:
+    """``result`` fit for an e-mail: no card or account numbers in the reason or the error
+    (a PSP's decline text, or a CRM error echoing a field value, may carry one)."""
+    update = result.update
+    if update.reason:
+        update = StatusUpdate(**{**update.asdict(), "reason": redact(update.reason)})
+    error = result.error
+    if error is not None:
+        error = copy.copy(error)
+        error.message = redact(error.message)
+    return UpdateResult(update, result.outcome, result.object_name, result.record_id, error)
+
+
+def smtp_settings(app: PaybusApp) -> SmtpSettings | None:
+    """Alert e-mail settings, or None when alerts are off (no host or no recipient)."""
+    crm = app.settings.crm
+    if not crm.alert_smtp_host or not crm.alert_to:
+        return None
+    return SmtpSettings(
+        host=crm.alert_smtp_host,
+        port=crm.alert_smtp_port,
+        sender=crm.alert_from,
+        recipients=tuple(crm.alert_to),
+    )
+
+
+class CrmWriterStage:
+    """The write-back agent (see the module doc)."""
+
+    def __init__(self, app: PaybusApp) -> None:
+        self.app = app
+        sf = app.settings.salesforce
+        self.take = sf.updates_per_batch or sf.batch_size
+        self.within = sf.flush_interval_s
+        self.attempts = sf.write_attempts
+        if sf.session_id is None and not (sf.username and sf.password):
+            raise ConfigurationError(
+                "Salesforce write-back needs PAYBUS_SALESFORCE__SESSION_ID, or __USERNAME and "
+                "__PASSWORD (with __SECURITY_TOKEN)"
+            )
+        self.fields = FieldMap.from_settings(sf)
+        smtp = smtp_settings(app)
+        self.alerter = FailureAlerter(smtp) if smtp else None
+        self._writer: CrmWriter | None = None
+        self.status_topic = app.topic(
+            app.topic_map.status_updates.name,
+            key_type=str,
+            key_serializer="raw",
+            value_type=StatusUpdate,
+        )
+        app.agent(self.status_topic, name="paybus.crm.writer")(self.process)
+
+    def writer(self) -> CrmWriter:
+        """The writer, built on first use (a password login makes a call; not at attach)."""
+        if self._writer is None:
+            client = SalesforceClient(build_salesforce(self.app.settings.salesforce))
+            self._writer = CrmWriter(client, self.fields)
+        return self._writer
+
+    async def process(self, stream: faust.StreamT[StatusUpdate]) -> AsyncIterator[None]:
+        batches = cast(Any, stream).take_events(self.take, within=self.within)
+        async for events in batches:
+            await self.process_batch(events)
+            yield None
+
+    async def process_batch(self, events: Sequence[EventT[StatusUpdate]]) -> dict[str, int]:
+        """Write a batch until every update is settled; return the outcome counts.
+
+        Dead letters are delivered before this returns, and Faust acks the batch only after
+        it returns, so no offset is committed for an update that is not settled.
+        """
+        updates = [cast(StatusUpdate, e.value) for e in events]
+        final: dict[int, UpdateResult] = {}
+        errors: dict[int, list[str]] = {}
+        pending = list(range(len(updates)))
+        attempt = 0
+        while pending:
+            attempt += 1
+            report = await self._write([updates[i] for i in pending])
+            again: list[int] = []
+            hint: float | None = None
+            for index, result in zip(pending, report.results, strict=True):
+                if result.error is not None:
+                    errors.setdefault(index, []).append(f"attempt {attempt}: {result.error}")
+                retry = result.outcome is Outcome.FAILED and result.should_retry
+                if retry and attempt < self.attempts:
+                    again.append(index)
+                    after = result.error.retry_after_s if result.error else None
+                    hint = max(hint or 0.0, after) if after is not None else hint
+                    code = (result.error.code if result.error else None) or "unknown"
+                    metrics.CRM_WRITE_RETRIES.labels(code).inc()
+                    continue
+                final[index] = result
+            if again:
+                delay = backoff_delay(
+                    attempt, base_s=RETRY_BASE_S, cap_s=RETRY_CAP_S, retry_after_s=hint
+                )
+                log.warning(
+                    "CRM write: %d update(s) failed retryably (attempt %d/%d); again in %.1fs",
+                    len(again), attempt, self.attempts, delay,
+                )  # fmt: skip
+                await asyncio.sleep(delay)
+            pending = again
+        return await self._settle(events, final, errors)
+
+    async def _write(self, updates: list[StatusUpdate]) -> WriteReport:
+        """One write in a thread. The writer reports Salesforce failures per update; anything
+        else it raises (a bug, a surprise from the HTTP stack) fails the whole attempt as
+        retryable, so it is retried and, if it persists, lands in the DLQ with the error
+        instead of killing the agent and stalling every partition it owns."""
+        started = time.perf_counter()
+        try:
+            report = await asyncio.to_thread(self.writer().write, updates)
+        except Exception as exc:
+            log.exception("CRM write of %d update(s) raised", len(updates))
+            error = TransientError(f"{type(exc).__name__}: {exc}", psp=CRM, code="UNEXPECTED")
+            results = [UpdateResult(u, Outcome.FAILED, error=error) for u in updates]
+            report = WriteReport(results, 0)
+        metrics.CRM_WRITE_SECONDS.observe(time.perf_counter() - started)
+        metrics.CRM_API_CALLS.labels(CRM, "write").inc(report.api_calls)
+        return report
+
+    async def _settle(
+        self,
+        events: Sequence[EventT[StatusUpdate]],
+        final: dict[int, UpdateResult],
+        errors: dict[int, list[str]],
+    ) -> dict[str, int]:
+        """Count every update's outcome, dead-letter the failures, e-mail the permanent ones."""
+        counts: dict[str, int] = {}
+        futures = []
+        to_alert: list[UpdateResult] = []
+        for index in sorted(final):
+            result = final[index]
+            outcome = disposition(result)
+            counts[outcome] = counts.get(outcome, 0) + 1
+            update = result.update
+            metrics.CRM_RECORDS_WRITTEN.labels(outcome).inc()
+            metrics.EVENTS.labels(STAGE, outcome, update.aggregate_type, update.source).inc()
+            if outcome not in (FAILED_PERMANENT, RETRIES_EXHAUSTED):
+                continue
+            reason = (
+                f"{outcome}: {update.aggregate_type} {update.aggregate_id} seq {update.seq} "
+                f"-> {update.to_status}: {result.error or 'no matching CRM record'}"
+            )
+            futures.append(
+                await send_dead_letter(
+                    self.app, events[index], stage=STAGE, reason=redact(reason)[:1000],
+                    aggregate_id=update.aggregate_id, attempts=len(errors.get(index, ())) or 1,
+                    error_log=[redact(e) for e in errors.get(index, [reason])],
+                )
+            )  # fmt: skip
+            if outcome == FAILED_PERMANENT:
+                to_alert.append(redacted(result))
+        await asyncio.gather(*futures)
+        if to_alert:
+            await self._alert(to_alert)
+        return counts
+
+    async def _alert(self, failures: list[UpdateResult]) -> None:
+        """E-mail the failures (best effort: the dead letters already hold them durably)."""
+        alerter = self.alerter
+        if alerter is None:
+            metrics.CRM_ALERTS.labels("disabled").inc()
+            log.warning("CRM write-back: %d permanent failure(s); no alert relay", len(failures))
+            return
+
+        def send() -> bool:
+            return call_with_retries(lambda: alerter.send(failures), attempts=3)
+
+        try:
+            await asyncio.to_thread(send)
+        except TransientError as exc:
+            metrics.CRM_ALERTS.labels("failed").inc()
+            log.error("CRM write-back alert for %d failure(s) not sent: %s", len(failures), exc)
+            return
+        metrics.CRM_ALERTS.labels("sent").inc()

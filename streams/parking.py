@@ -1,0 +1,182 @@
+"""Ordered parking of commands: the pure rules behind ``paybus.retry``. No I/O.
+
+A command that still fails transiently after the connector's in-process retries is *parked*:
+an envelope carrying its original bytes goes to ``paybus.retry`` (co-partitioned with the
+command topics: same key, same partition count) and its *origin* (topic:partition:offset of
+the command record) is appended to the aggregate's entry in the ``parked`` changelog table.
+While that entry is not empty, every later command of the aggregate is parked behind it
+without being executed. The table's list is the single source of order: the retry agent only
+ever executes the envelope whose origin is first in the list, and removes it when done.
+
+Why this is crash-safe without transactions:
+
+* The table entry is written *before* the envelope is sent, and the command is acked after
+  both. A crash in between re-delivers the command, which finds its origin already listed and
+  only sends the envelope again; the retry agent keeps one envelope per origin.
+* The retry agent acks an envelope only when its command is finished (executed, re-parked
+  with a higher attempt, or dead-lettered), so after a crash everything not finished is read
+  again from the committed offset. An envelope whose origin is no longer listed is finished
+  work and is dropped; of two envelopes for one origin the higher attempt wins.
+* Executing twice is harmless: every PSP call carries an idempotency key derived from the
+  command id, and the events it yields carry the same ids (the sequencer drops repeats).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime, time, timedelta
+from typing import Any
+
+#: Envelope stages: a failed call waiting for its retry, a command waiting behind another one,
+#: and a direct debit held until its collection date.
+RETRY = "retry"
+WAITING = "waiting"
+SCHEDULED = "scheduled"
+
+#: Most error lines an envelope carries (the newest win).
+MAX_ERROR_LINES = 10
+
+
+def origin_id(topic: str, partition: int, offset: int) -> str:
+    """Where a command record was first read: stable across re-deliveries and re-parking."""
+    return f"{topic}:{partition}:{offset}"
+
+
+def retry_id(origin: str, attempt: int) -> str:
+    """Deterministic envelope id: a re-sent envelope repeats it."""
+    return f"{origin}#{attempt}"
+
+
+def retry_due(attempt: int, schedule: Sequence[float], now: datetime) -> datetime:
+    """When retry number ``attempt`` (1 = first parked retry) is due."""
+    if attempt < 1:
+        return now
+    return now + timedelta(seconds=schedule[min(attempt, len(schedule)) - 1])
+
+
+def exhausted(attempt: int, schedule: Sequence[float]) -> bool:
+    """Whether a failure of retry ``attempt`` is the last one the schedule allows."""
+    return attempt >= len(schedule)
+
+
+def error_log(previous: str, error: str) -> str:
+    """The envelope's error text: earlier lines plus this one, newest last, bounded."""
+    lines = [line for line in previous.splitlines() if line] + [error]
+    return "\n".join(lines[-MAX_ERROR_LINES:])
+
+
+def collection_due(charge_date: str, lead_days: int = 0) -> datetime:
+    """When a direct debit with this collection date is submitted: ``lead_days`` before it."""
+    day = date.fromisoformat(charge_date) - timedelta(days=lead_days)
+    return datetime.combine(day, time(0, 0), tzinfo=UTC)
+
+
+# --- the parked table's value: {"pending": [origin, ...], "stages": {origin: stage},
+#     "blocked_by": dead letter id (set when the head went to the DLQ)} ----------------------
+
+
+def pending(stored: Mapping[str, Any] | None) -> list[str]:
+    return list((stored or {}).get("pending") or [])
+
+
+def appended(stored: Mapping[str, Any] | None, origin: str, stage: str) -> dict[str, Any]:
+    """The entry with ``origin`` parked last (unchanged when it is already parked)."""
+    listed = pending(stored)
+    stages: dict[str, str] = dict((stored or {}).get("stages") or {})
+    if origin not in listed:
+        listed.append(origin)
+        stages[origin] = stage
+    return {**(stored or {}), "pending": listed, "stages": stages}
+
+
+def removed(stored: Mapping[str, Any] | None, origin: str) -> dict[str, Any] | None:
+    """The entry without ``origin``; ``None`` when nothing is left parked."""
+    rest = [o for o in pending(stored) if o != origin]
+    if not rest:
+        return None
+    stages = dict((stored or {}).get("stages") or {})
+    stages.pop(origin, None)
+    kept = {o: s for o, s in stages.items() if o in rest}
+    return {**(stored or {}), "pending": rest, "stages": kept}
+
+
+def blocked_by(stored: Mapping[str, Any] | None) -> str | None:
+    """The dead letter the aggregate's parked commands wait behind (they follow it to the DLQ,
+    so a replay puts them back in their original order)."""
+    found = (stored or {}).get("blocked_by")
+    return str(found) if found else None
+
+
+# --- the retry agent's in-memory queue --------------------------------------------------------
+
+
+@dataclass
+class Parked:
+    """One envelope the retry agent holds (not acked) until its command is finished."""
+
+    key: str
+    origin: str
+    attempt: int
+    due_at: datetime
+    stage: str
+    handle: Any = None
+
+
+@dataclass
+class RetryQueue:
+    """Envelopes by aggregate key and origin; which ones may run now.
+
+    ``offer`` says what to do with an arriving envelope: ``"stale"`` (its origin is finished:
+    ack and drop), ``"superseded"`` (a higher attempt of the origin is held: ack and drop) or
+    ``"held"``. When a higher attempt arrives, the lower one it replaces is returned for acking.
+    """
+
+    by_key: dict[str, dict[str, Parked]] = field(default_factory=dict)
+
+    def offer(self, item: Parked, listed: Sequence[str]) -> tuple[str, Parked | None]:
+        if item.origin not in listed:
+            return "stale", None
+        held = self.by_key.setdefault(item.key, {})
+        current = held.get(item.origin)
+        if current is not None and current.attempt >= item.attempt:
+            return "superseded", None
+        held[item.origin] = item
+        return "held", current
+
+    def runnable(
+        self, listed_of: Mapping[str, Sequence[str]] | Any, now: datetime, busy: set[str]
+    ) -> list[Parked]:
+        """Heads that are due: per aggregate only the first listed origin, never one running."""
+        out: list[Parked] = []
+        for key, held in self.by_key.items():
+            if key in busy or not held:
+                continue
+            listed = listed_of(key) if callable(listed_of) else listed_of.get(key, ())
+            if not listed:
+                continue
+            head = held.get(listed[0])
+            if head is not None and head.due_at <= now:
+                out.append(head)
+        return sorted(out, key=lambda p: p.due_at)
+
+    def discard(self, item: Parked) -> None:
+        held = self.by_key.get(item.key)
+        if held is not None and held.get(item.origin) is item:
+            del held[item.origin]
+            if not held:
+                del self.by_key[item.key]
+
+    def drop_orphans(self, key: str, listed: Sequence[str]) -> list[Parked]:
+        """Held envelopes whose origin is no longer listed (finished elsewhere): to ack."""
+        held = self.by_key.get(key, {})
+        gone = [p for o, p in held.items() if o not in listed]
+        for item in gone:
+            self.discard(item)
+        return gone
+
+    def items(self) -> list[Parked]:
+        return [p for held in self.by_key.values() for p in held.values()]
+
+    def __len__(self) -> int:
+        return sum(len(held) for held in self.by_key.values())

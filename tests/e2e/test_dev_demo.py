@@ -1,0 +1,34 @@
+"""``paybus dev --once``: the whole product on the embedded default, as ``make run`` shows it.
+
+Broker, localstripe, the GoCardless and Salesforce sandboxes and a worker with every role;
+CRM records for card payments (one declined), mandates, direct debits (one scripted to fail)
+and refunds; webhooks shuffled and duplicated. It exits 0 only when every CRM record shows what
+its PSP shows.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+pytestmark = [pytest.mark.e2e, pytest.mark.broker, pytest.mark.timeout(400)]
+
+
+def test_dev_once_ends_with_crm_matching_the_psps() -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PAYBUS_")}
+    env["COLUMNS"] = "200"
+    result = subprocess.run(
+        [sys.executable, "-m", "streams.cli", "dev", "--once", "--timeout", "240"],
+        env=env, capture_output=True, text=True, timeout=380,
+    )  # fmt: skip
+    out = result.stdout + result.stderr
+    assert result.returncode == 0, out[-4000:]
+    assert "every CRM record shows what its PSP shows" in out
+    final = out.rsplit("vs PSPs", 1)[1]
+    for record in ("demo-card-04", "demo-mandate-03", "demo-refund-card-01", "demo-debit-02"):
+        assert record in final
+    assert "failed" in final and "paid_out" in final and "partially_refunded" in final
+    assert " no " not in final

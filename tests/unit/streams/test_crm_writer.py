@@ -1,0 +1,152 @@
+"""The write-back agent's settle logic with a scripted writer: retries, DLQ, alerts, outcomes."""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Sequence
+from typing import Any
+
+import pytest
+
+from connectors.errors import PermanentError, TransientError
+from connectors.salesforce.writer import Outcome, UpdateResult, WriteReport
+from streams.agents import crm_writer
+from streams.agents.crm_writer import CrmWriterStage, disposition
+from streams.records import StatusUpdate
+
+
+def _update(agg: str, seq: int = 1, crm_record_id: str | None = None, **kw: Any) -> StatusUpdate:
+    return StatusUpdate(
+        event_id=f"e-{agg}-{seq}",
+        aggregate_id=agg,
+        aggregate_type="payment",
+        to_status="confirmed",
+        occurred_at=dt.datetime(2026, 3, 1, tzinfo=dt.UTC),
+        seq=seq,
+        source="t",
+        crm_record_id=crm_record_id,
+        **kw,
+    )
+
+
+class _Event:
+    def __init__(self, value: StatusUpdate) -> None:
+        self.value = value
+
+
+class _Writer:
+    """Answers each write from a script: aggregate id -> outcomes of successive attempts."""
+
+    def __init__(self, script: dict[str, list[Outcome | str]]) -> None:
+        self.script = script
+        self.calls: list[list[str]] = []
+
+    def write(self, updates: Sequence[StatusUpdate]) -> WriteReport:
+        self.calls.append([u.aggregate_id for u in updates])
+        results = []
+        for u in updates:
+            step = self.script[u.aggregate_id].pop(0)
+            if step == "503":
+                err = TransientError("down", psp="salesforce", http_status=503, code="SERVER")
+                results.append(UpdateResult(u, Outcome.FAILED, "Payment__c", error=err))
+            elif step == "rule":
+                err = PermanentError("rule 4242 4242 4242 4242", psp="salesforce", code="RULE")
+                results.append(UpdateResult(u, Outcome.FAILED, "Payment__c", "a01", err))
+            else:
+                results.append(UpdateResult(u, Outcome(step), "Payment__c", "a01"))
+        return WriteReport(results, api_calls=2)
+
+
+class _Alerter:
+    def __init__(self) -> None:
+        self.sent: list[list[UpdateResult]] = []
+
+    def send(self, failures: Sequence[UpdateResult]) -> bool:
+        self.sent.append(list(failures))
+        return True
+
+
+def _stage(writer: _Writer, alerter: _Alerter | None, attempts: int = 3) -> CrmWriterStage:
+    stage = CrmWriterStage.__new__(CrmWriterStage)
+    stage.app = None  # type: ignore[assignment]
+    stage.attempts = attempts
+    stage.alerter = alerter  # type: ignore[assignment]
+    stage._writer = writer  # type: ignore[assignment]
+    return stage
+
+
+@pytest.fixture
+def dead(monkeypatch: pytest.MonkeyPatch) -> list[dict[str, Any]]:
+    letters: list[dict[str, Any]] = []
+
+    async def fake_dead_letter(app: Any, event: Any, **kw: Any) -> Any:
+        letters.append({"update": event.value, **kw})
+
+        async def done() -> None:
+            return None
+
+        return done()
+
+    async def no_sleep(delay: float) -> None:
+        return None
+
+    monkeypatch.setattr(crm_writer, "send_dead_letter", fake_dead_letter)
+    monkeypatch.setattr(crm_writer.asyncio, "sleep", no_sleep)
+    return letters
+
+
+async def test_retryable_failures_are_retried_alone_then_dead_lettered(
+    dead: list[dict[str, Any]],
+) -> None:
+    writer = _Writer(
+        {
+            "ok": ["written"],
+            "flaky": ["503", "503", "written"],
+            "down": ["503", "503", "503"],
+            "old": ["skipped_older"],
+        }
+    )
+    alerter = _Alerter()
+    stage = _stage(writer, alerter, attempts=3)
+    events = [_Event(_update(a)) for a in ("ok", "flaky", "down", "old")]
+    counts = await stage.process_batch(events)  # type: ignore[arg-type]
+    assert counts == {"written": 2, "skipped_older": 1, "retries_exhausted": 1}
+    # Only the failing updates are written again.
+    assert writer.calls == [["ok", "flaky", "down", "old"], ["flaky", "down"], ["flaky", "down"]]
+    assert [d["update"].aggregate_id for d in dead] == ["down"]
+    assert dead[0]["stage"] == "crm-writer" and dead[0]["attempts"] == 3
+    assert len(dead[0]["error_log"]) == 3
+    assert alerter.sent == []  # retryable trouble is not a person's job (yet)
+
+
+async def test_permanent_failures_are_dead_lettered_and_e_mailed_redacted(
+    dead: list[dict[str, Any]],
+) -> None:
+    writer = _Writer({"bad": ["rule"], "gone": ["not_found"], "shop": ["not_found"]})
+    alerter = _Alerter()
+    stage = _stage(writer, alerter)
+    events = [
+        _Event(_update("bad", reason="card 4242424242424242 declined")),
+        _Event(_update("gone", crm_record_id="a01000000000001AAA")),
+        _Event(_update("shop")),  # never came from the CRM: nothing to update
+    ]
+    counts = await stage.process_batch(events)  # type: ignore[arg-type]
+    assert counts == {"failed_permanent": 2, "not_found": 1}
+    assert sorted(d["update"].aggregate_id for d in dead) == ["bad", "gone"]
+    assert all("4242" not in d["reason"] for d in dead)
+    (mail,) = alerter.sent
+    assert [r.update.aggregate_id for r in mail] == ["bad", "gone"]
+    assert mail[0].update.reason == "card [redacted] declined"
+    assert mail[0].error is not None and "4242" not in mail[0].error.message
+    assert len(writer.calls) == 1
+
+
+def test_disposition_names_every_writer_outcome() -> None:
+    upd = _update("x")
+    err = TransientError("t", psp="salesforce")
+    assert disposition(UpdateResult(upd, Outcome.WRITTEN)) == "written"
+    assert disposition(UpdateResult(upd, Outcome.SKIPPED_OLDER)) == "skipped_older"
+    assert disposition(UpdateResult(upd, Outcome.NOT_FOUND)) == "not_found"
+    assert disposition(UpdateResult(upd, Outcome.FAILED, error=err)) == "retries_exhausted"
+    perm = PermanentError("p", psp="salesforce")
+    assert disposition(UpdateResult(upd, Outcome.FAILED, error=perm)) == "failed_permanent"
