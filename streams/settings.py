@@ -154,6 +154,8 @@ class Settings(BaseSettings):
     max_seen_ids: int = Field(default=64, ge=1)
     max_held_events: int = Field(default=32, ge=1)
     webhook_max_body_bytes: int = Field(default=256 * 1024, ge=1024)
+    #: A webhook not durably in Kafka within this long is answered 503 (the PSP retries).
+    webhook_publish_timeout_s: float = Field(default=10.0, gt=0)
     log_level: str = "WARNING"
     #: How often a worker re-reads the consumer lag of the partitions it owns (for /metrics).
     lag_refresh_s: float = Field(default=15.0, gt=0)

@@ -109,7 +109,8 @@ class WebhookStage:
                 )
                 for unit in verified
             ]
-            await asyncio.wait_for(asyncio.gather(*futures), timeout=15)
+            timeout = self.app.settings.webhook_publish_timeout_s
+            await asyncio.wait_for(asyncio.gather(*futures), timeout=timeout)
         except Exception as exc:  # the broker is down or refused: the PSP must retry
             log.warning("webhook from %s not published: %r", psp, exc)
             metrics.WEBHOOKS.labels(psp, "unavailable").inc()

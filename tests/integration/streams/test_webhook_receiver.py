@@ -1,0 +1,93 @@
+"""The webhook receiver on a real worker: 2xx only once the body is in Kafka, 4xx publish nothing.
+
+Forged, stale, truncated and oversized Stripe webhooks and unknown PSPs are refused with the
+right status and never reach ``paybus.psp.webhooks``; with the broker gone, the receiver answers
+503 so the PSP retries later.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import pytest
+from kafka import KafkaConsumer
+
+from streams.admin import create_topics
+from streams.broker import EmbeddedBroker
+from streams.topics import TopicMap
+from tests.support import stripe_events as se
+from tests.support.workers import WorkerProcess, paybus_env
+
+pytestmark = pytest.mark.broker
+SECRET = "whsec_receiver_test"
+
+
+def _post(url: str, body: bytes, headers: dict[str, str]) -> int:
+    req = urllib.request.Request(url, data=body, method="POST", headers=headers)
+    try:
+        with urllib.request.urlopen(req, timeout=30) as resp:
+            return int(resp.status)
+    except urllib.error.HTTPError as exc:
+        return int(exc.code)
+
+
+def _published(bootstrap: str, topic: str) -> list[bytes]:
+    consumer = KafkaConsumer(
+        topic, bootstrap_servers=bootstrap, auto_offset_reset="earliest", consumer_timeout_ms=2000
+    )
+    try:
+        return [m.value for m in consumer]
+    finally:
+        consumer.close()
+
+
+def _webhook(pi: str, *, timestamp: int | None = None) -> tuple[bytes, dict[str, str]]:
+    obj = se.payment_intent(pi, status="succeeded", aggregate_id=f"pay-{pi}")
+    body, headers = se.signed(
+        se.event("payment_intent.succeeded", obj), SECRET, timestamp=timestamp
+    )
+    return body, {**headers, "Content-Type": "application/json"}
+
+
+def test_receiver_status_codes_and_what_gets_published(tmp_path: Path) -> None:
+    # A broker of its own: the last step stops it.
+    broker = EmbeddedBroker(log_path=tmp_path / "tansu.log").start()
+    tm = TopicMap("rcv", 8, 1)
+    create_topics(broker.bootstrap, tm.all())
+    env = paybus_env(
+        broker.bootstrap, "rcv", tmp_path,
+        PAYBUS_STRIPE__WEBHOOK_SECRET=SECRET, PAYBUS_WEBHOOK_MAX_BODY_BYTES="4096",
+        PAYBUS_WEBHOOK_PUBLISH_TIMEOUT_S="2",
+    )  # fmt: skip
+    worker = WorkerProcess.paybus(env, tmp_path / "w.log", "--role", "web").start()
+    url = f"http://127.0.0.1:{worker.web_port}/webhooks"
+    try:
+        worker.wait_ready()
+        good, headers = _webhook("pi_good")
+        assert _post(f"{url}/stripe", good, headers) == 200
+        forged = dict(headers, **{"Stripe-Signature": headers["Stripe-Signature"][:-4] + "beef"})
+        assert _post(f"{url}/stripe", good, forged) == 400
+        stale, stale_headers = _webhook("pi_stale", timestamp=int(time.time()) - 3600)
+        assert _post(f"{url}/stripe", stale, stale_headers) == 400
+        assert _post(f"{url}/stripe", good[: len(good) // 2], headers) == 400
+        assert _post(f"{url}/stripe", good, {"Content-Type": "application/json"}) == 400
+        big = json.dumps({"padding": "x" * 8000}).encode()
+        assert _post(f"{url}/stripe", big, headers) == 413
+        assert _post(f"{url}/adyen", good, headers) == 404
+
+        values = _published(broker.bootstrap, tm.psp_webhooks.name)
+        assert len(values) == 1, "only the correctly signed webhook may be published"
+        assert b"pi_good" in values[0]
+        metrics = worker.metrics() or ""
+        assert 'paybus_webhooks_total{outcome="bad_signature",psp="stripe"} 4.0' in metrics
+
+        broker.stop()
+        late, late_headers = _webhook("pi_late")
+        assert _post(f"{url}/stripe", late, late_headers) == 503
+    finally:
+        worker.kill()  # with its broker gone a graceful stop only waits to time out
+        broker.stop()
