@@ -25,6 +25,7 @@ from connectors.base import (
 )
 from connectors.errors import PermanentError
 from connectors.retry import call_with_retries
+from connectors.stripe import results
 from connectors.stripe import transformers as tf
 from connectors.stripe.client import CardDeclined, StripeApi
 from connectors.stripe.settings import PSP
@@ -99,16 +100,18 @@ class StripeConnector(PspConnector):
             pi = self._retry(lambda: self.api.cancel_payment_intent(pi_id, key))
             return CommandResult(
                 psp_object_id=str(pi["id"]),
-                events=tf.command_events(command, pi, fallback_at=self._now()),
+                events=results.command_events(command, pi, fallback_at=self._now()),
                 links={str(pi["id"]): command.aggregate_id},
             )
         if op == "refund":
             params = tf.refund_params(command)
             refund = self._retry(lambda: self.api.create_refund(params, key))
-            events = tf.command_events(command, refund, fallback_at=self._now())
+            events = results.command_events(command, refund, fallback_at=self._now())
             pi_id = str(params["payment_intent"])
             pi = self._retry(lambda: self.api.retrieve_payment_intent(pi_id))
-            events += tf.refunded_payment_events(command, pi, occurred_at=events[0].occurred_at)
+            events += results.refunded_payment_events(
+                command, pi, occurred_at=events[0].occurred_at
+            )
             return CommandResult(
                 psp_object_id=str(refund["id"]),
                 events=events,
@@ -129,7 +132,7 @@ class StripeConnector(PspConnector):
             pi_id = str(failed_pi["id"]) if failed_pi and failed_pi.get("id") else None
             return CommandResult(
                 psp_object_id=pi_id,
-                events=tf.decline_events(
+                events=results.decline_events(
                     command,
                     failed_pi,
                     reason=declined.decline_code or declined.message,
@@ -139,7 +142,7 @@ class StripeConnector(PspConnector):
             )
         return CommandResult(
             psp_object_id=str(pi["id"]),
-            events=tf.command_events(command, pi, fallback_at=self._now()),
+            events=results.command_events(command, pi, fallback_at=self._now()),
             links=self._links(pi, command.aggregate_id),
         )
 

@@ -37,7 +37,7 @@ from connectors.stripe.settings import (
     META_PAYMENT_ID,
     PSP,
 )
-from streams.records import PaymentCommand, PaymentEvent
+from streams.records import PaymentEvent
 
 __all__ = [
     "PAYMENT_EVENT_STATUS",
@@ -46,8 +46,6 @@ __all__ = [
     "REFUND_STATUS",
     "STRIPE_PM_TYPE",
     "charge_status",
-    "command_events",
-    "decline_events",
     "events_from_event",
     "method_of",
     "payment_intent_params",
@@ -250,103 +248,6 @@ def _refund_event(
         reason=str(reason) if isinstance(reason, str) else None,
         attributes={"stripe_payment_intent": _ref(refund.get("payment_intent")) or ""},
     )
-
-
-def refunded_payment_events(
-    command: PaymentCommand, pi: Mapping[str, Any], *, occurred_at: datetime
-) -> list[PaymentEvent]:
-    """The payment's own move after a refund command: ``partially_refunded`` or ``refunded``.
-
-    Stripe reports it on the charge (``charge.refunded``); deriving it from the PaymentIntent
-    right after the refund lets the CRM show the payment's new state without waiting for a
-    webhook. The id derives from the command, so a re-executed refund repeats, never adds.
-    """
-    status = payment_status(pi)
-    if status not in ("partially_refunded", "refunded") or not command.payment_id:
-        return []
-    return [
-        _payment_event(
-            event_id=f"{command.command_id}:payment:{status}",
-            obj=pi,
-            status=status,
-            occurred_at=occurred_at,
-            psp_object_id=str(pi["id"]),
-            aggregate_id=command.payment_id,
-        )
-    ]
-
-
-def command_events(
-    command: PaymentCommand, obj: Mapping[str, Any], *, fallback_at: datetime
-) -> list[PaymentEvent]:
-    """Canonical events from the object a command's call returned (PaymentIntent or Refund).
-
-    Ids derive from the command id and status, so re-executing the command (the PSP replays
-    the same answer for the same idempotency key) yields the same events, which the sequencer
-    drops as duplicates. ``occurred_at`` is the object's own time where Stripe gives one.
-    """
-    if obj.get("object") == "refund":
-        return [
-            _refund_event(
-                event_id=f"{command.command_id}:{refund_status(obj)}",
-                refund=obj,
-                occurred_at=ts(obj["created"]) if _int(obj.get("created")) else fallback_at,
-                aggregate_id=command.aggregate_id,
-                payment_id=command.payment_id,
-            )
-        ]
-    status = payment_status(obj)
-    if status == "cancelled" and _int(obj.get("canceled_at")):
-        at = ts(obj["canceled_at"])
-    elif command.operation == "create_payment" and _int(obj.get("created")):
-        at = ts(obj["created"])
-    else:
-        at = fallback_at
-    statuses = [status]
-    if method_of(obj) == "direct_debit" and status in ("submitted", "confirmed"):
-        # Stripe has no "queued for the bank" state for SEPA: an accepted debit has passed the
-        # mandatory pending_submission (and, once succeeded, submitted) stages. Report them, in
-        # stage order at one timestamp, rather than leave the sequencer a gap to reconcile.
-        statuses = ["pending_submission", "submitted", status][: 2 if status == "submitted" else 3]
-    return [
-        _payment_event(
-            event_id=f"{command.command_id}:{s}",
-            obj=obj,
-            status=s,
-            occurred_at=at,
-            psp_object_id=str(obj["id"]),
-            aggregate_id=command.aggregate_id,
-            reason=_failure_reason(obj) if s == "failed" else None,
-        )
-        for s in statuses
-    ]
-
-
-def decline_events(
-    command: PaymentCommand,
-    pi: Mapping[str, Any] | None,
-    *,
-    reason: str | None,
-    fallback_at: datetime,
-) -> list[PaymentEvent]:
-    """The ``failed`` event of a synchronous decline (Stripe's CardError on confirm)."""
-    obj: Mapping[str, Any] = pi or {
-        "amount": command.amount_minor,
-        "currency": command.currency,
-        "metadata": {META_METHOD: command.method or "card"},
-    }
-    at = ts(obj["created"]) if _int(obj.get("created")) else fallback_at
-    return [
-        _payment_event(
-            event_id=f"{command.command_id}:failed",
-            obj=obj,
-            status="failed",
-            occurred_at=at,
-            psp_object_id=str(obj.get("id") or ""),
-            aggregate_id=command.aggregate_id,
-            reason=reason or _failure_reason(obj),
-        )
-    ]
 
 
 def events_from_event(event: Mapping[str, Any]) -> list[PaymentEvent]:

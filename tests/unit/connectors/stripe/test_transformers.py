@@ -8,6 +8,7 @@ import pytest
 import stripe
 
 from connectors.errors import AuthenticationError, NotFoundError, PermanentError, TransientError
+from connectors.stripe import results
 from connectors.stripe import transformers as tf
 from connectors.stripe.client import CardDeclined, map_error
 from streams.lifecycles import lifecycle_for
@@ -131,18 +132,18 @@ def test_refund_params_full_and_partial() -> None:
 
 def test_command_events_ids_derive_from_command_and_sepa_reports_mandatory_stages() -> None:
     pi = se.payment_intent("pi_1", status="processing", method="direct_debit")
-    events = tf.command_events(_command(method="direct_debit"), pi, fallback_at=AT)
+    events = results.command_events(_command(method="direct_debit"), pi, fallback_at=AT)
     assert [e.status for e in events] == ["pending_submission", "submitted"]
     assert [e.event_id for e in events] == ["cmd-1:pending_submission", "cmd-1:submitted"]
     assert {e.aggregate_id for e in events} == {"pay-1"}
-    card = tf.command_events(
+    card = results.command_events(
         _command(), se.payment_intent("pi_1", status="succeeded"), fallback_at=AT
     )
     assert [(e.status, e.method) for e in card] == [("confirmed", "card")]
 
 
 def test_decline_without_payment_intent_still_fails_the_payment() -> None:
-    [event] = tf.decline_events(_command(), None, reason="insufficient_funds", fallback_at=AT)
+    [event] = results.decline_events(_command(), None, reason="insufficient_funds", fallback_at=AT)
     assert (event.status, event.reason, event.occurred_at) == ("failed", "insufficient_funds", AT)
     assert event.event_id == "cmd-1:failed"
 
