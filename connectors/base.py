@@ -14,7 +14,8 @@ from __future__ import annotations
 
 import abc
 import hashlib
-from collections.abc import Iterator, Mapping
+import time
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TYPE_CHECKING, ClassVar
@@ -76,8 +77,22 @@ class PspConnector(abc.ABC):
     #: ``paybus.commands.<name>`` topic suffix.
     name: ClassVar[str]
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        attempts: int = 3,
+        sleep: Callable[[float], None] = time.sleep,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
         self.settings = settings
+        #: Webhook bodies above this are refused before their signature is even computed.
+        self.max_webhook_bytes = settings.webhook_max_body_bytes
+        #: In-process attempts per PSP call (``connectors.retry.call_with_retries``); the sleep
+        #: and clock are injectable so tests neither wait nor depend on the wall clock.
+        self._attempts = attempts
+        self._sleep = sleep
+        self._clock = clock
 
     @abc.abstractmethod
     def execute(self, command: PaymentCommand) -> CommandResult:

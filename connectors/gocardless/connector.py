@@ -69,13 +69,9 @@ class GoCardlessConnector(PspConnector):
         sleep: Callable[[float], None] = time.sleep,
         clock: Callable[[], float] = time.time,
     ) -> None:
-        super().__init__(settings)
+        super().__init__(settings, attempts=attempts, sleep=sleep, clock=clock)
         self.gocardless = settings.gocardless
         self.api = api if api is not None else GoCardlessApi(settings.gocardless)
-        self.max_webhook_bytes = settings.webhook_max_body_bytes
-        self._attempts = attempts
-        self._sleep = sleep
-        self._clock = clock
         #: Paid payouts never change their arrival date: one GET per payout, not per payment.
         self._payouts: dict[str, Json | None] = {}
 

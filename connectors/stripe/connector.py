@@ -54,14 +54,9 @@ class StripeConnector(PspConnector):
         sleep: Callable[[float], None] = time.sleep,
         clock: Callable[[], float] = time.time,
     ) -> None:
-        super().__init__(settings)
+        super().__init__(settings, attempts=attempts, sleep=sleep, clock=clock)
         self.stripe = settings.stripe
         self.api = api if api is not None else StripeApi(settings.stripe)
-        #: Webhook bodies above this are refused before their signature is even computed.
-        self.max_webhook_bytes = settings.webhook_max_body_bytes
-        self._attempts = attempts
-        self._sleep = sleep
-        self._clock = clock
 
     # --- helpers -------------------------------------------------------------------------------
 
