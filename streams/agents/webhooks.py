@@ -177,11 +177,12 @@ class WebhookStage:
             if link and pe.aggregate_type == "refund" and not pe.payment_id:
                 return pe.derive(payment_id=link.get("aggregate_id"))
             return pe
-        if link is None:
+        if link is None or (
+            pe.aggregate_type == "refund" and link.get("aggregate_type") == "payment"
+        ):
+            # Unknown object, or a refund the bus did not create: only its payment is known,
+            # not which refund aggregate it is. Dead-lettered, so an operator can decide.
             return None
-        if pe.aggregate_type == "refund" and link.get("aggregate_type") == "payment":
-            # A refund event resolved through its payment's link: keyed by the payment.
-            return pe.derive(payment_id=link["aggregate_id"]) if pe.aggregate_id else None
         attrs = dict(pe.attributes or {})
         if link.get("crm_record_id"):
             attrs.setdefault("crm_record_id", link["crm_record_id"])
