@@ -13,6 +13,11 @@ EVENTS = Counter(
     "Messages judged, by stage and outcome (applied, duplicate, stale, held, rejected, ...).",
     ["stage", "outcome", "aggregate_type", "source"],
 )
+STAGE_ERRORS = Counter(
+    "paybus_stage_errors_total",
+    "Unexpected errors in a stage's unit of work (retried; the worker exits if they persist).",
+    ["stage"],
+)
 DEAD_LETTERS = Counter(
     "paybus_dead_letters_total", "Messages sent to the DLQ, by stage.", ["stage"]
 )

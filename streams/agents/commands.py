@@ -31,6 +31,7 @@ from connectors.base import CommandResult
 from connectors.errors import ConnectorError
 from streams import metrics, parking
 from streams.agents.common import Connectors, as_current, event_key, failed_event
+from streams.agents.guard import guarded
 from streams.app import PaybusApp
 from streams.records import PaymentCommand, PaymentEvent, PspWebhook, RetryEnvelope
 from streams.topics import partition_key
@@ -223,7 +224,7 @@ class CommandStage:
                 settings.batch_max_events, within=settings.batch_within_s
             )
             async for events in batches:
-                await self.process_batch(psp, events)
+                await guarded(f"connector:{psp}", self.process_batch, psp, events)
                 yield None
 
         return process

@@ -43,6 +43,7 @@ from connectors.salesforce.settings import FieldMap, build_salesforce
 from connectors.salesforce.writer import CrmWriter, Outcome, UpdateResult, WriteReport, redact
 from streams import metrics
 from streams.agents.common import send_dead_letter
+from streams.agents.guard import guarded
 from streams.app import PaybusApp
 from streams.errors import ConfigurationError
 from streams.records import StatusUpdate
@@ -136,7 +137,7 @@ class CrmWriterStage:
     async def process(self, stream: faust.StreamT[StatusUpdate]) -> AsyncIterator[None]:
         batches = cast(Any, stream).take_events(self.take, within=self.within)
         async for events in batches:
-            await self.process_batch(events)
+            await guarded(STAGE, self.process_batch, events)
             yield None
 
     async def process_batch(self, events: Sequence[EventT[StatusUpdate]]) -> dict[str, int]:

@@ -28,6 +28,7 @@ from faust.types import EventT
 from streams import metrics, parking
 from streams.agents.commands import Shared
 from streams.agents.common import as_current
+from streams.agents.guard import guarded
 from streams.app import PaybusApp
 from streams.deadletters import make_dead_letter
 from streams.parking import Parked, RetryQueue
@@ -62,7 +63,7 @@ class RetryStage:
         manual = cast(Any, stream).noack()
         self.stream = manual
         async for event in manual.events():
-            await self.offer(event)
+            await guarded("retry", self.offer, event)
             yield None
 
     async def offer(self, event: EventT[RetryEnvelope]) -> None:

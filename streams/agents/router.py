@@ -16,6 +16,7 @@ from faust.types import EventT
 
 from streams import metrics
 from streams.agents.common import event_key, failed_event
+from streams.agents.guard import guarded
 from streams.app import PaybusApp
 from streams.intents import IntentError, route
 from streams.records import CrmChange, PaymentCommand, PaymentEvent
@@ -43,7 +44,7 @@ class RouterStage:
 
     async def process(self, stream: faust.StreamT[CrmChange]) -> AsyncIterator[None]:
         async for event in stream.events():
-            await self.handle(event)
+            await guarded(STAGE, self.handle, event)
             yield None
 
     async def handle(self, event: EventT[CrmChange]) -> None:

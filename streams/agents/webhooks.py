@@ -28,6 +28,7 @@ from connectors.errors import UnknownConnectorError, WebhookVerificationError
 from streams import metrics
 from streams.agents.commands import LINK_CONTENT_TYPE
 from streams.agents.common import Connectors, as_current, event_key, send_dead_letter
+from streams.agents.guard import guarded
 from streams.app import PaybusApp
 from streams.records import PaymentEvent, PspWebhook
 
@@ -122,7 +123,7 @@ class WebhookStage:
 
     async def process(self, stream: faust.StreamT[PspWebhook]) -> AsyncIterator[None]:
         async for event in stream.events():
-            await self.handle(event)
+            await guarded(STAGE, self.handle, event)
             yield None
 
     async def handle(self, event: EventT[PspWebhook]) -> None:

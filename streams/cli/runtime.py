@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+import sys
 from typing import Annotated
 
 import typer
@@ -38,6 +40,13 @@ def worker(
         create_topics(settings.bootstrap_servers, TopicMap.from_settings(settings).all())
     except Exception as exc:
         fail(f"cannot reach Kafka at {settings.bootstrap_servers}: {exc}")
+    # Faust is told not to touch logging; without a handler of our own, an agent that crashes
+    # would leave no trace anywhere. Warnings and errors go to stderr with the time and logger.
+    logging.basicConfig(
+        level=settings.log_level.upper(),
+        stream=sys.stderr,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
     app = build_app(settings)
     try:
         attach(app, role or ROLES)

@@ -1,0 +1,130 @@
+"""The pure rules of ordered parking, retry due times, scheduled collection and DLQ replay."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from streams import parking
+from streams.dlq_store import Letter, collect, replay_order, select
+from streams.parking import Parked, RetryQueue
+
+NOW = datetime(2025, 3, 1, 12, 0, tzinfo=UTC)
+SCHEDULE = (0.5, 1.0, 2.0)
+
+
+def test_retry_due_follows_the_schedule_and_caps_at_its_end() -> None:
+    assert parking.retry_due(1, SCHEDULE, NOW) == NOW + timedelta(seconds=0.5)
+    assert parking.retry_due(3, SCHEDULE, NOW) == NOW + timedelta(seconds=2)
+    assert parking.retry_due(9, SCHEDULE, NOW) == NOW + timedelta(seconds=2)
+    assert parking.retry_due(0, SCHEDULE, NOW) == NOW
+
+
+def test_exhausted_after_as_many_retries_as_the_schedule_has() -> None:
+    assert not parking.exhausted(0, SCHEDULE)
+    assert not parking.exhausted(2, SCHEDULE)
+    assert parking.exhausted(3, SCHEDULE)
+
+
+def test_error_log_keeps_the_newest_lines() -> None:
+    text = ""
+    for i in range(15):
+        text = parking.error_log(text, f"attempt {i}: 503")
+    lines = text.splitlines()
+    assert len(lines) == parking.MAX_ERROR_LINES and lines[-1] == "attempt 14: 503"
+
+
+def test_collection_due_is_lead_days_before_the_charge_date() -> None:
+    assert parking.collection_due("2025-03-10") == datetime(2025, 3, 10, tzinfo=UTC)
+    assert parking.collection_due("2025-03-10", 3) == datetime(2025, 3, 7, tzinfo=UTC)
+    with pytest.raises(ValueError):
+        parking.collection_due("next tuesday")
+
+
+def test_parked_entry_keeps_order_and_is_idempotent() -> None:
+    entry = parking.appended(None, "t:0:5", parking.RETRY)
+    entry = parking.appended(entry, "t:0:9", parking.WAITING)
+    again = parking.appended(entry, "t:0:5", parking.WAITING)  # re-delivered after a crash
+    assert parking.pending(again) == ["t:0:5", "t:0:9"]
+    assert again["stages"]["t:0:5"] == parking.RETRY
+    rest = parking.removed(again, "t:0:5")
+    assert parking.pending(rest) == ["t:0:9"]
+    assert parking.removed(rest, "t:0:9") is None
+
+
+def test_blocked_by_survives_removal_of_others() -> None:
+    entry = parking.appended(parking.appended(None, "a", "retry"), "b", "waiting")
+    rest = parking.removed(entry, "a")
+    assert rest is not None
+    rest["blocked_by"] = "dl-1"
+    assert parking.blocked_by(parking.appended(rest, "c", "waiting")) == "dl-1"
+    assert parking.blocked_by(entry) is None
+
+
+def _item(key: str, origin: str, attempt: int = 0, due: datetime = NOW) -> Parked:
+    return Parked(key, origin, attempt, due, parking.RETRY)
+
+
+def test_queue_drops_finished_and_lower_attempts() -> None:
+    q = RetryQueue()
+    assert q.offer(_item("k", "o1"), ["o2"]) == ("stale", None)
+    first = _item("k", "o1", attempt=1)
+    assert q.offer(first, ["o1"]) == ("held", None)
+    assert q.offer(_item("k", "o1", attempt=0), ["o1"]) == ("superseded", None)
+    verdict, replaced = q.offer(_item("k", "o1", attempt=2), ["o1"])
+    assert verdict == "held" and replaced is first
+    assert len(q) == 1
+
+
+def test_only_the_first_listed_origin_runs_and_only_when_due() -> None:
+    q = RetryQueue()
+    later = _item("a", "a2")
+    head = _item("a", "a1", attempt=1, due=NOW + timedelta(seconds=5))
+    other = _item("b", "b1")
+    listed = {"a": ["a1", "a2"], "b": ["b1"]}
+    for item in (later, head, other):  # arrival order differs from listed order
+        q.offer(item, listed[item.key])
+    assert q.runnable(listed, NOW, set()) == [other]
+    assert q.runnable(listed, NOW + timedelta(seconds=6), set()) == [other, head]  # by due
+    assert q.runnable(listed, NOW + timedelta(seconds=6), {"a"}) == [other]
+    q.discard(head)
+    assert q.runnable({"a": ["a2"], "b": []}, NOW, set()) == [later]
+
+
+def test_head_missing_means_the_aggregate_waits() -> None:
+    q = RetryQueue()
+    q.offer(_item("a", "a2"), ["a1", "a2"])
+    assert q.runnable({"a": ["a1", "a2"]}, NOW, set()) == []
+    assert q.drop_orphans("a", ["a1"]) and len(q) == 0
+
+
+def _letter(lid: str, topic: str, partition: int, offset: int, **kw: object) -> dict[str, object]:
+    return {"dead_letter_id": lid, "original_topic": topic, "original_partition": partition,
+            "original_offset": offset, "stage": "decode", "failed_at": NOW,
+            "aggregate_id": kw.pop("aggregate", None), **kw}  # fmt: skip
+
+
+def test_replay_order_is_by_original_offset_per_partition() -> None:
+    letters = [Letter(_letter(str(i), "t", p, o)) for i, (p, o) in enumerate(
+        [(1, 9), (0, 7), (1, 3), (0, 2)])]  # fmt: skip
+    order = [(lt.record["original_partition"], lt.record["original_offset"])
+             for lt in replay_order(letters)]  # fmt: skip
+    assert order == [(0, 2), (0, 7), (1, 3), (1, 9)]
+
+
+def test_markers_flag_replayed_and_a_later_failure_reopens() -> None:
+    later = NOW + timedelta(minutes=1)
+    records = [
+        _letter("x", "t", 0, 1, aggregate="A"),
+        _letter("y", "t", 0, 2, aggregate="A"),
+        {**_letter("x", "t", 0, 1), "stage": "replayed", "failed_at": later},
+    ]
+    letters = collect(records)
+    assert letters["x"].replayed and not letters["y"].replayed
+    assert [lt.id for lt in select(letters, aggregate="A")] == ["y"]
+    assert [lt.id for lt in select(letters, everything=True)] == ["y"]
+    reopened = collect([*records, {**_letter("x", "t", 0, 1), "failed_at": later + timedelta(1)}])
+    assert not reopened["x"].replayed
+    with pytest.raises(KeyError):
+        select(letters, ids=["nope"])
