@@ -12,6 +12,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from functools import cache
 from typing import Any
 
 from streams.errors import PaybusError
@@ -52,6 +53,14 @@ def format_time(value: datetime) -> str:
     return value.astimezone(UTC).isoformat().replace("+00:00", "Z")
 
 
+@cache
+def _vocabulary(aggregate_type: str) -> tuple[frozenset[str], bool]:
+    """(statuses, has methods) of a type, computed once: ``Lifecycle.statuses`` builds a new
+    set on every access, and every event entering the sequencer is validated against it."""
+    lc = lifecycle_for(aggregate_type)
+    return lc.statuses, bool(lc.methods)
+
+
 def _text(data: Mapping[str, Any], key: str, *, required: bool = True) -> str | None:
     value = data.get(key)
     if value is None:
@@ -84,12 +93,12 @@ class Event:
 
     def __post_init__(self) -> None:
         try:
-            lc = lifecycle_for(self.aggregate_type)
+            statuses, has_methods = _vocabulary(self.aggregate_type)
         except ValueError as exc:
             raise InvalidEvent(str(exc)) from None
-        if self.status not in lc.statuses:
+        if self.status not in statuses:
             raise InvalidEvent(f"unknown status {self.status!r} for {self.aggregate_type}")
-        if lc.methods and self.method is not None and self.method not in PAYMENT_METHODS:
+        if has_methods and self.method is not None and self.method not in PAYMENT_METHODS:
             known = ", ".join(PAYMENT_METHODS)
             raise InvalidEvent(f"unknown method {self.method!r} (known: {known})")
         object.__setattr__(self, "occurred_at", parse_time(self.occurred_at))

@@ -11,13 +11,20 @@ changelog-backed table, and for every event:
 
 Held events older than the hold timeout are reconciled: a timer asks the connector for the
 PSP's current status and publishes a *reconcile request* event; the agent applies it with
-:meth:`Sequencer.reconcile` (inferred transitions). Table writes only happen inside the agent,
-where Faust knows the partition to write the changelog to.
+:meth:`Sequencer.reconcile` (inferred transitions).
+
+Throughput shapes two choices. The table holds each state as compact bytes
+(:mod:`streams.state_codec`), and the agent writes it itself, into the local store and onto
+the table's changelog partition (the event's, as Faust would), as one batch per partition;
+status updates likewise leave as pre-encoded Avro in one batch per partition
+(:class:`BatchSender`). Faust still owns the consumer, the group, the acks and commits, and
+the changelog recovery after a rebalance.
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import weakref
 from collections import Counter
@@ -26,70 +33,30 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, cast
 
 import faust
+from faust.stores.memory import Store as MemoryStore
 from faust.streams import _current_event
 from faust.types import EventT
 
 from streams import metrics
+from streams.agents.batch_send import BatchSender, Record
+from streams.agents.guard import guarded
+from streams.agents.sequencer_records import (
+    RECONCILE_ATTR,
+    load_state,
+    status_update_record,
+    to_engine_event,
+)
 from streams.app import PaybusApp
 from streams.deadletters import make_dead_letter
 from streams.errors import PaybusError
-from streams.records import PaymentEvent, StatusUpdate
-from streams.sequencing import Outcome, Result, Sequencer, StatusChange
+from streams.records import PaymentEvent
+from streams.sequencing import Outcome, Sequencer
 from streams.sequencing_state import AggregateState, Event, InvalidEvent
+from streams.state_codec import encode_state, has_held
 
 log = logging.getLogger(__name__)
 
 STAGE = "sequencer"
-#: Attribute marking a reconcile request published by the timer (not a PSP event).
-RECONCILE_ATTR = "paybus_reconcile"
-#: PaymentEvent fields carried through the engine in ``Event.attributes``.
-_CARRIED = ("psp", "psp_object_id", "payment_id", "settlement_date", "reason", "currency")
-
-
-def to_engine_event(value: PaymentEvent) -> Event:
-    """A PaymentEvent as the pure engine's Event (extra fields ride in ``attributes``)."""
-    attributes: dict[str, str] = dict(value.attributes or {})
-    for name in _CARRIED:
-        field_value = getattr(value, name)
-        if field_value is not None:
-            attributes[name] = str(field_value)
-    if value.amount_minor is not None:
-        attributes["amount_minor"] = str(value.amount_minor)
-    return Event(
-        event_id=value.event_id,
-        aggregate_id=value.aggregate_id,
-        aggregate_type=value.aggregate_type,
-        status=value.status,
-        occurred_at=value.occurred_at,
-        source=value.source,
-        method=value.method,
-        attributes=attributes,
-    )
-
-
-def to_status_update(change: StatusChange) -> StatusUpdate:
-    """The wire record of one applied transition."""
-    attrs = dict(change.attributes)
-    carried = {name: attrs.pop(name, None) for name in _CARRIED}
-    attrs.pop(RECONCILE_ATTR, None)
-    return StatusUpdate(
-        event_id=change.event_id,
-        aggregate_id=change.aggregate_id,
-        aggregate_type=change.aggregate_type,
-        from_status=change.from_status,
-        to_status=change.to_status,
-        occurred_at=change.occurred_at,
-        seq=change.seq,
-        inferred=change.inferred,
-        source=change.source,
-        psp=carried["psp"],
-        psp_object_id=carried["psp_object_id"],
-        payment_id=carried["payment_id"],
-        crm_record_id=attrs.pop("crm_record_id", None),
-        settlement_date=carried["settlement_date"],
-        reason=carried["reason"],
-        attributes=attrs,
-    )
 
 
 class SequencerStage:
@@ -103,16 +70,21 @@ class SequencerStage:
         self.events_topic = app.topic(
             topics.payment_events.name, key_type=str, key_serializer="raw", value_type=PaymentEvent
         )
-        self.status_topic = app.topic(
-            topics.status_updates.name, key_type=str, key_serializer="raw", value_type=StatusUpdate
-        )
+        self.status_topic = topics.status_updates.name
         self.dlq_topic = app.topic(topics.dlq.name, key_serializer="raw")
+        # Values are encode_state() bytes: ~30 B a typical aggregate instead of a ~2 kB dict.
+        # Faust picks the changelog's serializers from these types: keys JSON, values raw.
         self.table = app.Table(
             "sequencer-state",
             default=None,
-            schema=faust.Schema(key_type=str, key_serializer="raw", value_serializer="json"),
+            key_type=str,
+            value_type=bytes,
             partitions=settings.partitions,
         )
+        self._changelog_key = functools.partial(
+            app.serializers.dumps_key, str, serializer=cast(Any, self.table).key_serializer
+        )
+        self.sender = BatchSender(app)
         self.hold_timeout = timedelta(seconds=settings.hold_timeout_s)
         app.agent(self.events_topic, name="paybus.sequencer")(self.process)
         app.timer(max(settings.hold_timeout_s / 4, 1.0), name="paybus.sequencer.reconcile")(
@@ -125,41 +97,42 @@ class SequencerStage:
             settings.batch_max_events, within=settings.batch_within_s
         )
         async for events in batches:
-            await self.process_batch(events)
+            await guarded(STAGE, self.process_batch, events)
             yield None
 
     async def process_batch(self, events: list[EventT[PaymentEvent]]) -> None:
         """Judge a batch in partition order, publish its outcomes, then write the state.
 
         The order is what makes a crash harmless without transactions: status updates and
-        dead letters are delivered first, the table (changelog) is written after, and the
-        offsets are committed last (Faust acks the batch when this returns). A worker killed
-        in between re-reads the batch, finds the state as it was before it, and the
-        deterministic engine emits the very same updates (same event id, same seq) again;
-        the CRM writer's version guard absorbs the repeat. The other order could lose an
-        update for good (state saying "applied" while the update never left).
+        dead letters are delivered first (awaited), the state is written after (the local
+        store, and the changelog as one batch per partition), and the offsets are committed
+        last: Faust acks the batch when this returns and commits later, after flushing the
+        producer that carries the changelog batches. A worker killed in between re-reads the
+        batch, finds the state as it was before it, and the deterministic engine emits the very
+        same updates (same event id, same seq) again; the CRM writer's version guard absorbs
+        the repeat. The other order could lose an update for good (state saying "applied"
+        while the update never left).
         """
+        store = self.table.data
+        encode = self.app.avro.encode
         states: dict[str, AggregateState | None] = {}
         last_event: dict[str, EventT[PaymentEvent]] = {}
         counts: Counter[tuple[str, str, str]] = Counter()
-        sends = []
+        updates: list[Record] = []
+        dead: list[Any] = []
+        evicted_seen = evicted_held = 0
         for event in events:
             value = cast(PaymentEvent, event.value)
-            key = event.key if isinstance(event.key, str) else value.aggregate_id
             try:
                 engine_event = to_engine_event(value)
             except InvalidEvent as exc:
                 counts["rejected", value.aggregate_type, value.source] += 1
-                sends.append(
+                dead.append(
                     await self._dead_letter(event, f"invalid event: {exc}", value.aggregate_id)
                 )
                 continue
             agg = engine_event.aggregate_id
-            if agg in states:
-                state = states[agg]
-            else:
-                stored = self.table.get(agg)
-                state = AggregateState.from_dict(stored) if stored else None
+            state = states[agg] if agg in states else load_state(agg, store.get(agg))
             if engine_event.attributes.get(RECONCILE_ATTR) and state is not None:
                 result = self.engine.reconcile(
                     state, engine_event.status, now=engine_event.occurred_at, source="reconcile"
@@ -168,44 +141,67 @@ class SequencerStage:
                 result = self.engine.judge(state, engine_event)
             states[agg] = result.state
             last_event[agg] = event
-            sends += await self._outcomes(key, result, event, counts)
-        await asyncio.gather(*sends)
-        for (outcome, agg_type, source), n in counts.items():
-            metrics.EVENTS.labels(STAGE, outcome, agg_type, source).inc(n)
+            raw_key = event.message.key
+            key = raw_key if isinstance(raw_key, bytes) else agg.encode()  # unkeyed: by aggregate
+            for change in result.updates:
+                updates.append((None, key, encode("StatusUpdate", status_update_record(change))))
+            for judgement in result.judgements:
+                ev = judgement.event
+                counts[judgement.outcome.value, ev.aggregate_type, ev.source] += 1
+                if judgement.outcome is Outcome.REJECTED:
+                    reason = f"{ev.event_id}: {judgement.reason}"
+                    dead.append(await self._dead_letter(event, reason, ev.aggregate_id))
+            evicted_seen += result.evicted_seen
+            evicted_held += result.evicted_held
+        if updates:
+            dead += await self.sender.send(self.status_topic, updates)
+        await asyncio.gather(*dead)
+        self._count(counts, evicted_seen, evicted_held)
+        await self._write_states(states, last_event)
+
+    async def _write_states(
+        self,
+        states: Mapping[str, AggregateState | None],
+        last_event: Mapping[str, EventT[PaymentEvent]],
+    ) -> None:
+        """Put each changed state in the local store and queue it on the changelog.
+
+        This is what ``table[key] = value`` does, minus a Faust send (record, future, sensor)
+        per key: the changelog partition is the event's partition (Faust's rule, so recovery
+        after a rebalance reads it back), and the store is told the key's partition so a
+        partition revoked from this worker is dropped from memory when recovery completes.
+        """
+        store = self.table.data
+        memory = store if isinstance(store, MemoryStore) else None
+        changelog: list[Record] = []
         for agg, state in states.items():
             if state is None:
                 continue
-            token = _current_event.set(weakref.ref(last_event[agg]))
-            try:
-                self.table[agg] = state.to_dict()
-            finally:
-                _current_event.reset(token)
+            value = encode_state(state)
+            event = last_event[agg]
+            partition = event.message.partition
+            if memory is not None:  # its dicts directly, as Store.__setitem__ and recovery do
+                memory.data[agg] = value
+                memory._key_partition[agg] = partition
+            else:  # a store on disk picks the partition's database from the current event
+                token = _current_event.set(weakref.ref(event))
+                try:
+                    store[agg] = value
+                finally:
+                    _current_event.reset(token)
+            changelog.append((partition, self._changelog_key(agg), value))
+        if changelog:
+            await self.sender.send(self.table.changelog_topic.get_topic_name(), changelog)
 
-    async def _outcomes(
-        self,
-        key: str,
-        result: Result,
-        event: EventT[PaymentEvent],
-        counts: Counter[tuple[str, str, str]],
-    ) -> list[Any]:
-        """Queue the result's status updates and dead letters; count every judgement."""
-        futures = [
-            await self.status_topic.send(key=key, value=to_status_update(change))
-            for change in result.updates
-        ]
-        for judgement in result.judgements:
-            ev = judgement.event
-            metrics.EVENTS.labels(
-                STAGE, judgement.outcome.value, ev.aggregate_type, ev.source
-            ).inc()
-            if judgement.outcome is Outcome.REJECTED:
-                reason = f"{ev.event_id}: {judgement.reason}"
-                futures.append(await self._dead_letter(event, reason, ev.aggregate_id))
-        if result.evicted_seen:
-            metrics.SEQUENCER_EVICTIONS.labels("seen").inc(result.evicted_seen)
-        if result.evicted_held:
-            metrics.SEQUENCER_EVICTIONS.labels("held").inc(result.evicted_held)
-        return futures
+    @staticmethod
+    def _count(counts: Counter[tuple[str, str, str]], evicted_seen: int, evicted_held: int) -> None:
+        """The batch's metrics, one call per label set (not one per event)."""
+        for (outcome, agg_type, source), n in counts.items():
+            metrics.EVENTS.labels(STAGE, outcome, agg_type, source).inc(n)
+        if evicted_seen:
+            metrics.SEQUENCER_EVICTIONS.labels("seen").inc(evicted_seen)
+        if evicted_held:
+            metrics.SEQUENCER_EVICTIONS.labels("held").inc(evicted_held)
 
     async def _dead_letter(self, event: EventT[Any], reason: str, aggregate_id: str | None) -> Any:
         """Queue a dead letter carrying the original bytes; return its delivery future."""
@@ -229,10 +225,12 @@ class SequencerStage:
         held_total = 0
         oldest: datetime | None = None
         requests: list[PaymentEvent] = []
-        for _key, stored in list(self.table.items()):
-            if not stored or not stored.get("held"):
+        for key, stored in list(self.table.data.items()):
+            if not stored or (stored[:1] != b"{" and not has_held(stored)):
                 continue
-            state = AggregateState.from_dict(stored)
+            state = load_state(key, stored)
+            if state is None or not state.held:
+                continue
             held_total += len(state.held)
             first = state.held[0].occurred_at
             oldest = first if oldest is None or first < oldest else oldest

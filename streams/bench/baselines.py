@@ -11,7 +11,6 @@
 from __future__ import annotations
 
 import asyncio
-import json
 import time
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
@@ -24,6 +23,7 @@ from streams.bench.report import Row
 from streams.codec import AvroCodec
 from streams.sequencing import Sequencer
 from streams.sequencing_state import AggregateState
+from streams.state_codec import encode_state
 from streams.topics import TopicMap, TopicSpec
 
 SECTION = "baselines"
@@ -145,7 +145,7 @@ async def _plain_loop(
                             await producer.send(tm.status_updates.name, value, key=msg.key)
                         )
                 for agg in dirty:  # one changelog write per aggregate per batch
-                    value = json.dumps(states[agg].to_dict()).encode()
+                    value = encode_state(states[agg])  # the agent's table form
                     futures.append(
                         await producer.send(
                             changelog, value, key=agg.encode(), partition=tp.partition

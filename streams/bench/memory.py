@@ -1,16 +1,17 @@
 """Memory per tracked aggregate of the sequencer's state, measured in a clean subprocess.
 
-The sequencing agent keeps one ``AggregateState.to_dict()`` per aggregate in a Faust memory
-table, whose store is a dict of key -> value plus a dict of key -> partition. This builds N
-such entries exactly as the agent would (each aggregate's history judged by the engine) and
-measures how much the process grew. Histories are built in chunks and dropped, so what stays
-is the table alone. Run in a fresh interpreter so the bench's own heap is not in the figure:
+The sequencing agent keeps one ``encode_state(state)`` bytes value per aggregate in a Faust
+memory table, whose store is a dict of key -> value plus a dict of key -> partition (the agent
+fills both). This builds N such entries exactly as the agent would (each aggregate's history
+judged by the engine, the state encoded, the key a fresh string) and measures how much the
+process grew. Histories are built in chunks and dropped, so what stays is the table alone.
+Run in a fresh interpreter so the bench's own heap is not in the figure:
 
 * ``rss``: growth of the resident set (``/proc/self/statm``) — what the target is about;
 * ``heap``: Python allocations still live (``tracemalloc``), a cross-check without allocator
   slack;
-* ``json``: the same entries held as JSON bytes (what a store that keeps serialized values,
-  e.g. RocksDB's cache, would hold) — the lower bound of the current form.
+* ``value``: the mean size of the encoded values alone (what the changelog carries per write);
+* ``dict``: the resident cost of the previous form (``to_dict()`` values), for comparison.
 """
 
 from __future__ import annotations
@@ -30,10 +31,14 @@ TARGET = Target("value", "<=", 500.0, "<= 500 B")
 _CHUNK = 5_000
 
 
-def build_table(count: int, *, as_json: bool = False) -> tuple[dict[str, Any], dict[str, int]]:
-    """``count`` aggregates' states in the shape of a Faust memory table's store."""
+def build_table(count: int, *, form: str = "bytes") -> tuple[dict[str, Any], dict[str, int]]:
+    """``count`` aggregates' states in the shape of a Faust memory table's store.
+
+    ``form`` is ``bytes`` (what the agent stores) or ``dict`` (the earlier ``to_dict()`` form).
+    """
     from streams.demo_data import histories
     from streams.sequencing import Sequencer
+    from streams.state_codec import encode_state
 
     engine = Sequencer(max_seen=64, max_held=32)
     data: dict[str, Any] = {}
@@ -45,10 +50,11 @@ def build_table(count: int, *, as_json: bool = False) -> tuple[dict[str, Any], d
             for ev in events:
                 state = engine.judge(state, _event(ev)).state
             assert state is not None
-            # Fresh strings, as the table's values come from decoding a changelog record.
-            value = json.loads(json.dumps(state.to_dict()))
-            key = "".join(agg)
-            data[key] = json.dumps(value).encode() if as_json else value
+            key = "".join(agg)  # a fresh string, as decoded from a record key
+            if form == "dict":
+                data[key] = json.loads(json.dumps(state.to_dict()))
+            else:
+                data[key] = encode_state(state)
             key_partition[key] = hash(key) % 8
         del hist
     return data, key_partition
@@ -76,7 +82,11 @@ def _rss() -> int:
 
 def measure_in_process(count: int, mode: str) -> dict[str, float]:
     """Bytes per aggregate for one ``mode`` (see the module doc)."""
+    if mode == "value":
+        values = build_table(count)[0].values()
+        return {"bytes_per_aggregate": sum(map(len, values)) / count, "aggregates": count}
     # Warm the imports and the engine's caches so they are not counted as table growth.
+    build_table(50, form="dict")
     build_table(50)
     gc.collect()
     if mode == "heap":
@@ -84,7 +94,7 @@ def measure_in_process(count: int, mode: str) -> dict[str, float]:
         before = tracemalloc.get_traced_memory()[0]
     else:
         before = _rss()
-    table = build_table(count, as_json=mode == "json")
+    table = build_table(count, form="dict" if mode == "dict" else "bytes")
     gc.collect()
     after = tracemalloc.get_traced_memory()[0] if mode == "heap" else _rss()
     assert len(table[0]) == count
@@ -94,9 +104,10 @@ def measure_in_process(count: int, mode: str) -> dict[str, float]:
 def measure_memory(ctx: BenchContext) -> list[Row]:
     """Run each mode in its own interpreter and report bytes per aggregate and per 1M."""
     n = ctx.sizes.memory_aggregates
+    modes = ("rss", "heap", "value", "dict")
     results: dict[str, float] = {}
-    for i, mode in enumerate(("rss", "heap", "json")):
-        ctx.progress(i, 3, f"memory: {n:,} aggregates ({mode})")
+    for i, mode in enumerate(modes):
+        ctx.progress(i, len(modes), f"memory: {n:,} aggregates ({mode})")
         # tracemalloc makes allocation several times slower: a quarter of the aggregates
         # gives the same per-aggregate figure.
         count = max(n // 4, 1000) if mode == "heap" else n
@@ -122,12 +133,22 @@ def measure_memory(ctx: BenchContext) -> list[Row]:
         ),
         Row("memory_heap", SECTION, "Python heap per aggregate", results["heap"], "bytes"),
         Row(
-            "memory_json",
+            "memory_value",
             SECTION,
-            "same state as JSON bytes",
-            results["json"],
+            "encoded state per aggregate",
+            results["value"],
             "bytes",
-            note="lower bound of the current state form if values were kept serialized",
+            note="mean size of one table value (what each changelog write carries)",
+        ),
+        Row(
+            "memory_dict",
+            SECTION,
+            "resident, earlier dict form",
+            results["dict"],
+            "bytes",
+            baseline="compact form",
+            baseline_value=results["rss"],
+            note="the same states held as to_dict() values (before the compact form)",
         ),
     ]
 

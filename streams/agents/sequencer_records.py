@@ -1,0 +1,94 @@
+"""The sequencing agent's conversions: wire records to the pure engine's and back.
+
+Kept apart from the agent (``streams.agents.sequencer``) so the Faust wiring reads on its own.
+``status_update_record`` builds the Avro record as a plain dict, because the agent encodes
+status updates straight to bytes and sends them in batches (no Faust record per update).
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from streams.records import PaymentEvent, StatusUpdate
+from streams.sequencing import StatusChange
+from streams.sequencing_state import AggregateState, Event
+from streams.state_codec import decode_state
+
+__all__ = [
+    "RECONCILE_ATTR",
+    "load_state",
+    "status_update_record",
+    "to_engine_event",
+    "to_status_update",
+]
+
+#: Attribute marking a reconcile request published by the timer (not a PSP event).
+RECONCILE_ATTR = "paybus_reconcile"
+#: PaymentEvent fields carried through the engine in ``Event.attributes``.
+_CARRIED = ("psp", "psp_object_id", "payment_id", "settlement_date", "reason", "currency")
+
+
+def to_engine_event(value: PaymentEvent) -> Event:
+    """A PaymentEvent as the pure engine's Event (extra fields ride in ``attributes``)."""
+    attributes: dict[str, str] = dict(value.attributes or {})
+    for name in _CARRIED:
+        field_value = getattr(value, name)
+        if field_value is not None:
+            attributes[name] = str(field_value)
+    if value.amount_minor is not None:
+        attributes["amount_minor"] = str(value.amount_minor)
+    return Event(
+        event_id=value.event_id,
+        aggregate_id=value.aggregate_id,
+        aggregate_type=value.aggregate_type,
+        status=value.status,
+        occurred_at=value.occurred_at,
+        source=value.source,
+        method=value.method,
+        attributes=attributes,
+    )
+
+
+def status_update_record(change: StatusChange) -> dict[str, Any]:
+    """The ``StatusUpdate`` Avro record of one applied transition, as a plain dict.
+
+    The agent encodes this straight to bytes (no Faust record in between); the field set is
+    the one :class:`StatusUpdate` declares, so :func:`to_status_update` builds the same.
+    """
+    attrs = dict(change.attributes)
+    carried = {name: attrs.pop(name, None) for name in _CARRIED}
+    attrs.pop(RECONCILE_ATTR, None)
+    return {
+        "event_id": change.event_id,
+        "aggregate_id": change.aggregate_id,
+        "aggregate_type": change.aggregate_type,
+        "from_status": change.from_status,
+        "to_status": change.to_status,
+        "occurred_at": change.occurred_at,
+        "seq": change.seq,
+        "inferred": change.inferred,
+        "source": change.source,
+        "psp": carried["psp"],
+        "psp_object_id": carried["psp_object_id"],
+        "payment_id": carried["payment_id"],
+        "crm_record_id": attrs.pop("crm_record_id", None),
+        "settlement_date": carried["settlement_date"],
+        "reason": carried["reason"],
+        "attributes": attrs,
+    }
+
+
+def to_status_update(change: StatusChange) -> StatusUpdate:
+    """The wire record of one applied transition (as a Faust record)."""
+    return StatusUpdate(**status_update_record(change))
+
+
+def load_state(aggregate_id: str, stored: bytes | None) -> AggregateState | None:
+    """The state a table value holds: the compact form, or the JSON form of earlier releases
+    (a changelog written before the compact form still recovers)."""
+    if not stored:
+        return None
+    if stored[:1] == b"{":
+        return AggregateState.from_dict(json.loads(stored))
+    return decode_state(aggregate_id, stored)
