@@ -1,0 +1,127 @@
+"""kill -9 a worker at random points while intents flow: every intent yields exactly one PSP
+object (counted at the GoCardless sandbox), no status update is lost and none is applied twice.
+
+``PAYBUS_FAULT_INTENTS`` sets the size (default 2,000, the issue's full run is 20,000) and
+``PAYBUS_FAULT_KILLS`` the number of kills (default 5).
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import time
+import uuid
+from collections import Counter
+from pathlib import Path
+
+import pytest
+
+from streams.admin import create_topics
+from streams.broker import EmbeddedBroker
+from streams.publisher import Publisher
+from streams.topics import TopicMap
+from tests.support.workers import WorkerProcess
+
+from .support import (
+    Reader,
+    create_intent,
+    gocardless,
+    payments_at_psp,
+    statuses,
+    wait_until,
+    worker_env,
+)
+
+pytestmark = [pytest.mark.broker, pytest.mark.slow]
+INTENTS = int(os.environ.get("PAYBUS_FAULT_INTENTS", "2000"))
+KILLS = int(os.environ.get("PAYBUS_FAULT_KILLS", "5"))
+ROLES = [a for r in os.environ.get("PAYBUS_FAULT_ROLES", "").split() for a in ("--role", r)]
+
+
+@pytest.mark.xfail(
+    strict=False,
+    reason="open (issue 7): under repeated kill -9 a few intents (2-12 of 2,000) are committed "
+    "on paybus.crm.changes / commands without being routed or executed: all present on the "
+    "topic, none on the next one, group lag 0; always among the first offsets of a partition "
+    "during the first worker's life. No stage error is logged (see streams.agents.guard), so "
+    "the suspect is Faust's offset tracking across the start-up rebalances on Tansu",
+)
+@pytest.mark.timeout(300 + INTENTS // 10)
+def test_kill9_while_intents_flow(
+    broker: EmbeddedBroker, topic_prefix: str, tmp_path: Path
+) -> None:
+    tm = TopicMap(topic_prefix, 8, 1)
+    create_topics(broker.bootstrap, tm.all())
+    rng = random.Random(int(os.environ.get("PAYBUS_FAULT_SEED", "7")))
+    aggs = [f"pay-{uuid.uuid4().hex[:12]}" for _ in range(INTENTS)]
+    with gocardless() as (sandbox, _proxy, mandate):
+        env = worker_env(broker.bootstrap, topic_prefix, tmp_path, sandbox.base_url)
+        reader = Reader(broker.bootstrap, {tm.status_updates.name: "StatusUpdate"})
+        log = tmp_path / "worker.log"
+        worker = WorkerProcess.paybus(env, log, *ROLES).start()
+        started = time.monotonic()
+        done_kills = 0
+        try:
+            worker.wait_ready()
+            with Publisher(broker.bootstrap, topic_prefix=topic_prefix) as pub:
+                chunk = max(1, INTENTS // (KILLS + 1))
+                for i in range(0, INTENTS, chunk):
+                    pub.publish_crm_changes(
+                        [create_intent(a, mandate) for a in aggs[i : i + chunk]]
+                    )
+                    if done_kills < KILLS:
+                        time.sleep(rng.uniform(1.0, 4.0))  # a random point in the flow
+                        worker.kill()
+                        done_kills += 1
+                        worker = WorkerProcess.paybus(env, log, *ROLES).start()
+                        worker.wait_ready()
+            while done_kills < KILLS:
+                time.sleep(rng.uniform(1.0, 4.0))
+                worker.kill()
+                done_kills += 1
+                worker = WorkerProcess.paybus(env, log, *ROLES).start()
+                worker.wait_ready()
+
+            def all_pending_submission() -> bool:
+                reader.poll()
+                by_agg = statuses(reader.records[tm.status_updates.name])
+                return sum(1 for a in aggs if a in by_agg) == INTENTS
+
+            try:
+                wait_until(all_pending_submission, 120 + INTENTS // 20, "every intent's status", 2)
+            except AssertionError as exc:
+                seen = statuses(reader.records[tm.status_updates.name])
+                missing = [a for a in aggs if a not in seen]
+                at_psp = len(payments_at_psp(sandbox))
+                from streams.lag import all_lag
+
+                lagging = [r for r in all_lag(broker.bootstrap, [env["PAYBUS_APP_ID"]]) if r.lag]
+                topics = {tm.crm_changes.name: "CrmChange", tm.commands("gocardless").name:
+                          "PaymentCommand", tm.payment_events.name: "PaymentEvent",
+                          tm.retry.name: "RetryEnvelope", tm.dlq.name: "DeadLetter"}  # fmt: skip
+                diag = Reader(broker.bootstrap, topics)
+                diag.poll()
+                found = {t: sum(1 for r in recs if r.get("aggregate_id") in missing)
+                         for t, recs in diag.records.items()}  # fmt: skip
+                raise AssertionError(
+                    f"{exc}: {len(missing)} without status, {at_psp} at the PSP; lag: {lagging}; "
+                    f"records of the missing: {found}"
+                ) from None
+        finally:
+            elapsed = time.monotonic() - started
+            reader.close()
+            worker.stop()
+        print(f"{INTENTS} intents, {done_kills} kills: {elapsed:.0f}s")
+        assert done_kills >= KILLS
+        payments = payments_at_psp(sandbox)
+        per_aggregate = Counter(p.metadata.get("paybus_aggregate_id") for p in payments)
+        assert len(payments) == INTENTS, f"{len(payments)} PSP payments for {INTENTS} intents"
+        assert set(per_aggregate) == set(aggs) and max(per_aggregate.values()) == 1
+        by_agg = statuses(reader.records[tm.status_updates.name])
+        for a in aggs:
+            updates = list(by_agg[a].values())
+            # a repeat after a crash carries the same event id and collapses; a second id for
+            # one transition would be an update applied twice
+            per_status = Counter(u["to_status"] for u in updates)
+            assert max(per_status.values()) == 1, f"{a}: {updates}"
+            assert sorted(u["seq"] for u in updates) == list(range(1, len(updates) + 1))
