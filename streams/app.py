@@ -102,7 +102,7 @@ class PaybusTopic(faust.Topic):
             error_log=[f"{type(exc).__name__}: {exc}"[:2000]],
         )
         metrics.DEAD_LETTERS.labels("decode").inc()
-        fut = await app.send(dlq, key=key, value=letter)
+        fut = await app.send(dlq, key=letter.dead_letter_id.encode(), value=letter)
         await fut
 
 

@@ -90,7 +90,11 @@ async def send_dead_letter(
     )
     metrics.DEAD_LETTERS.labels(stage).inc()
     return await app.send(
-        app.topic_map.dlq.name, key=(aggregate_id or "").encode() or None, value=letter
+        # Keyed by the letter's own id: the DLQ is compacted, and letters of one aggregate
+        # must not replace each other (replay orders them by original offset anyway).
+        app.topic_map.dlq.name,
+        key=letter.dead_letter_id.encode(),
+        value=letter,
     )
 
 

@@ -235,6 +235,8 @@ class RetryStage:
         )
         metrics.RETRIES.labels("retry", "exhausted").inc()
         metrics.DEAD_LETTERS.labels("retry").inc()
-        fut = await self.app.send(self.app.topic_map.dlq.name, key=head.key.encode(), value=letter)
+        fut = await self.app.send(
+            self.app.topic_map.dlq.name, key=letter.dead_letter_id.encode(), value=letter
+        )
         await fut
         await self._finish(head, event, dead_letter=letter.dead_letter_id)

@@ -39,6 +39,7 @@ from faust.types import EventT
 
 from streams import metrics
 from streams.agents.batch_send import BatchSender, Record
+from streams.agents.common import send_dead_letter
 from streams.agents.guard import guarded
 from streams.agents.sequencer_records import (
     RECONCILE_ATTR,
@@ -47,7 +48,6 @@ from streams.agents.sequencer_records import (
     to_engine_event,
 )
 from streams.app import PaybusApp
-from streams.deadletters import make_dead_letter
 from streams.errors import PaybusError
 from streams.records import PaymentEvent
 from streams.sequencing import Outcome, Sequencer
@@ -71,7 +71,6 @@ class SequencerStage:
             topics.payment_events.name, key_type=str, key_serializer="raw", value_type=PaymentEvent
         )
         self.status_topic = topics.status_updates.name
-        self.dlq_topic = app.topic(topics.dlq.name, key_serializer="raw")
         # Values are encode_state() bytes: ~30 B a typical aggregate instead of a ~2 kB dict.
         # Faust picks the changelog's serializers from these types: keys JSON, values raw.
         self.table = app.Table(
@@ -205,19 +204,9 @@ class SequencerStage:
 
     async def _dead_letter(self, event: EventT[Any], reason: str, aggregate_id: str | None) -> Any:
         """Queue a dead letter carrying the original bytes; return its delivery future."""
-        message = event.message
-        letter = make_dead_letter(
-            topic=message.topic,
-            partition=message.partition,
-            offset=message.offset,
-            key=message.key if isinstance(message.key, bytes) else None,
-            value=message.value if isinstance(message.value, bytes) else None,
-            stage=STAGE,
-            reason=reason,
-            aggregate_id=aggregate_id,
+        return await send_dead_letter(
+            self.app, event, stage=STAGE, reason=reason, aggregate_id=aggregate_id
         )
-        metrics.DEAD_LETTERS.labels(STAGE).inc()
-        return await self.dlq_topic.send(key=aggregate_id, value=letter)
 
     async def reconcile_held(self) -> None:
         """Publish reconcile requests for held events older than the hold timeout."""
