@@ -54,7 +54,30 @@ class _ConsumerThread(faust_aiokafka.AIOKafkaConsumerThread):
         return await fetch_highwaters(paybus.settings.bootstrap_servers, listed)
 
 
+class _NoReadOffsets(dict[Any, Any]):
+    """Faust's "last offset read" per partition, deliberately never remembered.
+
+    Faust skips a fetched record whose offset is below the last one read, and treats a jump
+    above it as a gap that it later commits as if processed. Across a rebalance a batch fetched
+    before the seek to committed offsets can be delivered after it: Faust then skips the
+    re-fetched records and commits over the gap, so records are acknowledged that no stage ever
+    saw (measured: 2-12 of 2,000 intents lost under repeated kill -9 on the embedded broker).
+    Every paybus stage is idempotent (event-id dedup, idempotency keys, version guard), so the
+    worker takes every record aiokafka returns, in order, and a repeat is harmless.
+    """
+
+    def __getitem__(self, key: Any) -> None:
+        return None
+
+    def __setitem__(self, key: Any, value: Any) -> None:
+        return None
+
+
 class _Consumer(faust_aiokafka.Consumer):
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._read_offset = _NoReadOffsets()
+
     def _new_consumer_thread(self) -> faust_aiokafka.AIOKafkaConsumerThread:
         return _ConsumerThread(self, loop=self.loop, beacon=self.beacon)
 
