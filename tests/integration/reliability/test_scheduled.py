@@ -1,8 +1,8 @@
 """Direct debits with a future collection date are held back and submitted when due.
 
 A first worker holds both payments (nothing reaches the PSP). A second worker, configured to
-submit five days ahead, finds one of them due (charge date in four days; GoCardless needs three): it is submitted
-through the retry stage; the other (in thirty days) stays held.
+submit five days ahead, finds one of them due (charge date in four days; GoCardless needs
+three): it is submitted through the retry stage; the other (in thirty days) stays held.
 """
 
 from __future__ import annotations
@@ -72,8 +72,13 @@ def test_due_collection_submitted_future_one_held(
                 wait_for(submitted, 60, "the due collection submitted")
             except AssertionError:
                 lines = (second.metrics() or "").splitlines()
-                raise AssertionError([x for x in lines if "paybus_" in x and "_created" not in x
-                                      and not x.startswith("#")]) from None
+                raise AssertionError(
+                    [
+                        x
+                        for x in lines
+                        if "paybus_" in x and "_created" not in x and not x.startswith("#")
+                    ]
+                ) from None
             released = 'paybus_scheduled_collections_total{outcome="released"}'
             assert _metric(second, released) == 1
             wait_for(lambda: _metric(second, "paybus_parked_messages") == 1, 30, "one still held")
