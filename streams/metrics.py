@@ -24,6 +24,12 @@ DEAD_LETTERS = Counter(
 DECODE_ERRORS = Counter(
     "paybus_decode_errors_total", "Records that could not be decoded, by topic.", ["topic"]
 )
+OFFSET_GAP_REPAIRS = Counter(
+    "paybus_offset_gap_repairs_total",
+    "Partitions re-read from their committed offset because the record there was never "
+    "delivered while later ones were (see streams.app).",
+    ["topic"],
+)
 SEQUENCER_EVICTIONS = Counter(
     "paybus_sequencer_evictions_total",
     "Entries pushed out of a bounded per-aggregate set (seen ids, held events).",

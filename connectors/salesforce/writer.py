@@ -1,19 +1,30 @@
 """CRM write-back: status updates to Salesforce records, batched and version-guarded.
 
-The API allowance is the scarce resource (a few thousand calls a day on small orgs), so a batch
-of updates costs one SOQL read per object (the stored ``Bus_Seq__c`` of every record touched)
-plus one sObject Collections call per 200 records written. Updates are coalesced per aggregate
-first: only the newest is written, because the status it carries already supersedes the older
-ones. The stored ``Bus_Seq__c`` is the version guard: an update whose ``seq`` is not above it is
-a replay or a re-delivery and is skipped, so writing is idempotent and never moves a record back.
+The API allowance is the scarce resource (a few thousand calls a day on small orgs). Updates
+are coalesced per aggregate first: only the newest is written, because the status it carries
+already supersedes the older ones. The stored ``Bus_Seq__c`` is the version guard: an update
+whose ``seq`` is not above it is a replay or a re-delivery and is skipped, so writing is
+idempotent and never moves a record back.
 
-The guard is read-then-write, not atomic; that is safe because every update of one aggregate
-travels on one partition and so reaches one writer at a time.
+The guard needs the stored ``Bus_Seq__c`` of each record a batch touches. A bounded
+:class:`VersionCache` keeps what the CRM holds (``Id``, ``Bus_Seq__c``) of the records this
+process read or wrote, so a batch costs one SOQL read per object only for records not cached
+(none when all are) plus one sObject Collections call per 200 records written; replays of
+cached records cost no call at all.
+
+The guard is read-then-write, not atomic, and the cache skips even the read. Both are safe
+because every update of one aggregate travels on one partition, which one writer owns at a
+time, and only the bus writes ``Bus_Seq__c``: what this writer last read or wrote is what the
+CRM holds. The cache goes when that may no longer hold: all of it on every rebalance
+(:meth:`CrmWriter.forget`: another worker may have written meanwhile), a record on any failed
+write (a timeout may or may not have written). A cached record found gone (deleted in the CRM)
+is read again in the same batch, so it still ends ``not_found``.
 """
 
 from __future__ import annotations
 
 import re
+from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
@@ -33,6 +44,10 @@ _ID_RE = re.compile(r"^[0-9A-Za-z]{15}(?:[0-9A-Za-z]{3})?$")
 # PSP's failure message.
 _PAN_RE = re.compile(r"\b\d(?:[ -]?\d){12,18}\b")
 _IBAN_RE = re.compile(r"\b[A-Z]{2}\d{2}(?: ?[A-Z0-9]){11,30}\b")
+#: Records the version cache holds by default (at most about 50 MB).
+CACHE_RECORDS = 100_000
+#: Per-record errors of an update that say the record is gone: a cached record is read again.
+GONE_CODES = frozenset({"ENTITY_IS_DELETED", "INVALID_CROSS_REFERENCE_KEY"})
 
 
 class Outcome(StrEnum):
@@ -62,10 +77,13 @@ class UpdateResult:
 
 @dataclass
 class WriteReport:
-    """Per input update (in input order) what happened, and the API calls it cost."""
+    """Per input update (in input order) what happened, and the API calls it cost; records
+    judged from the version cache (no read) and records read."""
 
     results: list[UpdateResult]
     api_calls: int
+    cache_hits: int = 0
+    cache_misses: int = 0
 
     def count(self, outcome: Outcome) -> int:
         return sum(1 for r in self.results if r.outcome is outcome)
@@ -168,36 +186,119 @@ def in_chunks(values: Sequence[str], budget: int = MAX_LITERAL_CHARS) -> list[li
     return chunks
 
 
+_Known = tuple[float | None, str | None]
+
+
+class VersionCache:
+    """What the CRM holds of the records this writer read or wrote: ``Id`` and ``Bus_Seq__c``.
+
+    Looked up per object by the keys :func:`_key` makes (``id:<18-char id>``, ``ext:<external
+    id lowercased>``); the seq is held once per record, so a write through one key shows through
+    the other. Least recently used records go beyond ``max_records``. One write at a time.
+    """
+
+    def __init__(self, max_records: int = CACHE_RECORDS) -> None:
+        if max_records < 0:
+            raise ValueError("max_records must be >= 0")
+        self.max_records = max_records
+        #: (object, Id) -> (stored Bus_Seq__c or None, the record's ext key or None)
+        self._records: OrderedDict[tuple[str, str], _Known] = OrderedDict()
+        self._ext: dict[tuple[str, str], str] = {}  # (object, ext key) -> Id
+        self.hits = self.misses = 0  # lookups answered / not answered (records to read)
+
+    def __len__(self) -> int:
+        return len(self._records)
+
+    def get(self, object_name: str, key: str) -> tuple[str, float | None] | None:
+        """``(Id, stored seq)`` of the record ``key`` names, or None when not known."""
+        rid = key[3:] if key.startswith("id:") else self._ext.get((object_name, key))
+        known = self._records.get((object_name, rid)) if rid else None
+        if rid is None or known is None:
+            self.misses += 1
+            return None
+        self.hits += 1
+        self._records.move_to_end((object_name, rid))
+        return rid, known[0]
+
+    def put(self, object_name: str, rid: str, seq: float | None, ext_key: str | None) -> None:
+        """The CRM holds ``seq`` on record ``rid`` (also named ``ext_key``, when known)."""
+        old = self._records.pop((object_name, rid), None)
+        if old is not None and old[1] and ext_key is None:
+            ext_key = old[1]
+        elif old is not None and old[1]:
+            self._unalias(object_name, old[1], rid)
+        self._records[(object_name, rid)] = (seq, ext_key)
+        if ext_key:
+            self._ext[(object_name, ext_key)] = rid
+        while len(self._records) > self.max_records:
+            (obj, gone), (_, ext) = self._records.popitem(last=False)
+            if ext:
+                self._unalias(obj, ext, gone)
+
+    def evict(self, object_name: str, rid: str) -> None:
+        """Forget record ``rid``: its next write reads it again."""
+        old = self._records.pop((object_name, rid), None)
+        if old is not None and old[1]:
+            self._unalias(object_name, old[1], rid)
+
+    def _unalias(self, object_name: str, ext_key: str, rid: str) -> None:
+        if self._ext.get((object_name, ext_key)) == rid:
+            del self._ext[(object_name, ext_key)]
+
+
 class CrmWriter:
     """Writes batches of :class:`StatusUpdate` to their CRM records (see the module doc)."""
 
-    def __init__(self, client: SalesforceClient, fields: FieldMap | None = None) -> None:
+    def __init__(
+        self,
+        client: SalesforceClient,
+        fields: FieldMap | None = None,
+        cache_records: int = CACHE_RECORDS,
+    ) -> None:
         self.client = client
         self.fields = fields or FieldMap()
+        self.cache = VersionCache(cache_records)
+
+    def forget(self) -> None:
+        """Drop every cached version (on a rebalance): the next write of each record reads.
+
+        A fresh cache, not a cleared one: a write still running in the worker thread keeps the
+        cache it started with, so what it learns lands in the discarded one.
+        """
+        self.cache = VersionCache(self.cache.max_records)
 
     def write(self, updates: Sequence[StatusUpdate]) -> WriteReport:
         """Write the newest status of every aggregate in ``updates``; never raises for a
         Salesforce failure: each update's result says what happened and whether to retry."""
-        calls_before = self.client.api_calls
+        cache = self.cache  # once: a concurrent forget() must not mix two caches in one write
+        calls_before, hits, misses = self.client.api_calls, cache.hits, cache.misses
         targets, results = coalesce(updates, self.fields)
         by_object: dict[str, list[Target]] = {}
         for target in targets:
             by_object.setdefault(target.mapping.object_name, []).append(target)
         for group in by_object.values():
-            self._write_object(group, updates, results)
+            claimed: set[str] = set()  # record ids written (one aggregate per record)
+            gone = self._write_object(group, updates, results, cache, claimed)
+            if gone:  # cached records the CRM no longer has: now evicted, so read this time
+                self._write_object(gone, updates, results, cache, claimed)
         ordered = [results[i] for i in range(len(updates))]
-        return WriteReport(ordered, self.client.api_calls - calls_before)
+        calls = self.client.api_calls - calls_before
+        return WriteReport(ordered, calls, cache.hits - hits, cache.misses - misses)
 
     def _write_object(
         self,
         targets: list[Target],
         updates: Sequence[StatusUpdate],
         results: dict[int, UpdateResult],
-    ) -> None:
+        cache: VersionCache,
+        claimed: set[str],
+    ) -> list[Target]:
+        """Write one object's targets; return the cached ones whose record turned out gone."""
         mapping = targets[0].mapping
+        obj = mapping.object_name
 
         def settle(target: Target, outcome: Outcome, rid: str | None, err: Any = None) -> None:
-            winner = UpdateResult(target.winner, outcome, mapping.object_name, rid, err)
+            winner = UpdateResult(target.winner, outcome, obj, rid, err)
             results[target.winner_index] = winner
             # Superseded updates share a failure (their effect is not in the CRM either);
             # otherwise the newer status stands in for them.
@@ -206,55 +307,74 @@ class CrmWriter:
                 results[index] = UpdateResult(
                     updates[index],
                     loser_outcome or Outcome.SKIPPED_OLDER,
-                    mapping.object_name,
+                    obj,
                     rid,
                     err if loser_outcome else None,
                 )
 
-        try:
-            stored = self._read(mapping, targets)
-        except ConnectorError as err:
-            for target in targets:
-                settle(target, Outcome.FAILED, target.crm_record_id, err)
-            return
-        pending: list[tuple[Target, dict[str, Any]]] = []
-        claimed: set[str] = set()
+        known: list[tuple[Target, tuple[str, float | None] | None, bool]] = []
+        misses: list[Target] = []
         for target in targets:
-            row = _match(stored, target)
-            if row is None:
+            hit = cache.get(obj, _key(target))
+            if hit is None:
+                misses.append(target)
+            else:
+                known.append((target, hit, True))
+        if misses:
+            try:
+                stored = self._read(mapping, misses, cache)
+            except ConnectorError as err:
+                for target in misses:
+                    settle(target, Outcome.FAILED, target.crm_record_id, err)
+            else:
+                known += [(t, stored.get(_key(t)), False) for t in misses]
+        pending: list[tuple[Target, dict[str, Any], bool]] = []
+        for target, version, cached in known:
+            if version is None:
                 settle(target, Outcome.NOT_FOUND, target.crm_record_id)
                 continue
-            rid = str(row["Id"])
-            seq = row.get(mapping.bus_seq)
-            if seq is not None and float(seq) >= target.winner.seq:
+            rid, seq = version
+            if seq is not None and seq >= target.winner.seq:
                 settle(target, Outcome.SKIPPED_OLDER, rid)
             elif rid in claimed:
                 dup = PermanentError(f"two aggregates of one batch map to record {rid}", psp=NAME)
                 settle(target, Outcome.FAILED, rid, dup)
             else:
                 claimed.add(rid)
-                pending.append((target, record_payload(mapping, rid, target.winner)))
+                pending.append((target, record_payload(mapping, rid, target.winner), cached))
+        gone: list[Target] = []
         for start in range(0, len(pending), MAX_COLLECTION):
             chunk = pending[start : start + MAX_COLLECTION]
             try:
-                answers = self.client.update_records(mapping.object_name, [p for _, p in chunk])
+                answers = self.client.update_records(obj, [p for _, p, _ in chunk])
             except ConnectorError as err:
-                for target, payload in chunk:
+                for target, payload, _ in chunk:
+                    cache.evict(obj, payload["Id"])  # may or may not be written: read next time
                     settle(target, Outcome.FAILED, payload["Id"], err)
                 continue
-            for (target, payload), answer in zip(chunk, answers, strict=True):
+            for (target, payload, cached), answer in zip(chunk, answers, strict=True):
+                rid = payload["Id"]
                 if answer.error is None:
-                    settle(target, Outcome.WRITTEN, payload["Id"])
-                else:
-                    settle(target, Outcome.FAILED, payload["Id"], answer.error)
+                    ext = None if target.crm_record_id else _key(target)
+                    cache.put(obj, rid, float(target.winner.seq), ext)
+                    settle(target, Outcome.WRITTEN, rid)
+                    continue
+                cache.evict(obj, rid)
+                settle(target, Outcome.FAILED, rid, answer.error)
+                if cached and answer.error.code in GONE_CODES:
+                    claimed.discard(rid)
+                    gone.append(target)
+        return gone
 
-    def _read(self, mapping: ObjectMapping, targets: list[Target]) -> dict[str, dict[str, Any]]:
-        """Stored ``Bus_Seq__c`` of the targets' records, keyed ``id:<18-char id>`` and
-        ``ext:<external id lowercased>``; one query unless the ids overflow one URL."""
+    def _read(
+        self, mapping: ObjectMapping, targets: list[Target], cache: VersionCache
+    ) -> dict[str, tuple[str, float | None]]:
+        """``(Id, stored Bus_Seq__c)`` of the targets' records by :func:`_key`, also put in
+        ``cache``; one query unless the ids overflow one URL."""
         ids = sorted({t.crm_record_id for t in targets if t.crm_record_id})
         ext_ids = sorted({t.winner.aggregate_id for t in targets if not t.crm_record_id})
         literals = [("Id", v) for v in ids] + [(mapping.external_id, v) for v in ext_ids]
-        stored: dict[str, dict[str, Any]] = {}
+        stored: dict[str, tuple[str, float | None]] = {}
         select = f"SELECT Id, {mapping.external_id}, {mapping.bus_seq} FROM {mapping.object_name}"
         for chunk in in_chunks([f"{name}\0{value}" for name, value in literals]):
             clauses: dict[str, list[str]] = {}
@@ -263,13 +383,19 @@ class CrmWriter:
                 clauses.setdefault(name, []).append(soql_quote(value))
             where = " OR ".join(f"{name} IN ({', '.join(vals)})" for name, vals in clauses.items())
             for row in self.client.query(f"{select} WHERE {where}"):
-                stored[f"id:{row['Id']}"] = row
-                if row.get(mapping.external_id):
-                    stored[f"ext:{str(row[mapping.external_id]).lower()}"] = row
+                rid, seq = str(row["Id"]), row.get(mapping.bus_seq)
+                version = (rid, None if seq is None else float(seq))
+                stored[f"id:{rid}"] = version
+                ext = row.get(mapping.external_id)
+                ext_key = f"ext:{str(ext).lower()}" if ext else None
+                if ext_key:
+                    stored[ext_key] = version
+                cache.put(mapping.object_name, rid, version[1], ext_key)
         return stored
 
 
-def _match(stored: dict[str, dict[str, Any]], target: Target) -> dict[str, Any] | None:
+def _key(target: Target) -> str:
+    """The key naming a target's record: its CRM id when the update carries one."""
     if target.crm_record_id:
-        return stored.get(f"id:{target.crm_record_id}")
-    return stored.get(f"ext:{target.winner.aggregate_id.lower()}")
+        return f"id:{target.crm_record_id}"
+    return f"ext:{target.winner.aggregate_id.lower()}"

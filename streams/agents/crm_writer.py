@@ -2,8 +2,12 @@
 
 Updates are taken in batches (``take_events``) because the org's API allowance is the scarce
 resource: :class:`~connectors.salesforce.writer.CrmWriter` coalesces a batch per record and
-costs one SOQL read per object plus one sObject Collections call per 200 records, however many
-updates the batch held. The blocking HTTP work runs in a thread.
+costs one sObject Collections call per 200 records written, however many updates the batch
+held, plus one SOQL read per object for the stored ``Bus_Seq__c`` of records it has not seen:
+the writer caches the versions it read and wrote. The cache is safe only while this worker
+alone writes its partitions' records, so it is forgotten on every rebalance (partitions
+revoked or assigned: another worker may have written them meanwhile). The blocking HTTP work
+runs in a thread.
 
 Every update of a batch ends in exactly one named, counted outcome before the batch returns
 (and Faust acks its offsets):
@@ -126,6 +130,8 @@ class CrmWriterStage:
             value_type=StatusUpdate,
         )
         app.agent(self.status_topic, name="paybus.crm.writer")(self.process)
+        app.on_partitions_revoked.connect(self.on_rebalance)
+        app.on_partitions_assigned.connect(self.on_rebalance)
 
     def writer(self) -> CrmWriter:
         """The writer, built on first use (a password login makes a call; not at attach)."""
@@ -133,6 +139,16 @@ class CrmWriterStage:
             client = SalesforceClient(build_salesforce(self.app.settings.salesforce))
             self._writer = CrmWriter(client, self.fields)
         return self._writer
+
+    async def on_rebalance(self, app: Any, /, *partitions: Any, **kwargs: Any) -> None:
+        """Partitions revoked or assigned (the app's signals, sent as ``(app, partitions,
+        signal=...)``): forget the cached CRM versions (see the module doc).
+
+        A write still running keeps the cache it started with; the next one reads afresh.
+        """
+        if self._writer is not None:
+            self._writer.forget()
+            log.info("CRM write-back: version cache forgotten (partitions rebalanced)")
 
     async def process(self, stream: faust.StreamT[StatusUpdate]) -> AsyncIterator[None]:
         batches = cast(Any, stream).take_events(self.take, within=self.within)

@@ -3,11 +3,21 @@
 Validation failures become a ``failed`` event for the aggregate (so the CRM record shows the
 reason), never a silent drop. A table remembers which gateway each payment went to, so its
 cancellation and refunds (keyed by the payment id, so on the same partition) follow it.
+
+Intents are routed a batch at a time (``take_events``) and the batch's commands go out through
+:class:`~streams.agents.batch_send.BatchSender`, one delivery wait per batch: waiting for the
+broker's acknowledgement of each command in turn held the stage to one round trip per intent
+(about 130 intents/s on the embedded broker). The order within a batch is the same as before:
+commands and failed events are delivered first (awaited), the gateway table is written after,
+and Faust acks the batch only when this returns. A crash in between re-routes the batch; the
+command ids derive from the change ids, so the PSP idempotency keys make the repeat harmless.
 """
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+import asyncio
+from collections import Counter
+from collections.abc import AsyncIterator, Sequence
 from datetime import UTC, datetime
 from typing import Any, cast
 
@@ -15,9 +25,11 @@ import faust
 from faust.types import EventT
 
 from streams import metrics
-from streams.agents.common import event_key, failed_event
+from streams.agents.batch_send import BatchSender, Record
+from streams.agents.common import as_current, event_key, failed_event
 from streams.agents.guard import guarded
 from streams.app import PaybusApp
+from streams.faust_codec import FaustAvroCodec
 from streams.intents import IntentError, route
 from streams.records import CrmChange, PaymentCommand, PaymentEvent
 
@@ -31,57 +43,83 @@ class RouterStage:
         self.changes = app.topic(
             tm.crm_changes.name, key_type=str, key_serializer="raw", value_type=CrmChange
         )
-        self.events_topic = app.topic(
-            tm.payment_events.name, key_type=str, key_serializer="raw", value_type=PaymentEvent
-        )
         self.gateways = app.Table(
             "router-gateways",
             default=None,
             schema=faust.Schema(key_type=str, key_serializer="raw", value_serializer="json"),
             partitions=app.settings.partitions,
         )
+        self.sender = BatchSender(app)
+        self.command_codec = FaustAvroCodec(app.avro, "PaymentCommand")
+        self.event_codec = FaustAvroCodec(app.avro, "PaymentEvent")
         app.agent(self.changes, name="paybus.router")(self.process)
 
     async def process(self, stream: faust.StreamT[CrmChange]) -> AsyncIterator[None]:
-        async for event in stream.events():
-            await guarded(STAGE, self.handle, event)
+        settings = self.app.settings
+        batches = cast(Any, stream).take_events(
+            settings.batch_max_events, within=settings.batch_within_s
+        )
+        async for events in batches:
+            await guarded(STAGE, self.process_batch, events)
             yield None
 
-    async def handle(self, event: EventT[CrmChange]) -> None:
-        change = cast(CrmChange, event.value)
-        data: dict[str, Any] = change.asdict()
+    async def process_batch(self, events: Sequence[EventT[CrmChange]]) -> None:
+        """Route every intent of the batch, deliver the outputs, then remember the gateways."""
         settings = self.app.settings
-        lookup = change.payment_id if change.aggregate_type == "refund" else change.aggregate_id
-        known = self.gateways.get(lookup) if lookup else None
-        try:
-            routed = route(
-                data,
-                known_gateway=known,
-                gateways=settings.gateways,
-                rules=settings.routing_rules,
-                now=datetime.now(UTC),
-            )
-        except IntentError as exc:
-            metrics.EVENTS.labels(STAGE, "rejected", change.aggregate_type, change.source).inc()
-            failed = failed_event(
-                event_id=f"{change.change_id}:rejected",
-                aggregate_id=change.aggregate_id,
-                aggregate_type=change.aggregate_type
-                if change.aggregate_type in ("payment", "mandate", "refund")
-                else "payment",
-                reason=str(exc),
-                source=STAGE,
-                payment_id=change.payment_id,
-                crm_record_id=change.crm_record_id,
-            )
-            fut = await self.events_topic.send(key=event_key(failed), value=failed)
-            await fut
-            return
-        command = PaymentCommand(**routed.command)
-        topic = self.app.topic_map.commands(routed.gateway.connector).name
-        key = event.key if isinstance(event.key, str) else change.aggregate_id
-        fut = await self.app.send(topic, key=key.encode(), value=command)
-        await fut
-        if change.intent in ("create_payment", "create_mandate"):
-            self.gateways[change.aggregate_id] = routed.gateway.name
-        metrics.EVENTS.labels(STAGE, "applied", change.aggregate_type, change.source).inc()
+        now = datetime.now(UTC)
+        outputs: dict[str, list[Record]] = {}
+        routed_to: dict[str, tuple[str, EventT[CrmChange]]] = {}
+        counts: Counter[tuple[str, str, str]] = Counter()
+        for event in events:
+            change = cast(CrmChange, event.value)
+            lookup = change.payment_id if change.aggregate_type == "refund" else change.aggregate_id
+            known = None
+            if lookup:
+                known = routed_to[lookup][0] if lookup in routed_to else self.gateways.get(lookup)
+            try:
+                routed = route(
+                    change.asdict(),
+                    known_gateway=known,
+                    gateways=settings.gateways,
+                    rules=settings.routing_rules,
+                    now=now,
+                )
+            except IntentError as exc:
+                counts["rejected", change.aggregate_type, change.source] += 1
+                failed = self._failed(change, str(exc))
+                record = (None, event_key(failed).encode(), self._encode_event(failed))
+                outputs.setdefault(self.app.topic_map.payment_events.name, []).append(record)
+                continue
+            topic = self.app.topic_map.commands(routed.gateway.connector).name
+            key = event.key if isinstance(event.key, str) else change.aggregate_id
+            value = self.command_codec.dumps(PaymentCommand(**routed.command).asdict())
+            outputs.setdefault(topic, []).append((None, key.encode(), value))
+            if change.intent in ("create_payment", "create_mandate"):
+                routed_to[change.aggregate_id] = (routed.gateway.name, event)
+            counts["applied", change.aggregate_type, change.source] += 1
+        futures: list[asyncio.Future[Any]] = []
+        for topic, records in outputs.items():
+            futures += await self.sender.send(topic, records)
+        await asyncio.gather(*futures)
+        for aggregate, (gateway, event) in routed_to.items():
+            # The changelog partition is the current event's: set it to the intent's own.
+            with as_current(event):
+                self.gateways[aggregate] = gateway
+        for (outcome, agg_type, source), n in counts.items():
+            metrics.EVENTS.labels(STAGE, outcome, agg_type, source).inc(n)
+
+    @staticmethod
+    def _failed(change: CrmChange, reason: str) -> PaymentEvent:
+        agg_type = change.aggregate_type
+        return failed_event(
+            event_id=f"{change.change_id}:rejected",
+            aggregate_id=change.aggregate_id,
+            aggregate_type=agg_type if agg_type in ("payment", "mandate", "refund") else "payment",
+            reason=reason,
+            source=STAGE,
+            payment_id=change.payment_id,
+            crm_record_id=change.crm_record_id,
+        )
+
+    def _encode_event(self, event: PaymentEvent) -> bytes:
+        return self.event_codec.dumps(event.asdict())

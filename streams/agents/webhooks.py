@@ -16,7 +16,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from datetime import UTC, datetime
 from typing import Any, cast
 
@@ -122,31 +122,59 @@ class WebhookStage:
     # --- normaliser ----------------------------------------------------------------------
 
     async def process(self, stream: faust.StreamT[PspWebhook]) -> AsyncIterator[None]:
-        async for event in stream.events():
-            await guarded(STAGE, self.handle, event)
+        settings = self.app.settings
+        batches = cast(Any, stream).take_events(
+            settings.batch_max_events, within=settings.batch_within_s
+        )
+        async for events in batches:
+            await guarded(STAGE, self.process_batch, events)
             yield None
 
-    async def handle(self, event: EventT[PspWebhook]) -> None:
+    async def process_batch(self, events: Sequence[EventT[PspWebhook]]) -> None:
+        """Normalise a batch of webhooks and deliver their events, waiting once per batch.
+
+        Normalising may call the PSP (a Stripe payout lists its transactions), so the batch's
+        bodies are mapped in one worker thread; links are resolved and events sent in the
+        batch's order on the loop, and Faust acks the batch only after every event and dead
+        letter is delivered (one wait per batch, not one broker round trip per webhook).
+        """
+        webhooks = [cast(PspWebhook, e.value) for e in events]
+        jobs: list[tuple[int, Any, bytes]] = []
+        results: dict[int, list[PaymentEvent] | Exception] = {}
+        for index, webhook in enumerate(webhooks):
+            if webhook.content_type == LINK_CONTENT_TYPE:
+                continue
+            try:
+                jobs.append((index, self.connectors.get(webhook.psp), webhook.body))
+            except Exception as exc:
+                results[index] = exc
+        if jobs:
+            results.update(await asyncio.to_thread(_normalise_all, jobs))
+        futures: list[Any] = []
+        for index, event in enumerate(events):
+            futures += await self._handle(event, results.get(index))
+        await asyncio.gather(*futures)
+
+    async def _handle(
+        self, event: EventT[PspWebhook], normalised: list[PaymentEvent] | Exception | None
+    ) -> list[Any]:
+        """One webhook's outcome (link, events, dead letter); returns the delivery futures."""
         webhook = cast(PspWebhook, event.value)
         key = webhook.psp_object_id
         if webhook.content_type == LINK_CONTENT_TYPE:
             with as_current(event):
                 self.links[key] = json.loads(webhook.body)
             metrics.EVENTS.labels(STAGE, "link", "", webhook.psp).inc()
-            return
-        try:
-            connector = self.connectors.get(webhook.psp)
-            events = await asyncio.to_thread(connector.normalise, webhook.body)
-        except Exception as exc:
+            return []
+        if not isinstance(normalised, list):
             metrics.EVENTS.labels(STAGE, "rejected", "", webhook.psp).inc()
             fut = await send_dead_letter(
                 self.app, event, stage=STAGE, aggregate_id=None,
-                reason=f"cannot normalise {webhook.psp} webhook {webhook.webhook_id}: {exc}",
+                reason=f"cannot normalise {webhook.psp} webhook {webhook.webhook_id}: {normalised}",
             )  # fmt: skip
-            await fut
-            return
+            return [fut]
         futures = []
-        for pe in events:
+        for pe in normalised:
             resolved = self._resolve(event, key, pe)
             if resolved is None:
                 metrics.EVENTS.labels(STAGE, "rejected", pe.aggregate_type, webhook.psp).inc()
@@ -162,9 +190,9 @@ class WebhookStage:
                 continue
             futures.append(await self.events_topic.send(key=event_key(resolved), value=resolved))
             metrics.EVENTS.labels(STAGE, "applied", pe.aggregate_type, webhook.psp).inc()
-        if not events:
+        if not normalised:
             metrics.EVENTS.labels(STAGE, "ignored", "", webhook.psp).inc()
-        await asyncio.gather(*futures)
+        return futures
 
     def _resolve(
         self, event: EventT[PspWebhook], key: str, pe: PaymentEvent
@@ -192,3 +220,14 @@ class WebhookStage:
             payment_id=pe.payment_id or link.get("payment_id"),
             attributes=attrs,
         )
+
+
+def _normalise_all(jobs: list[tuple[int, Any, bytes]]) -> dict[int, list[PaymentEvent] | Exception]:
+    """Map each ``(index, connector, body)`` (in a worker thread); an error is a result."""
+    out: dict[int, list[PaymentEvent] | Exception] = {}
+    for index, connector, body in jobs:
+        try:
+            out[index] = connector.normalise(body)
+        except Exception as exc:
+            out[index] = exc
+    return out

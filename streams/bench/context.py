@@ -28,6 +28,8 @@ class Sizes:
     latency_s: float
     memory_aggregates: int
     scale_workers: tuple[int, ...] = (1, 2, 4)
+    #: The second rate of the latency runs (the first is 1,000/s).
+    high_rate: float = 5000.0
     #: The raw client baselines run at tens of thousands per second: they get enough
     #: records for a window of about a second, whatever the event count.
     raw_records: int = 50_000
@@ -36,12 +38,12 @@ class Sizes:
     def for_run(cls, events: int, quick: bool) -> Sizes:
         if quick:
             return cls(min(events, 4_000), 3.0, 20_000, (1, 2, 4))
-        return cls(events, 10.0, 100_000, (1, 2, 4), max(events, 50_000))
+        return cls(events, 10.0, 100_000, (1, 2, 4), raw_records=max(events, 50_000))
 
     @classmethod
     def tiny(cls) -> Sizes:
         """Just enough to run every measurement end to end (the smoke test)."""
-        return cls(400, 1.0, 2_000, (1,), 2_000)
+        return cls(400, 1.0, 2_000, (1,), high_rate=200.0, raw_records=2_000)
 
 
 @dataclass

@@ -144,3 +144,27 @@ async def produce(
 def fill(bootstrap: str, topic: str, records: list[tuple[bytes, bytes]]) -> None:
     """Pre-fill ``topic`` (blocking)."""
     asyncio.run(produce(bootstrap, topic, records))
+
+
+def status_updates(
+    settings: Settings, events: list[HistoryEvent], codec: AvroCodec
+) -> tuple[list[tuple[bytes, bytes]], dict[str, str]]:
+    """What the sequencer publishes for ``events`` (the CRM writer's input), encoded, and each
+    aggregate's type. The updates name no CRM record id: the writer finds each record by its
+    external id (the aggregate id), as for records the bench seeds."""
+    from streams.agents.sequencer_records import status_update_record
+
+    engine = Sequencer(max_seen=settings.max_seen_ids, max_held=settings.max_held_events)
+    states: dict[str, AggregateState] = {}
+    types: dict[str, str] = {}
+    out: list[tuple[bytes, bytes]] = []
+    for ev in events:
+        record = event_record(ev)
+        record["attributes"] = {}
+        result = engine.judge(states.get(ev.aggregate_id), engine_event(record))
+        states[ev.aggregate_id] = result.state
+        for change in result.updates:
+            update = status_update_record(change)
+            types[update["aggregate_id"]] = update["aggregate_type"]
+            out.append((ev.aggregate_id.encode(), codec.encode("StatusUpdate", update)))
+    return out, types

@@ -82,7 +82,12 @@ class Worker:
     @classmethod
     def sequencer(cls, env: Mapping[str, str], log_path: Path) -> Worker:
         """``paybus worker --role sequencer``, exactly as an operator runs it."""
-        args = [sys.executable, "-m", "streams.cli", "worker", "--role", "sequencer"]
+        return cls.role("sequencer", env, log_path)
+
+    @classmethod
+    def role(cls, role: str, env: Mapping[str, str], log_path: Path) -> Worker:
+        """``paybus worker --role <role>``."""
+        args = [sys.executable, "-m", "streams.cli", "worker", "--role", role]
         return cls(args, env, log_path)
 
     @classmethod

@@ -28,14 +28,13 @@ from rich.progress import (
     TimeElapsedColumn,
 )
 
-from streams.bench import baselines, data, latency, memory, report, stages
+from streams.bench import baselines, data, latency, memory, report, stages, webhook_latency
 from streams.bench.context import BenchContext, Sizes
-from streams.bench.report import Row, Target
+from streams.bench.report import Row
 from streams.codec import AvroCodec
 from streams.settings import Settings
 
 DEFAULT_EVENTS = 40_000
-COST_TARGET = Target("value", "<=", 6.0, "<= 6 / 1,000")
 _QUIET = ("aiokafka", "faust", "mode", "kafka", "asyncio")
 
 
@@ -99,7 +98,7 @@ def run(
 ) -> tuple[list[Row], dict[str, float]]:
     """Every measurement, in order (baselines first: the stage ratios need them)."""
     rows: list[Row] = []
-    display = _Display(console, steps=8)
+    display = _Display(console, steps=9)
     ctx = BenchContext(settings, sizes, workdir, display.update)
     codec = AvroCodec()
     with display.progress:
@@ -132,24 +131,19 @@ def run(
                     rows.append(stages.pending_stage(name))
                     continue
                 _guarded(rows, name, stages.SECTION, "events/s", lambda fn=fn: fn(ctx, workload))  # type: ignore[misc]
-        with display.step("latency"):
+        with display.step("latency: event -> status update"):
             _guarded(rows, "latency", latency.SECTION, "ms", lambda: latency.measure_latency(ctx))
+        with display.step("latency: webhook -> CRM record"):
+            _guarded(
+                rows, "webhook_latency", latency.SECTION, "ms",
+                lambda: webhook_latency.measure(ctx),
+            )  # fmt: skip
         with display.step("memory per aggregate"):
             _guarded(rows, "memory", memory.SECTION, "bytes", lambda: memory.measure_memory(ctx))
         with display.step("scale: 1, 2, 4 sequencer workers"):
             _guarded(
                 rows, "scale", stages.SCALE, "events/s", lambda: stages.measure_scale(ctx, workload)
             )
-    rows.append(
-        report.not_yet(
-            "crm_api_calls",
-            "cost",
-            "Salesforce API calls per 1,000 status updates",
-            "calls",
-            COST_TARGET,
-            "the CRM writer does not exist yet",
-        )
-    )
     return rows, ctx.figures
 
 

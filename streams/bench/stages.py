@@ -20,8 +20,10 @@ from dataclasses import dataclass
 from streams.admin import create_topics
 from streams.bench import data, procs
 from streams.bench.context import BenchContext
+from streams.bench.crm_writer import measure_crm_writer
 from streams.bench.kafka_io import read_topic
 from streams.bench.report import Row, Target, not_yet
+from streams.bench.router import measure_router
 from streams.broker import free_port
 from streams.topics import TopicMap
 
@@ -174,9 +176,9 @@ def measure_scale(ctx: BenchContext, workload: data.Workload) -> list[Row]:
 #: Stages in data-flow order; ``None`` marks one that does not exist yet.
 StageFn = Callable[[BenchContext, data.Workload], list[Row]]
 STAGES: dict[str, StageFn | None] = {
-    "router": None,
+    "router": measure_router,
     "sequencer": measure_sequencer,
-    "crm_writer": None,
+    "crm_writer": measure_crm_writer,
 }
 
 

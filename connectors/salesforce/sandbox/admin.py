@@ -91,6 +91,17 @@ async def usage(request: web.Request) -> web.Response:
     return web.json_response(counter.to_json())
 
 
+async def writes(request: web.Request) -> web.Response:
+    """``GET`` every record save since start (``[seconds, object, id]``, oldest first, from
+    index ``?since=N``), ``DELETE`` forgets them."""
+    log = _state(request).org.writes
+    if request.method == "DELETE":
+        log.clear()
+        return web.json_response({"writes": []})
+    since = int(request.query.get("since", "0"))
+    return web.json_response({"writes": list(log)[since:]})
+
+
 async def faults(request: web.Request) -> web.Response:
     """``GET`` lists, ``DELETE`` clears every injected fault."""
     knobs = _state(request).faults
@@ -181,6 +192,7 @@ def add_admin_routes(app: web.Application) -> None:
         r.add_route(method, "/usage", usage)
     for method in ("GET", "DELETE"):
         r.add_route(method, "/faults", faults)
+        r.add_route(method, "/writes", writes)
     r.add_post("/faults/unavailable", unavailable)
     r.add_post("/faults/latency", latency)
     for method in ("POST", "DELETE"):

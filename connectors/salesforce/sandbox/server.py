@@ -163,6 +163,13 @@ class SandboxAdmin:
         body = {"records": list(records), "as_user": as_user}
         return list(self._call("POST", f"/records/{obj}", body)["ids"])
 
+    def writes(self, since: int = 0) -> list[tuple[float, str, str]]:
+        """Every record save (wall-clock seconds, object, id), oldest first, from ``since``."""
+        return [
+            (float(t), str(o), str(i))
+            for t, o, i in self._call("GET", f"/writes?since={since}")["writes"]
+        ]
+
     def wipe(self, obj: str | None = None) -> int:
         """Delete all records (of one object); returns how many."""
         return int(self._call("DELETE", f"/records/{obj}" if obj else "/records")["deleted"])

@@ -208,3 +208,32 @@ def wait_until(predicate: Any, timeout_s: float, what: str, every_s: float = 0.5
             return
         time.sleep(every_s)
     raise AssertionError(f"timed out after {timeout_s}s waiting for {what}")
+
+
+def trace_missing(
+    bootstrap: str, topics: dict[str, str], missing: set[str], *, quiet_s: float = 3.0
+) -> dict[str, list[tuple[str, int, int]]]:
+    """Where the records of ``missing`` aggregates are: aggregate -> [(topic, partition,
+    offset)], read by a fresh consumer to the end of every topic (until ``quiet_s`` without a
+    new record), so a slow reader is not mistaken for a lost record."""
+    codec = AvroCodec()
+    consumer = KafkaConsumer(
+        *topics, bootstrap_servers=bootstrap, auto_offset_reset="earliest",
+        fetch_max_wait_ms=100,
+    )  # fmt: skip
+    found: dict[str, list[tuple[str, int, int]]] = {a: [] for a in missing}
+    last_new = time.monotonic()
+    try:
+        while time.monotonic() - last_new < quiet_s:
+            polled = consumer.poll(200, max_records=5000)
+            if polled:
+                last_new = time.monotonic()
+            for tp, batch in polled.items():
+                for m in batch:
+                    rec = codec.decode(m.value, topics[tp.topic])
+                    agg = rec.get("aggregate_id")
+                    if agg in found:
+                        found[agg].append((tp.topic, tp.partition, m.offset))
+    finally:
+        consumer.close()
+    return found

@@ -28,6 +28,7 @@ from .support import (
     gocardless,
     payments_at_psp,
     statuses,
+    trace_missing,
     wait_until,
     worker_env,
 )
@@ -89,22 +90,13 @@ def test_kill9_while_intents_flow(
             try:
                 wait_until(all_pending_submission, 120 + INTENTS // 20, "every intent's status", 2)
             except AssertionError as exc:
+                reader.poll()
                 seen = statuses(reader.records[tm.status_updates.name])
-                missing = [a for a in aggs if a not in seen]
-                at_psp = len(payments_at_psp(sandbox))
-                from streams.lag import all_lag
-
-                lagging = [r for r in all_lag(broker.bootstrap, [env["PAYBUS_APP_ID"]]) if r.lag]
-                topics = {tm.crm_changes.name: "CrmChange", tm.commands("gocardless").name:
-                          "PaymentCommand", tm.payment_events.name: "PaymentEvent",
-                          tm.retry.name: "RetryEnvelope", tm.dlq.name: "DeadLetter"}  # fmt: skip
-                diag = Reader(broker.bootstrap, topics)
-                diag.poll()
-                found = {t: sum(1 for r in recs if r.get("aggregate_id") in missing)
-                         for t, recs in diag.records.items()}  # fmt: skip
+                missing = {a for a in aggs if a not in seen}
                 raise AssertionError(
-                    f"{exc}: {len(missing)} without status, {at_psp} at the PSP; lag: {lagging}; "
-                    f"records of the missing: {found}"
+                    f"{exc}: {len(missing)} without status, "
+                    f"{len(payments_at_psp(sandbox))} at the PSP; "
+                    + _diagnose(broker.bootstrap, tm, env["PAYBUS_APP_ID"], missing, log)
                 ) from None
         finally:
             elapsed = time.monotonic() - started
@@ -124,3 +116,25 @@ def test_kill9_while_intents_flow(
             per_status = Counter(u["to_status"] for u in updates)
             assert max(per_status.values()) == 1, f"{a}: {updates}"
             assert sorted(u["seq"] for u in updates) == list(range(1, len(updates) + 1))
+
+
+def _diagnose(bootstrap: str, tm: TopicMap, group: str, missing: set[str], log: Path) -> str:
+    """Where each missing aggregate's records are, and the group's committed offsets on those
+    partitions, read to the end of every topic; the worker log is kept for reading."""
+    from streams.lag import all_lag
+
+    topics = {tm.crm_changes.name: "CrmChange", tm.commands("gocardless").name:
+              "PaymentCommand", tm.payment_events.name: "PaymentEvent",
+              tm.status_updates.name: "StatusUpdate", tm.retry.name: "RetryEnvelope",
+              tm.dlq.name: "DeadLetter"}  # fmt: skip
+    found = trace_missing(bootstrap, topics, missing)
+    places = {(t, p) for recs in found.values() for t, p, _ in recs}
+    committed = {
+        (r.topic, r.partition): (r.committed, r.end)
+        for r in all_lag(bootstrap, [group])
+        if (r.topic, r.partition) in places
+    }
+    kept = Path("/tmp") / f"kill9-{log.parent.name}.log"
+    kept.write_bytes(log.read_bytes())
+    lines = [f"{a}: {found[a]}" for a in sorted(missing)[:20]]
+    return f"worker log kept at {kept}; committed/end {committed}; records:\n" + "\n".join(lines)

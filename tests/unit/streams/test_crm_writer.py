@@ -150,3 +150,31 @@ def test_disposition_names_every_writer_outcome() -> None:
     assert disposition(UpdateResult(upd, Outcome.FAILED, error=err)) == "retries_exhausted"
     perm = PermanentError("p", psp="salesforce")
     assert disposition(UpdateResult(upd, Outcome.FAILED, error=perm)) == "failed_permanent"
+
+
+class _Forgetful:
+    def __init__(self) -> None:
+        self.forgotten = 0
+
+    def forget(self) -> None:
+        self.forgotten += 1
+
+
+async def test_every_rebalance_forgets_the_writers_cached_versions(clean_env: Any) -> None:
+    """Another worker may have written the partitions' records meanwhile: read them again."""
+    from streams.app import build_app
+    from streams.settings import SalesforceSettings, Settings
+
+    salesforce = SalesforceSettings(
+        instance_url="https://example.my.salesforce.com",
+        session_id="00Dxx!token",  # type: ignore[arg-type]
+    )
+    app = build_app(Settings(data_dir=clean_env / "data", salesforce=salesforce))
+    stage = CrmWriterStage(app)
+    assert stage._writer is None
+    await app.on_partitions_assigned.send(set())  # before the first write: nothing to forget
+    writer = _Forgetful()
+    stage._writer = writer  # type: ignore[assignment]
+    await app.on_partitions_revoked.send(set())
+    await app.on_partitions_assigned.send(set())
+    assert writer.forgotten == 2

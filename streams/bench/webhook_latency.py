@@ -1,0 +1,207 @@
+"""End-to-end latency: PSP webhook received -> CRM record updated, at fixed rates.
+
+The bus runs as operators run it, one process per role: ``web`` (the webhook receiver and the
+normaliser), ``sequencer`` and ``crm`` (the Salesforce writer), each a ``paybus worker``, with
+the embedded broker and the Salesforce sandbox as processes of their own. This process posts
+signed Stripe webhooks (``payment_intent.created`` for one seeded ``Payment__c`` each) at a
+fixed rate over keep-alive connections and stamps each POST; the sandbox logs the wall-clock
+time of every record save. Latency is the save of the webhook's record minus its POST.
+
+Every webhook is the first event of its payment, so each yields exactly one status update and
+one CRM write: nothing is held or coalesced away, and no record is written twice.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import statistics
+import time
+from dataclasses import dataclass
+
+import aiohttp
+
+from connectors.stripe.webhooks import sign
+from streams.admin import create_topics
+from streams.bench import procs
+from streams.bench.context import BenchContext
+from streams.bench.crm_writer import crm_calls
+from streams.bench.report import Row, Target
+from streams.bench.salesforce import PAYMENT_OBJECT, SalesforceProc, salesforce
+from streams.broker import free_port
+from streams.topics import TopicMap
+
+SECTION = "latency"
+P99_TARGET = Target("value", "<", 250.0, "< 250 ms")
+SECRET = "whsec_paybus_bench"
+_TICK_S = 0.005
+
+
+@dataclass
+class Run:
+    rate: float
+    achieved: float
+    sent: int
+    written: int
+    p50_ms: float
+    p99_ms: float
+    max_ms: float
+    tail_p50_ms: float
+    api_calls: float
+
+
+def webhook(n: int, prefix: str) -> tuple[str, bytes]:
+    """The aggregate and the JSON body of the ``n``-th webhook."""
+    agg = f"{prefix}-{n:07d}"
+    pi = {
+        "id": f"pi_{prefix}{n:07d}", "object": "payment_intent", "amount": 1999,
+        "currency": "eur", "created": int(time.time()), "status": "requires_payment_method",
+        "payment_method_types": ["card"], "metadata": {"paybus_aggregate_id": agg},
+    }  # fmt: skip
+    event = {
+        "id": f"evt_{prefix}{n:07d}", "object": "event", "api_version": "2024-06-20",
+        "created": int(time.time()), "data": {"object": pi}, "livemode": False,
+        "type": "payment_intent.created",
+    }  # fmt: skip
+    return agg, json.dumps(event).encode()
+
+
+async def _post_paced(
+    url: str, bodies: list[tuple[str, bytes]], rate: float
+) -> tuple[dict[str, float], float, int]:
+    """POST ``bodies`` at ``rate``/s; return POST times by aggregate, the achieved rate and how
+    many were refused (a refused webhook is one the PSP would send again)."""
+    sent_at: dict[str, float] = {}
+    refused = 0
+    connector = aiohttp.TCPConnector(limit=64)
+    async with aiohttp.ClientSession(connector=connector) as session:
+
+        async def post(agg: str, body: bytes) -> None:
+            nonlocal refused
+            headers = {"Content-Type": "application/json", "Stripe-Signature": sign(body, SECRET)}
+            sent_at[agg] = time.time()
+            async with session.post(url, data=body, headers=headers) as resp:
+                if resp.status != 200:
+                    refused += 1
+                await resp.read()
+
+        tasks: list[asyncio.Task[None]] = []
+        start = time.perf_counter()
+        i = 0
+        while i < len(bodies):
+            due = min(len(bodies), int((time.perf_counter() - start) * rate) + 1)
+            while i < due:
+                tasks.append(asyncio.create_task(post(*bodies[i])))
+                i += 1
+            await asyncio.sleep(_TICK_S)
+        await asyncio.gather(*tasks)
+        achieved = len(bodies) / (time.perf_counter() - start)
+    return sent_at, achieved, refused
+
+
+def _wait_written(
+    sf: SalesforceProc, ids: dict[str, str], since: int, timeout_s: float
+) -> dict[str, float]:
+    """First save time of each seeded record (by aggregate) logged after index ``since``."""
+    first: dict[str, float] = {}
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        for t, obj, rid in sf.admin.writes(since):
+            agg = ids.get(rid)
+            if obj == PAYMENT_OBJECT and agg is not None:
+                first.setdefault(agg, t)
+        if len(first) >= len(ids):
+            break
+        time.sleep(0.5)
+    return first
+
+
+def _run_rate(
+    ctx: BenchContext, sf: SalesforceProc, url: str, crm: procs.Worker, rate: float, n: int
+) -> Run:
+    count = max(int(rate * ctx.sizes.latency_s), 1)
+    prefix = f"wl{n}"
+    bodies = [webhook(i, prefix) for i in range(count)]
+    ids = sf.seed_payments([agg for agg, _ in bodies])
+    since = len(sf.admin.writes())
+    calls_before = crm_calls(crm)
+    ctx.progress(0, count, f"webhook -> CRM at {rate:,.0f}/s")
+    sent_at, achieved, refused = asyncio.run(_post_paced(url, bodies, rate))
+    if refused:
+        raise procs.BenchError(f"{refused} of {count} webhooks refused at {rate:,.0f}/s")
+    written = _wait_written(sf, ids, since, 60 + count / 200)
+    calls = crm_calls(crm) - calls_before
+    ctx.progress(len(written), count, None)
+    in_order = [(written[a] - sent_at[a]) * 1000 for a, _ in bodies if a in written]
+    if not in_order:
+        raise procs.BenchError(f"no CRM record updated at {rate:,.0f}/s")
+    lat = sorted(in_order)
+    tail = statistics.median(in_order[-max(len(in_order) // 5, 1) :])
+    return Run(
+        rate, achieved, count, len(lat), statistics.median(lat),
+        lat[min(len(lat) - 1, int(len(lat) * 0.99))], lat[-1], tail,
+        calls / len(lat) * 1000,
+    )  # fmt: skip
+
+
+def measure(ctx: BenchContext) -> list[Row]:
+    """p50/p99 webhook -> CRM at 1,000/s and a higher rate, one worker per role."""
+    rates = [1000.0, ctx.sizes.high_rate]
+    runs: list[Run] = []
+    with (
+        procs.fresh_broker(ctx.settings, ctx.workdir, "e2e") as bootstrap,
+        salesforce(ctx.workdir, "e2e") as sf,
+    ):
+        prefix = ctx.prefix("e2e")
+        tm = TopicMap(prefix, ctx.settings.partitions, 1)
+        create_topics(bootstrap, tm.all())
+        base = procs.worker_env(ctx.settings, bootstrap, prefix, ctx.scratch("e2e"))
+        base.update(sf.worker_env(), PAYBUS_STRIPE__WEBHOOK_SECRET=SECRET)
+        workers = {}
+        for role in ("web", "sequencer", "crm"):
+            env = {
+                **base,
+                # One consumer group per role: Faust expects every member of a group to run
+                # the same agents (Tansu refuses mixed members outright).
+                "PAYBUS_APP_ID": f"{prefix}-{role}",
+                "PAYBUS_WEB_PORT": str(free_port()),
+                "PAYBUS_DATA_DIR": str(ctx.scratch(f"e2e-{role}")),
+            }
+            workers[role] = procs.Worker.role(role, env, ctx.workdir / f"e2e-{role}.log")
+        url = f"http://127.0.0.1:{workers['web'].web_port}/webhooks/stripe"
+        ctx.progress(0, None, "webhook -> CRM: workers starting")
+        with procs.running(list(workers.values())):
+            warm = _run_rate(ctx, sf, url, workers["crm"], 100.0, 99)  # groups settled
+            if warm.written < warm.sent:
+                raise procs.BenchError("warm-up webhooks did not all reach the CRM")
+            for n, rate in enumerate(rates):
+                runs.append(_run_rate(ctx, sf, url, workers["crm"], rate, n))
+    return _rows(ctx, runs)
+
+
+def _rows(ctx: BenchContext, runs: list[Run]) -> list[Row]:
+    rows: list[Row] = []
+    for run in runs:
+        key = "1k" if run.rate == 1000.0 else "high"
+        label = f"{run.rate:,.0f}/s"
+        note = (
+            f"{run.sent:,} webhooks over {ctx.sizes.latency_s:.0f} s, posted at "
+            f"{run.achieved:,.0f}/s, {run.written:,} CRM records updated; max "
+            f"{run.max_ms:.0f} ms, p50 of the last fifth {run.tail_p50_ms:.0f} ms; "
+            f"{run.api_calls:.1f} Salesforce calls per 1,000 updates; sandbox answers at once"
+        )
+        extra = {
+            "rate": run.rate, "achieved_rate": run.achieved, "max_ms": run.max_ms,
+            "tail_p50_ms": run.tail_p50_ms, "api_calls_per_1000": run.api_calls,
+        }  # fmt: skip
+        rows.append(
+            Row(f"webhook_crm_p50_{key}", SECTION, f"webhook -> CRM p50 at {label}",
+                run.p50_ms, "ms")
+        )  # fmt: skip
+        rows.append(
+            Row(
+                f"webhook_crm_p99_{key}", SECTION, f"webhook -> CRM p99 at {label}", run.p99_ms,
+                "ms", target=P99_TARGET if key == "1k" else None, note=note, extra=extra,
+            )
+        )  # fmt: skip
+    return rows
