@@ -77,6 +77,12 @@ class BatchSender:
             futures.append(await self._submit(batch, topic, partition))
         return futures
 
+    async def send_one(self, topic: str, key: bytes | None, value: bytes) -> asyncio.Future[Any]:
+        """One record through the producer's own accumulator (lingers, so records sent by
+        concurrent callers share batches); returns its delivery future."""
+        future: asyncio.Future[Any] = await self.producer.send(topic, value=value, key=key)
+        return future
+
     async def _submit(self, batch: Any, topic: str, partition: int) -> asyncio.Future[Any]:
         """Hand a complete batch to the sender. Closing it first tells aiokafka it is full, so
         it goes out with the next request instead of lingering (``linger_ms`` is for

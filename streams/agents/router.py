@@ -26,8 +26,9 @@ from faust.types import EventT
 
 from streams import metrics
 from streams.agents.batch_send import BatchSender, Record
-from streams.agents.common import as_current, event_key, failed_event
+from streams.agents.common import event_key, failed_event
 from streams.agents.guard import guarded
+from streams.agents.table_writes import write_table
 from streams.app import PaybusApp
 from streams.faust_codec import FaustAvroCodec
 from streams.intents import IntentError, route
@@ -101,10 +102,8 @@ class RouterStage:
         for topic, records in outputs.items():
             futures += await self.sender.send(topic, records)
         await asyncio.gather(*futures)
-        for aggregate, (gateway, event) in routed_to.items():
-            # The changelog partition is the current event's: set it to the intent's own.
-            with as_current(event):
-                self.gateways[aggregate] = gateway
+        writes = [(agg, gateway, event) for agg, (gateway, event) in routed_to.items()]
+        await asyncio.gather(*await write_table(self.gateways, self.sender, writes))
         for (outcome, agg_type, source), n in counts.items():
             metrics.EVENTS.labels(STAGE, outcome, agg_type, source).inc(n)
 

@@ -26,10 +26,13 @@ from faust.web import Request, Response, View
 
 from connectors.errors import UnknownConnectorError, WebhookVerificationError
 from streams import metrics
+from streams.agents.batch_send import BatchSender, Record
 from streams.agents.commands import LINK_CONTENT_TYPE
-from streams.agents.common import Connectors, as_current, event_key, send_dead_letter
+from streams.agents.common import Connectors, event_key, send_dead_letter
 from streams.agents.guard import guarded
+from streams.agents.table_writes import write_table
 from streams.app import PaybusApp
+from streams.faust_codec import FaustAvroCodec
 from streams.records import PaymentEvent, PspWebhook
 
 log = logging.getLogger(__name__)
@@ -56,6 +59,9 @@ class WebhookStage:
             schema=faust.Schema(key_type=str, key_serializer="raw", value_serializer="json"),
             partitions=app.settings.partitions,
         )
+        self.sender = BatchSender(app)
+        self.webhook_codec = FaustAvroCodec(app.avro, "PspWebhook")
+        self.event_codec = FaustAvroCodec(app.avro, "PaymentEvent")
         app.agent(self.webhooks_topic, name="paybus.normaliser")(self.process)
         self._attach_view()
 
@@ -96,16 +102,19 @@ class WebhookStage:
         now = datetime.now(UTC)
         try:
             futures = [
-                await self.webhooks_topic.send(
-                    key=unit.psp_object_id,
-                    value=PspWebhook(
-                        webhook_id=unit.webhook_id,
-                        psp=psp,
-                        psp_object_id=unit.psp_object_id,
-                        received_at=now,
-                        content_type=headers.get("content-type", "application/json"),
-                        body=unit.body,
-                        headers=kept,
+                await self.sender.send_one(
+                    self.webhooks_topic.get_topic_name(),
+                    unit.psp_object_id.encode(),
+                    self.webhook_codec.dumps(
+                        PspWebhook(
+                            webhook_id=unit.webhook_id,
+                            psp=psp,
+                            psp_object_id=unit.psp_object_id,
+                            received_at=now,
+                            content_type=headers.get("content-type", "application/json"),
+                            body=unit.body,
+                            headers=kept,
+                        ).asdict()
                     ),
                 )
                 for unit in verified
@@ -151,19 +160,29 @@ class WebhookStage:
         if jobs:
             results.update(await asyncio.to_thread(_normalise_all, jobs))
         futures: list[Any] = []
+        outputs: list[Record] = []
+        learned: dict[str, tuple[dict[str, Any], EventT[PspWebhook]]] = {}
         for index, event in enumerate(events):
-            futures += await self._handle(event, results.get(index))
+            futures += await self._handle(event, results.get(index), learned, outputs)
+        futures += await self.sender.send(self.events_topic.get_topic_name(), outputs)
         await asyncio.gather(*futures)
+        writes = [(key, link, event) for key, (link, event) in learned.items()]
+        await asyncio.gather(*await write_table(self.links, self.sender, writes))
 
     async def _handle(
-        self, event: EventT[PspWebhook], normalised: list[PaymentEvent] | Exception | None
+        self,
+        event: EventT[PspWebhook],
+        normalised: list[PaymentEvent] | Exception | None,
+        learned: dict[str, tuple[dict[str, Any], EventT[PspWebhook]]],
+        outputs: list[Record],
     ) -> list[Any]:
-        """One webhook's outcome (link, events, dead letter); returns the delivery futures."""
+        """One webhook's outcome (link, events, dead letter); returns the dead letters'
+        delivery futures. Events are appended to ``outputs`` (sent as one batch per
+        partition), links learned to ``learned`` (written after the batch's events)."""
         webhook = cast(PspWebhook, event.value)
         key = webhook.psp_object_id
         if webhook.content_type == LINK_CONTENT_TYPE:
-            with as_current(event):
-                self.links[key] = json.loads(webhook.body)
+            learned[key] = (json.loads(webhook.body), event)
             metrics.EVENTS.labels(STAGE, "link", "", webhook.psp).inc()
             return []
         if not isinstance(normalised, list):
@@ -175,7 +194,7 @@ class WebhookStage:
             return [fut]
         futures = []
         for pe in normalised:
-            resolved = self._resolve(event, key, pe)
+            resolved = self._resolve(event, key, pe, learned)
             if resolved is None:
                 metrics.EVENTS.labels(STAGE, "rejected", pe.aggregate_type, webhook.psp).inc()
                 futures.append(
@@ -188,21 +207,27 @@ class WebhookStage:
                     )
                 )
                 continue
-            futures.append(await self.events_topic.send(key=event_key(resolved), value=resolved))
+            value = self.event_codec.dumps(resolved.asdict())
+            outputs.append((None, event_key(resolved).encode(), value))
             metrics.EVENTS.labels(STAGE, "applied", pe.aggregate_type, webhook.psp).inc()
         if not normalised:
             metrics.EVENTS.labels(STAGE, "ignored", "", webhook.psp).inc()
         return futures
 
     def _resolve(
-        self, event: EventT[PspWebhook], key: str, pe: PaymentEvent
+        self,
+        event: EventT[PspWebhook],
+        key: str,
+        pe: PaymentEvent,
+        learned: dict[str, tuple[dict[str, Any], EventT[PspWebhook]]],
     ) -> PaymentEvent | None:
-        """Fill the aggregate id from the links table, or learn a link from PSP metadata."""
-        link = self.links.get(key)
+        """Fill the aggregate id from the links (this batch's, then the table's), or learn a
+        link from PSP metadata."""
+        link = learned[key][0] if key in learned else self.links.get(key)
         if pe.aggregate_id:
             if link is None and pe.aggregate_type == "payment":
-                with as_current(event):
-                    self.links[key] = {"aggregate_id": pe.aggregate_id, "aggregate_type": "payment"}
+                link_of = {"aggregate_id": pe.aggregate_id, "aggregate_type": "payment"}
+                learned[key] = (link_of, event)
             if link and pe.aggregate_type == "refund" and not pe.payment_id:
                 return pe.derive(payment_id=link.get("aggregate_id"))
             return pe

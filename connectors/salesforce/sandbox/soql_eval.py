@@ -8,6 +8,7 @@ a server. Comparison semantics follow Salesforce: string equality and LIKE are c
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import replace
@@ -111,11 +112,21 @@ def _like(pattern: str, value: str) -> bool:
     return re.fullmatch(regex, value, re.IGNORECASE | re.DOTALL) is not None
 
 
+@functools.lru_cache(maxsize=256)
+def _lowered(values: tuple[Any, ...]) -> frozenset[str]:
+    return frozenset(str(v).lower() for v in values)
+
+
 def _compare(cond: Comparison, record: Mapping[str, Any]) -> bool:
     stored = record.get(cond.field)
     if cond.op in ("IN", "NOT IN"):
         assert isinstance(cond.value, tuple)
-        hit = any(_compare(Comparison(cond.field, "=", v), record) for v in cond.value)
+        if stored is not None and cond.value and all(isinstance(v, str) for v in cond.value):
+            # Text literals compare case-insensitively: one set lookup, not one comparison
+            # per literal per record (an IN of 200 ids over a few thousand records took 0.4 s).
+            hit = str(stored).lower() in _lowered(cond.value)
+        else:
+            hit = any(_compare(Comparison(cond.field, "=", v), record) for v in cond.value)
         return hit if cond.op == "IN" else not hit
     literal = cond.value
     assert not isinstance(literal, tuple)

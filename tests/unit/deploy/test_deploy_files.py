@@ -310,3 +310,38 @@ def test_compose_mounts_what_prometheus_and_grafana_read() -> None:
     panels = json.loads(DASHBOARD.read_text())["panels"]
     assert len({p["id"] for p in panels}) == len(panels)
     assert all(p["datasource"]["uid"] == uid for p in panels if p["type"] != "row")
+
+
+def _app_id(env: Any) -> str:
+    if isinstance(env, dict):
+        return str(env.get("PAYBUS_APP_ID", "paybus"))
+    found = [e.get("value") for e in env or [] if e.get("name") == "PAYBUS_APP_ID"]
+    return str(found[0]) if found else "paybus"
+
+
+def _roles(argv: list[str]) -> frozenset[str]:
+    return frozenset(argv[i + 1] for i, w in enumerate(argv) if w in {"--role", "-r"}) or (
+        frozenset(ROLES)
+    )
+
+
+def test_workers_with_different_roles_are_in_different_groups() -> None:
+    """Every member of a Faust consumer group must run the same agents: a member without an
+    agent for a partition it is assigned never processes it (and Tansu refuses the join)."""
+    groups: dict[str, set[frozenset[str]]] = {}
+    for service in yaml_docs(COMPOSE)[0]["services"].values():
+        argv = list(service.get("command") or [])
+        if str(service.get("image", "")).startswith("paybus") and argv[:1] == ["worker"]:
+            groups.setdefault(f"compose:{_app_id(service.get('environment'))}", set()).add(
+                _roles(argv)
+            )
+    for obj in k8s_objects():
+        if obj["kind"] != "Deployment":
+            continue
+        for c in obj["spec"]["template"]["spec"]["containers"]:
+            argv = list(c.get("args") or [])
+            if argv[:1] == ["worker"]:
+                groups.setdefault(f"k8s:{_app_id(c.get('env'))}", set()).add(_roles(argv))
+    assert groups, "no worker found in the deploy files"
+    mixed = {g: sorted(map(sorted, r)) for g, r in groups.items() if len(r) > 1}
+    assert not mixed, f"one consumer group, different roles: {mixed}"
