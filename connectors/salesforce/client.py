@@ -1,9 +1,14 @@
-"""A thin wrapper over simple-salesforce: paged SOQL, sObject Collections, paybus errors.
+"""A thin wrapper over simple-salesforce: paged SOQL, sObject Collections, Composite, errors.
 
 simple-salesforce raises its own exceptions and drops response headers; the retry machinery
 needs :mod:`connectors.errors` with ``should_retry`` and ``Retry-After``, and operators need the
 API usage the org reports. A response hook on the client's session sees every HTTP call, so
 the wrapper counts API calls exactly (paging included) and keeps the last ``Sforce-Limit-Info``.
+
+The Composite resource (``POST composite``) runs up to 25 subrequests, at most 5 of them
+queries or sObject Collections, as **one** API call: :meth:`SalesforceClient.query_many` and
+:meth:`SalesforceClient.update_records_many` send five SOQL reads or five 200-record updates
+(1,000 records) per call. A failed subrequest is mapped exactly like the same call made alone.
 """
 
 from __future__ import annotations
@@ -13,6 +18,7 @@ import threading
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import quote
 
 import requests
 from simple_salesforce.api import Salesforce
@@ -29,6 +35,9 @@ from connectors.errors import (
 NAME = "salesforce"
 #: sObject Collections take at most this many records per call.
 MAX_COLLECTION = 200
+#: Subrequests per Composite call, and how many of them may be queries or sObject Collections.
+MAX_SUBREQUESTS = 25
+MAX_QUERY_OR_COLLECTION = 5
 #: Error codes that say "busy, try again" although Salesforce sends them with 4xx statuses.
 RETRYABLE_CODES = frozenset(
     {
@@ -125,10 +134,7 @@ class SalesforceClient:
         results: list[RecordResult] = []
         for start in range(0, len(records), MAX_COLLECTION):
             chunk = records[start : start + MAX_COLLECTION]
-            body = {
-                "allOrNone": False,
-                "records": [{"attributes": {"type": object_name}, **r} for r in chunk],
-            }
+            body = _collection_body(object_name, chunk)
             answer = self._call("restful", "composite/sobjects", method="PATCH", json=body)
             if not isinstance(answer, list) or len(answer) != len(chunk):
                 raise PermanentError(
@@ -137,10 +143,160 @@ class SalesforceClient:
             results.extend(_record_result(item) for item in answer)
         return results
 
+    def composite(
+        self, subrequests: Sequence[tuple[str, str, Any]], all_or_none: bool = False
+    ) -> list[tuple[int, Any]]:
+        """Run ``(method, path, body)`` subrequests as one ``POST composite`` call.
+
+        ``path`` is relative to the versioned base (``query/?q=...``, ``composite/sobjects``).
+        At most :data:`MAX_SUBREQUESTS`, of which :data:`MAX_QUERY_OR_COLLECTION` queries or
+        collections. One API call; a failure of the whole call raises like any other call.
+        Returns each subrequest's ``(httpStatusCode, body)`` in input order.
+        """
+        heavy = sum(1 for _, path, _ in subrequests if _is_query_or_collection(path))
+        if not subrequests or len(subrequests) > MAX_SUBREQUESTS or heavy > MAX_QUERY_OR_COLLECTION:
+            raise ValueError(
+                f"a composite takes 1-{MAX_SUBREQUESTS} subrequests, at most "
+                f"{MAX_QUERY_OR_COLLECTION} queries or collections (got {len(subrequests)}, "
+                f"{heavy})"
+            )
+        base = f"/services/data/v{self.sf.sf_version}/"
+        body = {
+            "allOrNone": all_or_none,
+            "compositeRequest": [
+                {"method": method, "url": base + path, "referenceId": f"r{n}"}
+                | ({} if sub_body is None else {"body": sub_body})
+                for n, (method, path, sub_body) in enumerate(subrequests)
+            ],
+        }
+        answer = self._call("restful", "composite", method="POST", json=body)
+        items = answer.get("compositeResponse") if isinstance(answer, Mapping) else None
+        by_ref = {
+            item.get("referenceId"): item for item in items or () if isinstance(item, Mapping)
+        }
+        results: list[tuple[int, Any]] = []
+        for n in range(len(subrequests)):
+            item = by_ref.get(f"r{n}")
+            if item is None:
+                raise PermanentError(f"composite answer lacks r{n}: {answer!r:.200}", psp=NAME)
+            results.append((int(item.get("httpStatusCode", 500)), item.get("body")))
+        return results
+
+    def query_many(self, soqls: Sequence[str]) -> list[list[dict[str, Any]]]:
+        """All records of each query, in order: one Composite call per 5 queries (pages after
+        the first of a query cost one call each). The first failure raises."""
+        rows: list[list[dict[str, Any]]] = []
+        for outcome in self.query_many_outcomes(soqls):
+            if isinstance(outcome, ConnectorError):
+                raise outcome
+            rows.append(outcome)
+        return rows
+
+    def query_many_outcomes(
+        self, soqls: Sequence[str]
+    ) -> list[list[dict[str, Any]] | ConnectorError]:
+        """Like :meth:`query_many`, but each query's failure is its result instead of raised
+        (a failed Composite call fails the queries it carried)."""
+        outcomes: list[list[dict[str, Any]] | ConnectorError] = []
+        for start in range(0, len(soqls), MAX_QUERY_OR_COLLECTION):
+            group = soqls[start : start + MAX_QUERY_OR_COLLECTION]
+            subs = [("GET", f"query/?q={quote(soql, safe='')}", None) for soql in group]
+            try:
+                answers = self.composite(subs)
+            except ConnectorError as err:
+                outcomes.extend(err for _ in group)
+                continue
+            for status, body in answers:
+                try:
+                    outcomes.append(self._query_rows(status, body))
+                except ConnectorError as err:
+                    outcomes.append(err)
+        return outcomes
+
+    def _query_rows(self, status: int, page: Any) -> list[dict[str, Any]]:
+        """The records of a query subrequest's answer, following ``nextRecordsUrl``."""
+        if status >= 400:
+            raise subrequest_error(status, page, "query")
+        if not isinstance(page, Mapping) or not isinstance(page.get("records"), list):
+            raise PermanentError(f"unexpected query answer: {page!r:.200}", psp=NAME)
+        rows: list[dict[str, Any]] = []
+        while True:
+            rows.extend({k: v for k, v in r.items() if k != "attributes"} for r in page["records"])
+            if page.get("done", True) or not page.get("nextRecordsUrl"):
+                return rows
+            page = self._call("query_more", page["nextRecordsUrl"], identifier_is_url=True)
+
+    def update_records_many(
+        self, object_name: str, chunks: Sequence[Sequence[Mapping[str, Any]]]
+    ) -> list[list[RecordResult]]:
+        """Update chunks of at most :data:`MAX_COLLECTION` records by ``Id``: one Composite
+        call per 5 chunks, each a ``PATCH composite/sobjects`` (allOrNone false).
+
+        Results per chunk in input order. Never raises for Salesforce: a failed subrequest, or
+        a failed Composite call, fails each record of the chunks it carried with the error that
+        :meth:`update_records` would have raised, so earlier calls' results are kept.
+        """
+        if any(len(chunk) > MAX_COLLECTION for chunk in chunks):
+            raise ValueError(f"a collection takes at most {MAX_COLLECTION} records")
+        results: list[list[RecordResult]] = []
+        for start in range(0, len(chunks), MAX_QUERY_OR_COLLECTION):
+            group = [c for c in chunks[start : start + MAX_QUERY_OR_COLLECTION] if c]
+            subs = [
+                ("PATCH", "composite/sobjects", _collection_body(object_name, c)) for c in group
+            ]
+            answers: list[tuple[int, Any] | ConnectorError]
+            try:
+                answers = list(self.composite(subs)) if subs else []
+            except ConnectorError as err:
+                answers = [err for _ in group]
+            by_chunk = iter(zip(group, answers, strict=True))
+            for chunk in chunks[start : start + MAX_QUERY_OR_COLLECTION]:
+                if not chunk:
+                    results.append([])
+                    continue
+                _, answer = next(by_chunk)
+                results.append(_chunk_results(chunk, answer))
+        return results
+
     def user_id(self, username: str) -> str | None:
         """The User id of ``username`` (one query), or None when no such user exists."""
         rows = self.query(f"SELECT Id FROM User WHERE Username = {soql_quote(username)} LIMIT 1")
         return str(rows[0]["Id"]) if rows else None
+
+
+def _collection_body(object_name: str, chunk: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+    return {
+        "allOrNone": False,
+        "records": [{"attributes": {"type": object_name}, **r} for r in chunk],
+    }
+
+
+def _is_query_or_collection(path: str) -> bool:
+    return path.lstrip("/").startswith(("query", "queryAll", "composite/sobjects"))
+
+
+def _chunk_results(
+    chunk: Sequence[Mapping[str, Any]], answer: tuple[int, Any] | ConnectorError
+) -> list[RecordResult]:
+    """Per-record results of one collection subrequest (its error for every record)."""
+    error: ConnectorError
+    if isinstance(answer, ConnectorError):
+        error = answer
+    else:
+        status, body = answer
+        if status < 400 and isinstance(body, list) and len(body) == len(chunk):
+            return [_record_result(item) for item in body]
+        if status < 400:
+            error = PermanentError(f"unexpected composite/sobjects answer: {body!r:.200}", psp=NAME)
+        else:
+            error = subrequest_error(status, body, "composite/sobjects")
+    return [RecordResult(r.get("Id"), error) for r in chunk]
+
+
+def subrequest_error(status: int, body: Any, resource: str) -> ConnectorError:
+    """The paybus error for a failed Composite subrequest: what :func:`map_error` makes of the
+    same status and error body returned by the call made alone."""
+    return map_error(SalesforceError(f"composite:{resource}", status, resource, body))
 
 
 def _record_result(item: Mapping[str, Any]) -> RecordResult:
@@ -196,6 +352,10 @@ def map_error(err: BaseException, response: requests.Response | None = None) -> 
 
 
 def _first_error(content: Any) -> tuple[str | None, str]:
+    if isinstance(content, Mapping) and isinstance(content.get("compositeResponse"), list):
+        # A Composite refused as a whole (over its limits): the error is its lone result.
+        first = next(iter(content["compositeResponse"]), None)
+        content = first.get("body") if isinstance(first, Mapping) else content
     if isinstance(content, list) and content and isinstance(content[0], Mapping):
         first = content[0]
         return first.get("errorCode"), str(first.get("message", ""))

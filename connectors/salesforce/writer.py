@@ -8,9 +8,12 @@ idempotent and never moves a record back.
 
 The guard needs the stored ``Bus_Seq__c`` of each record a batch touches. A bounded
 :class:`VersionCache` keeps what the CRM holds (``Id``, ``Bus_Seq__c``) of the records this
-process read or wrote, so a batch costs one SOQL read per object only for records not cached
-(none when all are) plus one sObject Collections call per 200 records written; replays of
-cached records cost no call at all.
+process read or wrote, so only records not cached are read; replays of cached records cost no
+call at all. Reads and writes go through the REST Composite resource, which counts as one API
+call for up to 5 queries or sObject Collections: the SOQL reads of a batch (one per object,
+more only when the ids overflow one URL) share one call per 5, and each object's writes take
+one call per 1,000 records (5 collections of 200). A batch of up to 1,000 updates thus costs
+at most one read call (none when all is cached) plus one write call per object.
 
 The guard is read-then-write, not atomic, and the cache skips even the read. Both are safe
 because every update of one aggregate travels on one partition, which one writer owns at a
@@ -24,7 +27,6 @@ is read again in the same batch, so it still ends ``not_found``.
 from __future__ import annotations
 
 import re
-from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
@@ -35,6 +37,7 @@ from streams.records import StatusUpdate
 
 from .client import MAX_COLLECTION, NAME, SalesforceClient, id18, soql_quote
 from .settings import FieldMap, ObjectMapping
+from .versions import CACHE_RECORDS, VersionCache
 
 #: Budget for the quoted literals of one ``IN (...)`` read, so the GET URL stays well inside
 #: Salesforce's 16 KB limit once URL-encoded; 200 record ids take about 4,200 characters.
@@ -44,8 +47,6 @@ _ID_RE = re.compile(r"^[0-9A-Za-z]{15}(?:[0-9A-Za-z]{3})?$")
 # PSP's failure message.
 _PAN_RE = re.compile(r"\b\d(?:[ -]?\d){12,18}\b")
 _IBAN_RE = re.compile(r"\b[A-Z]{2}\d{2}(?: ?[A-Z0-9]){11,30}\b")
-#: Records the version cache holds by default (at most about 50 MB).
-CACHE_RECORDS = 100_000
 #: Per-record errors of an update that say the record is gone: a cached record is read again.
 GONE_CODES = frozenset({"ENTITY_IS_DELETED", "INVALID_CROSS_REFERENCE_KEY"})
 
@@ -186,66 +187,6 @@ def in_chunks(values: Sequence[str], budget: int = MAX_LITERAL_CHARS) -> list[li
     return chunks
 
 
-_Known = tuple[float | None, str | None]
-
-
-class VersionCache:
-    """What the CRM holds of the records this writer read or wrote: ``Id`` and ``Bus_Seq__c``.
-
-    Looked up per object by the keys :func:`_key` makes (``id:<18-char id>``, ``ext:<external
-    id lowercased>``); the seq is held once per record, so a write through one key shows through
-    the other. Least recently used records go beyond ``max_records``. One write at a time.
-    """
-
-    def __init__(self, max_records: int = CACHE_RECORDS) -> None:
-        if max_records < 0:
-            raise ValueError("max_records must be >= 0")
-        self.max_records = max_records
-        #: (object, Id) -> (stored Bus_Seq__c or None, the record's ext key or None)
-        self._records: OrderedDict[tuple[str, str], _Known] = OrderedDict()
-        self._ext: dict[tuple[str, str], str] = {}  # (object, ext key) -> Id
-        self.hits = self.misses = 0  # lookups answered / not answered (records to read)
-
-    def __len__(self) -> int:
-        return len(self._records)
-
-    def get(self, object_name: str, key: str) -> tuple[str, float | None] | None:
-        """``(Id, stored seq)`` of the record ``key`` names, or None when not known."""
-        rid = key[3:] if key.startswith("id:") else self._ext.get((object_name, key))
-        known = self._records.get((object_name, rid)) if rid else None
-        if rid is None or known is None:
-            self.misses += 1
-            return None
-        self.hits += 1
-        self._records.move_to_end((object_name, rid))
-        return rid, known[0]
-
-    def put(self, object_name: str, rid: str, seq: float | None, ext_key: str | None) -> None:
-        """The CRM holds ``seq`` on record ``rid`` (also named ``ext_key``, when known)."""
-        old = self._records.pop((object_name, rid), None)
-        if old is not None and old[1] and ext_key is None:
-            ext_key = old[1]
-        elif old is not None and old[1]:
-            self._unalias(object_name, old[1], rid)
-        self._records[(object_name, rid)] = (seq, ext_key)
-        if ext_key:
-            self._ext[(object_name, ext_key)] = rid
-        while len(self._records) > self.max_records:
-            (obj, gone), (_, ext) = self._records.popitem(last=False)
-            if ext:
-                self._unalias(obj, ext, gone)
-
-    def evict(self, object_name: str, rid: str) -> None:
-        """Forget record ``rid``: its next write reads it again."""
-        old = self._records.pop((object_name, rid), None)
-        if old is not None and old[1]:
-            self._unalias(object_name, old[1], rid)
-
-    def _unalias(self, object_name: str, ext_key: str, rid: str) -> None:
-        if self._ext.get((object_name, ext_key)) == rid:
-            del self._ext[(object_name, ext_key)]
-
-
 class CrmWriter:
     """Writes batches of :class:`StatusUpdate` to their CRM records (see the module doc)."""
 
@@ -276,122 +217,181 @@ class CrmWriter:
         by_object: dict[str, list[Target]] = {}
         for target in targets:
             by_object.setdefault(target.mapping.object_name, []).append(target)
-        for group in by_object.values():
-            claimed: set[str] = set()  # record ids written (one aggregate per record)
-            gone = self._write_object(group, updates, results, cache, claimed)
-            if gone:  # cached records the CRM no longer has: now evicted, so read this time
-                self._write_object(gone, updates, results, cache, claimed)
+        claimed: dict[str, set[str]] = {obj: set() for obj in by_object}  # ids written
+        gone = self._write_groups(list(by_object.values()), updates, results, cache, claimed)
+        if gone:  # cached records the CRM no longer has: now evicted, so read this time
+            self._write_groups(gone, updates, results, cache, claimed)
         ordered = [results[i] for i in range(len(updates))]
         calls = self.client.api_calls - calls_before
         return WriteReport(ordered, calls, cache.hits - hits, cache.misses - misses)
 
+    def _write_groups(
+        self,
+        groups: list[list[Target]],
+        updates: Sequence[StatusUpdate],
+        results: dict[int, UpdateResult],
+        cache: VersionCache,
+        claimed: dict[str, set[str]],
+    ) -> list[list[Target]]:
+        """Write each object's targets (one group per object): the records not cached are read
+        for all objects together, then each object's records are written. Returns, per object,
+        the cached targets whose record turned out gone."""
+        known: list[list[tuple[Target, tuple[str, float | None] | None, bool]]] = []
+        misses: list[list[Target]] = []
+        for group in groups:
+            obj = group[0].mapping.object_name
+            known.append([])
+            misses.append([])
+            for target in group:
+                hit = cache.get(obj, _key(target))
+                if hit is None:
+                    misses[-1].append(target)
+                else:
+                    known[-1].append((target, hit, True))
+        reads = self._read(
+            [(g[0].mapping, m) for g, m in zip(groups, misses, strict=True) if m], cache
+        )
+        gone: list[list[Target]] = []
+        for group, group_known, group_misses in zip(groups, known, misses, strict=True):
+            if group_misses:
+                stored = reads.pop(0)
+                if isinstance(stored, ConnectorError):
+                    for target in group_misses:
+                        _settle(
+                            updates, results, target, Outcome.FAILED, target.crm_record_id, stored
+                        )
+                else:
+                    group_known += [(t, stored.get(_key(t)), False) for t in group_misses]
+            obj = group[0].mapping.object_name
+            lost = self._write_object(group_known, updates, results, cache, claimed[obj])
+            if lost:
+                gone.append(lost)
+        return gone
+
     def _write_object(
         self,
-        targets: list[Target],
+        known: list[tuple[Target, tuple[str, float | None] | None, bool]],
         updates: Sequence[StatusUpdate],
         results: dict[int, UpdateResult],
         cache: VersionCache,
         claimed: set[str],
     ) -> list[Target]:
-        """Write one object's targets; return the cached ones whose record turned out gone."""
-        mapping = targets[0].mapping
+        """Guard and write one object's targets whose stored version is known (or known
+        missing); return the cached ones whose record turned out gone."""
+        if not known:
+            return []
+        mapping = known[0][0].mapping
         obj = mapping.object_name
-
-        def settle(target: Target, outcome: Outcome, rid: str | None, err: Any = None) -> None:
-            winner = UpdateResult(target.winner, outcome, obj, rid, err)
-            results[target.winner_index] = winner
-            # Superseded updates share a failure (their effect is not in the CRM either);
-            # otherwise the newer status stands in for them.
-            loser_outcome = outcome if outcome in (Outcome.FAILED, Outcome.NOT_FOUND) else None
-            for index in target.losers:
-                results[index] = UpdateResult(
-                    updates[index],
-                    loser_outcome or Outcome.SKIPPED_OLDER,
-                    obj,
-                    rid,
-                    err if loser_outcome else None,
-                )
-
-        known: list[tuple[Target, tuple[str, float | None] | None, bool]] = []
-        misses: list[Target] = []
-        for target in targets:
-            hit = cache.get(obj, _key(target))
-            if hit is None:
-                misses.append(target)
-            else:
-                known.append((target, hit, True))
-        if misses:
-            try:
-                stored = self._read(mapping, misses, cache)
-            except ConnectorError as err:
-                for target in misses:
-                    settle(target, Outcome.FAILED, target.crm_record_id, err)
-            else:
-                known += [(t, stored.get(_key(t)), False) for t in misses]
         pending: list[tuple[Target, dict[str, Any], bool]] = []
         for target, version, cached in known:
             if version is None:
-                settle(target, Outcome.NOT_FOUND, target.crm_record_id)
+                _settle(updates, results, target, Outcome.NOT_FOUND, target.crm_record_id)
                 continue
             rid, seq = version
             if seq is not None and seq >= target.winner.seq:
-                settle(target, Outcome.SKIPPED_OLDER, rid)
+                _settle(updates, results, target, Outcome.SKIPPED_OLDER, rid)
             elif rid in claimed:
                 dup = PermanentError(f"two aggregates of one batch map to record {rid}", psp=NAME)
-                settle(target, Outcome.FAILED, rid, dup)
+                _settle(updates, results, target, Outcome.FAILED, rid, dup)
             else:
                 claimed.add(rid)
                 pending.append((target, record_payload(mapping, rid, target.winner), cached))
+        if not pending:
+            return []
+        chunks = [pending[i : i + MAX_COLLECTION] for i in range(0, len(pending), MAX_COLLECTION)]
+        try:
+            answered = self.client.update_records_many(
+                obj, [[p for _, p, _ in chunk] for chunk in chunks]
+            )
+        except ConnectorError as err:
+            for target, payload, _ in pending:
+                cache.evict(obj, payload["Id"])  # may or may not be written: read next time
+                _settle(updates, results, target, Outcome.FAILED, payload["Id"], err)
+            return []
         gone: list[Target] = []
-        for start in range(0, len(pending), MAX_COLLECTION):
-            chunk = pending[start : start + MAX_COLLECTION]
-            try:
-                answers = self.client.update_records(obj, [p for _, p, _ in chunk])
-            except ConnectorError as err:
-                for target, payload, _ in chunk:
-                    cache.evict(obj, payload["Id"])  # may or may not be written: read next time
-                    settle(target, Outcome.FAILED, payload["Id"], err)
-                continue
+        for chunk, answers in zip(chunks, answered, strict=True):
             for (target, payload, cached), answer in zip(chunk, answers, strict=True):
                 rid = payload["Id"]
                 if answer.error is None:
                     ext = None if target.crm_record_id else _key(target)
                     cache.put(obj, rid, float(target.winner.seq), ext)
-                    settle(target, Outcome.WRITTEN, rid)
+                    _settle(updates, results, target, Outcome.WRITTEN, rid)
                     continue
-                cache.evict(obj, rid)
-                settle(target, Outcome.FAILED, rid, answer.error)
+                cache.evict(obj, rid)  # a failed call may or may not have written
+                _settle(updates, results, target, Outcome.FAILED, rid, answer.error)
                 if cached and answer.error.code in GONE_CODES:
                     claimed.discard(rid)
                     gone.append(target)
         return gone
 
     def _read(
-        self, mapping: ObjectMapping, targets: list[Target], cache: VersionCache
-    ) -> dict[str, tuple[str, float | None]]:
-        """``(Id, stored Bus_Seq__c)`` of the targets' records by :func:`_key`, also put in
-        ``cache``; one query unless the ids overflow one URL."""
-        ids = sorted({t.crm_record_id for t in targets if t.crm_record_id})
-        ext_ids = sorted({t.winner.aggregate_id for t in targets if not t.crm_record_id})
-        literals = [("Id", v) for v in ids] + [(mapping.external_id, v) for v in ext_ids]
-        stored: dict[str, tuple[str, float | None]] = {}
-        select = f"SELECT Id, {mapping.external_id}, {mapping.bus_seq} FROM {mapping.object_name}"
-        for chunk in in_chunks([f"{name}\0{value}" for name, value in literals]):
-            clauses: dict[str, list[str]] = {}
-            for item in chunk:
-                name, _, value = item.partition("\0")
-                clauses.setdefault(name, []).append(soql_quote(value))
-            where = " OR ".join(f"{name} IN ({', '.join(vals)})" for name, vals in clauses.items())
-            for row in self.client.query(f"{select} WHERE {where}"):
+        self, wanted: list[tuple[ObjectMapping, list[Target]]], cache: VersionCache
+    ) -> list[dict[str, tuple[str, float | None]] | ConnectorError]:
+        """Per object, ``(Id, stored Bus_Seq__c)`` of the targets' records by :func:`_key`
+        (also put in ``cache``), or the error that failed its read. The SOQL reads of all
+        objects share Composite calls: one for up to 5 queries (a query per object unless the
+        ids overflow one URL)."""
+        soqls: list[tuple[int, ObjectMapping, str]] = []
+        for n, (mapping, targets) in enumerate(wanted):
+            ids = sorted({t.crm_record_id for t in targets if t.crm_record_id})
+            ext_ids = sorted({t.winner.aggregate_id for t in targets if not t.crm_record_id})
+            literals = [("Id", v) for v in ids] + [(mapping.external_id, v) for v in ext_ids]
+            select = (
+                f"SELECT Id, {mapping.external_id}, {mapping.bus_seq} FROM {mapping.object_name}"
+            )
+            for chunk in in_chunks([f"{name}\0{value}" for name, value in literals]):
+                clauses: dict[str, list[str]] = {}
+                for item in chunk:
+                    name, _, value = item.partition("\0")
+                    clauses.setdefault(name, []).append(soql_quote(value))
+                where = " OR ".join(
+                    f"{name} IN ({', '.join(vals)})" for name, vals in clauses.items()
+                )
+                soqls.append((n, mapping, f"{select} WHERE {where}"))
+        stored: list[dict[str, tuple[str, float | None]] | ConnectorError] = [{} for _ in wanted]
+        outcomes = self.client.query_many_outcomes([soql for _, _, soql in soqls]) if soqls else []
+        for (n, mapping, _), rows in zip(soqls, outcomes, strict=True):
+            found = stored[n]
+            if isinstance(rows, ConnectorError):
+                if not isinstance(found, ConnectorError):
+                    stored[n] = rows  # any failed chunk fails the object's read
+                continue
+            for row in rows:
                 rid, seq = str(row["Id"]), row.get(mapping.bus_seq)
                 version = (rid, None if seq is None else float(seq))
-                stored[f"id:{rid}"] = version
                 ext = row.get(mapping.external_id)
                 ext_key = f"ext:{str(ext).lower()}" if ext else None
-                if ext_key:
-                    stored[ext_key] = version
                 cache.put(mapping.object_name, rid, version[1], ext_key)
+                if isinstance(found, ConnectorError):
+                    continue
+                found[f"id:{rid}"] = version
+                if ext_key:
+                    found[ext_key] = version
         return stored
+
+
+def _settle(
+    updates: Sequence[StatusUpdate],
+    results: dict[int, UpdateResult],
+    target: Target,
+    outcome: Outcome,
+    rid: str | None,
+    err: ConnectorError | None = None,
+) -> None:
+    """Record a target's outcome for its winner and the older updates it superseded."""
+    obj = target.mapping.object_name
+    results[target.winner_index] = UpdateResult(target.winner, outcome, obj, rid, err)
+    # Superseded updates share a failure (their effect is not in the CRM either); otherwise
+    # the newer status stands in for them.
+    loser_outcome = outcome if outcome in (Outcome.FAILED, Outcome.NOT_FOUND) else None
+    for index in target.losers:
+        results[index] = UpdateResult(
+            updates[index],
+            loser_outcome or Outcome.SKIPPED_OLDER,
+            obj,
+            rid,
+            err if loser_outcome else None,
+        )
 
 
 def _key(target: Target) -> str:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -62,7 +62,11 @@ def _version(request: web.Request) -> str:
 
 
 def _batch_size(request: web.Request) -> int | None:
-    options = request.headers.get("Sforce-Query-Options", "")
+    return _batch_size_of(request.headers)
+
+
+def _batch_size_of(headers: Mapping[str, str]) -> int | None:
+    options = next((v for k, v in headers.items() if k.lower() == "sforce-query-options"), "")
     for part in options.split(","):
         key, _, value = part.strip().partition("=")
         if key.lower() == "batchsize" and value.isdigit():
@@ -276,6 +280,8 @@ async def retrieve_many(request: web.Request) -> web.Response:
 
 def add_api_routes(app: web.Application) -> None:
     """Register the REST API routes (order matters: ``describe`` before ``{id}``)."""
+    from .composite_api import composite_request
+
     r = app.router
     r.add_get("/services/data" + S, versions)
     r.add_get(API + S, resources)
@@ -290,6 +296,7 @@ def add_api_routes(app: web.Application) -> None:
     for endpoint in ("query", "queryAll"):
         r.add_get(API + f"/{endpoint}" + S, query)
         r.add_get(API + f"/{endpoint}/{{locator}}" + S, query_more)
+    r.add_post(API + "/composite" + S, composite_request)  # composite_api.py
     for method in ("POST", "PATCH", "DELETE"):
         r.add_route(method, API + "/composite/sobjects" + S, collections)
     for method in ("GET", "POST"):

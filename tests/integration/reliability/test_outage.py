@@ -5,6 +5,7 @@ completes it."""
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -36,6 +37,15 @@ pytestmark = [pytest.mark.broker]
 OUTAGE_S = float(os.environ.get("PAYBUS_FAULT_OUTAGE_S", "8"))
 
 
+def retry_schedule(outage_s: float) -> str:
+    """Parked-retry delays doubling from 0.5 s until they span twice the outage: a payment
+    must still be retrying when the PSP comes back (the production default spans hours)."""
+    delays = [0.5]
+    while sum(delays) < 2 * outage_s:
+        delays.append(delays[-1] * 2)
+    return json.dumps(delays)
+
+
 def _dlq(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "streams.cli", "dlq", *args],
@@ -43,7 +53,7 @@ def _dlq(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
     )  # fmt: skip
 
 
-@pytest.mark.timeout(240)
+@pytest.mark.timeout(240 + 3 * OUTAGE_S)
 def test_outage_then_recovery_keeps_each_payments_order(
     broker: EmbeddedBroker, topic_prefix: str, tmp_path: Path
 ) -> None:
@@ -51,7 +61,10 @@ def test_outage_then_recovery_keeps_each_payments_order(
     create_topics(broker.bootstrap, tm.all())
     n = 40
     with gocardless() as (sandbox, proxy, mandate):
-        env = worker_env(broker.bootstrap, topic_prefix, tmp_path, proxy.base_url)
+        env = worker_env(
+            broker.bootstrap, topic_prefix, tmp_path, proxy.base_url,
+            PAYBUS_RETRY_SCHEDULE_S=retry_schedule(OUTAGE_S),
+        )  # fmt: skip
         worker = WorkerProcess.paybus(env, tmp_path / "worker.log").start()
         reader = Reader(broker.bootstrap, {tm.status_updates.name: "StatusUpdate"})
         aggs = [f"pay-{uuid.uuid4().hex[:10]}" for _ in range(n)]
@@ -77,7 +90,7 @@ def test_outage_then_recovery_keeps_each_payments_order(
                     for a in aggs
                 )
 
-            wait_until(all_cancelled, 150, "every payment cancelled after the outage")
+            wait_until(all_cancelled, 150 + OUTAGE_S, "every payment cancelled after the outage")
             metrics = worker.metrics() or ""
         finally:
             reader.close()

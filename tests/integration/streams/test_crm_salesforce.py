@@ -187,10 +187,10 @@ def test_thousand_shuffled_updates_for_300_records_end_latest_in_few_calls(env: 
         assert stored[agg]["Bus_Seq__c"] == k, agg
         assert stored[agg]["Status__c"] == STATUSES[k - 1], agg
         assert stored[agg]["Psp_Id__c"] == f"pi_{agg}"
-    # One batch: one read and two collection calls (measured 3). The margin is for Faust's
-    # take_events splitting the 1,000 over two batches; the second one reads only what the
-    # first did not cache.
-    assert calls <= 6
+    # One batch: one Composite read and one Composite write (measured 2; 3 before Composite:
+    # one read, two collection calls). The margin is for Faust's take_events splitting the
+    # 1,000 over two batches; the second one reads only what the first did not cache.
+    assert calls <= 4
     outcomes = {o: env.metric(RECORDS, outcome=o) - n for o, n in outcomes_before.items()}
     # Every update written or skipped as older; at least one write per record.
     assert outcomes["written"] + outcomes["skipped_older"] == 1000
@@ -229,7 +229,7 @@ def test_records_the_writer_knows_cost_only_their_writes(env: Env) -> None:
     rng.shuffle(newer)
     calls, outcomes = _settle(env, newer)
     print(f"CRM API calls for 1,000 newer updates of 200 known records: {calls:.0f}")
-    assert calls <= 2  # one collection call per batch (Faust may split the 1,000 in two)
+    assert calls <= 2  # one Composite write per batch (Faust may split the 1,000 in two)
     assert outcomes["written"] >= 200 and outcomes["written"] + outcomes["skipped_older"] == 1000
     stored = env.records_by_ext()
     assert {a: stored[a]["Bus_Seq__c"] for a in aggs} == dict.fromkeys(aggs, 7)

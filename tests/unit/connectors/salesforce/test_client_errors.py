@@ -12,7 +12,7 @@ from simple_salesforce.exceptions import (
 )
 
 from connectors.errors import AuthenticationError, NotFoundError, PermanentError, TransientError
-from connectors.salesforce.client import id18, map_error, soql_quote
+from connectors.salesforce.client import id18, map_error, soql_quote, subrequest_error
 
 
 def _body(code: str, message: str = "boom") -> list[dict[str, str]]:
@@ -79,3 +79,32 @@ def test_id18_adds_the_case_safe_suffix() -> None:
     assert id18("a015g0000000001") == "a015g0000000001AAA"
     assert id18("001A0000006Vm9r") == "001A0000006Vm9rIAC"  # Salesforce's documented example
     assert id18("a015g0000000001AAA") == "a015g0000000001AAA"
+
+
+def test_composite_subrequest_errors_map_like_the_call_made_alone() -> None:
+    down = subrequest_error(503, _body("SERVER_UNAVAILABLE"), "composite/sobjects")
+    assert isinstance(down, TransientError) and down.should_retry
+    assert (down.http_status, down.code) == (503, "SERVER_UNAVAILABLE")
+    locked = subrequest_error(400, _body("UNABLE_TO_LOCK_ROW"), "composite/sobjects")
+    assert isinstance(locked, TransientError)
+    bad = subrequest_error(400, _body("MALFORMED_QUERY", "unexpected token"), "query")
+    assert isinstance(bad, PermanentError) and not bad.should_retry
+    assert bad.code == "MALFORMED_QUERY" and "unexpected token" in bad.message
+    assert isinstance(subrequest_error(404, _body("NOT_FOUND"), "sobjects"), NotFoundError)
+
+
+def test_a_composite_refused_as_a_whole_names_its_error_code() -> None:
+    content = {
+        "compositeResponse": [
+            {
+                "body": _body("LIMIT_EXCEEDED", "The request cannot contain more than 25 ops"),
+                "httpHeaders": {},
+                "httpStatusCode": 400,
+                "referenceId": None,
+            }
+        ]
+    }
+    err = SalesforceMalformedRequest("u", 400, "composite", content)  # type: ignore[arg-type]
+    mapped = map_error(err)
+    assert isinstance(mapped, PermanentError) and mapped.code == "LIMIT_EXCEEDED"
+    assert "25 ops" in mapped.message

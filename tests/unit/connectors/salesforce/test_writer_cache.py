@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from connectors.errors import ConnectorError, PermanentError, TransientError
-from connectors.salesforce.client import MAX_COLLECTION, RecordResult
+from connectors.salesforce.client import MAX_COLLECTION, MAX_QUERY_OR_COLLECTION, RecordResult
 from connectors.salesforce.writer import CrmWriter, Outcome, VersionCache, WriteReport
 from streams.records import StatusUpdate
 
@@ -38,7 +38,8 @@ def _rid(n: int) -> str:
 
 class FakeClient:
     """Payment__c rows in memory, answering the writer's SOQL reads and collection updates,
-    counting calls the way :class:`SalesforceClient` does (one per query, one per 200)."""
+    counting calls the way :class:`SalesforceClient` does (one per query or 200 records, one
+    per Composite of 5 queries or 5 collections)."""
 
     def __init__(self, externals: Sequence[str]) -> None:
         self.rows: dict[str, dict[str, Any]] = {
@@ -51,9 +52,21 @@ class FakeClient:
         self.fail_call: ConnectorError | None = None
         self.fail_record: dict[str, ConnectorError] = {}
         self.during_update: Callable[[], None] | None = None
+        self.fail_read: ConnectorError | None = None  # every read fails with it
 
     def query(self, soql: str) -> list[dict[str, Any]]:
         self.api_calls += 1
+        return self._select(soql)
+
+    def query_many_outcomes(
+        self, soqls: Sequence[str]
+    ) -> list[list[dict[str, Any]] | ConnectorError]:
+        self.api_calls += -(-len(soqls) // MAX_QUERY_OR_COLLECTION)
+        if self.fail_read is not None:
+            return [self.fail_read for _ in soqls]
+        return [self._select(soql) for soql in soqls]
+
+    def _select(self, soql: str) -> list[dict[str, Any]]:
         literals = {v.lower() for v in _LITERAL.findall(soql)}
         self.queried.append(literals)
         return [
@@ -82,6 +95,21 @@ class FakeClient:
             if error is None:
                 self.rows[rid].update({k: v for k, v in record.items() if k != "Id"})
             results.append(RecordResult(rid, error))
+        return results
+
+    def update_records_many(
+        self, object_name: str, chunks: Sequence[Sequence[Mapping[str, Any]]]
+    ) -> list[list[RecordResult]]:
+        """Like the real client: a failed Composite fails every record of its chunks."""
+        results: list[list[RecordResult]] = []
+        for start in range(0, len(chunks), MAX_QUERY_OR_COLLECTION):
+            group = chunks[start : start + MAX_QUERY_OR_COLLECTION]
+            calls = self.api_calls
+            try:
+                results.extend(self.update_records(object_name, chunk) for chunk in group)
+            except ConnectorError as err:
+                results.extend([RecordResult(r["Id"], err) for r in chunk] for chunk in group)
+            self.api_calls = calls + 1
         return results
 
     def seq(self, n: int) -> Any:
@@ -225,11 +253,7 @@ def test_a_failed_read_fails_only_the_records_not_cached() -> None:
     writer, client = _writer(["a", "b"])
     writer.write([_update("a", 1)])
 
-    def no_query(soql: str) -> list[dict[str, Any]]:
-        client.api_calls += 1
-        raise TransientError("down", psp="salesforce", http_status=503)
-
-    client.query = no_query  # type: ignore[method-assign]
+    client.fail_read = TransientError("down", psp="salesforce", http_status=503)
     report = writer.write([_update("a", 2), _update("b", 1)])
     assert _outcomes(report) == ["written", "failed"] and report.results[1].should_retry
     assert client.seq(0) == 2
