@@ -3,7 +3,8 @@
 It speaks the subset of the REST API the paybus Salesforce connector uses (sObjects, upsert by
 external id, SOQL queries with paging, sObject Collections, Composite, limits) so the real
 ``simple_salesforce`` client runs against it unchanged; ``/_sandbox/...`` adds fault injection,
-raw access and a log of record saves (with wall-clock times, for the benchmarks) for tests. Start it with :func:`start_sandbox` or
+raw access and a log of record saves (with wall-clock times, for the benchmarks) for tests.
+Start it with :func:`start_sandbox` or
 ``python -m connectors.salesforce.sandbox``.
 """
 
