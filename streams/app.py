@@ -26,7 +26,9 @@ import aiokafka
 import faust
 from faust.transport.drivers import aiokafka as faust_aiokafka
 from faust.types import TransportT
+from mode.services import WaitResults
 
+from streams import eager
 from streams.codec import AvroCodec
 from streams.faust_codec import register_codecs
 from streams.offsets import fetch_highwaters
@@ -75,6 +77,9 @@ class _NoReadOffsets(dict[Any, Any]):
         return None
 
 
+#: The code of ``asyncio.Event.wait``: how the fetcher's ``suspend_flow.wait()`` is recognised.
+_SUSPEND_WAIT_CODE = asyncio.Event.wait.__code__
+
 #: Seconds a partition's commit may wait on a record that later records overtook before the
 #: partition is re-read from its committed offset (longer than any batch takes to process).
 GAP_REPAIR_S = 30.0
@@ -88,6 +93,27 @@ class _Consumer(faust_aiokafka.Consumer):
         self._read_offset = _NoReadOffsets()
         self._gap_seen: dict[Any, float] = {}
         self._repairs: set[asyncio.Future[Any]] = set()
+
+    async def wait_first(self, *coros: Any, timeout: Any = None) -> Any:
+        """Faust's per-record ``wait_first(deliver(record), suspend_flow.wait())``, eagerly:
+        a delivery that completes without waiting (the stream buffer has room) costs no task
+        and no futures; one that must wait goes on as a task through the original path, so
+        a rebalance can still interrupt it (see :mod:`streams.eager`)."""
+        if (
+            len(coros) == 2
+            and timeout is None
+            and getattr(coros[1], "cr_code", None) is _SUSPEND_WAIT_CODE
+            and asyncio.iscoroutine(coros[0])
+            and not self.suspend_flow.is_set()
+        ):
+            deliver, suspend = coros
+            done, pending = eager.step(deliver)
+            if done:
+                suspend.close()
+                return WaitResults([deliver], [pending], False)
+            task = asyncio.ensure_future(eager.finish(deliver, pending))
+            return await super().wait_first(task, suspend)
+        return await super().wait_first(*coros, timeout=timeout)
 
     def _new_offset(self, tp: Any) -> int | None:
         """The offset to commit: the end of the run of acked offsets that starts exactly at

@@ -51,7 +51,9 @@ class SchemaEntry:
 
     @classmethod
     def from_json(cls, raw: Mapping[str, Any]) -> SchemaEntry:
-        parsed = parse_schema(dict(raw), _write_hint=False)
+        # Parsed with fastavro's hint: a schema without it is parsed again on every read and
+        # write (measured: 20 -> 9 us per PspWebhook encode, 19 -> 9 per decode).
+        parsed = parse_schema(dict(raw))
         return cls(str(raw["name"]), raw, parsed, fingerprint(raw))
 
 
@@ -157,7 +159,8 @@ class AvroCodec:
             writer = self.repository.by_fingerprint.get(data[2:10])
             if writer is None:
                 raise DecodeError(f"unknown schema fingerprint {data[2:10].hex()}")
-            return _read(data[10:], writer.parsed, reader)
+            # Written with the reader's own schema (the usual case): nothing to resolve.
+            return _read(data[10:], writer.parsed, None if writer.parsed is reader else reader)
         if data[:1] == CONFLUENT_MAGIC:
             if len(data) < 5:
                 raise DecodeError(f"truncated Confluent header ({len(data)} bytes)")
@@ -175,7 +178,7 @@ class AvroCodec:
             raw = self.registry.schema_for(schema_id)
         except Exception as exc:
             raise DecodeError(f"schema id {schema_id} not found in registry: {exc}") from exc
-        parsed = parse_schema(dict(raw), _write_hint=False)
+        parsed = parse_schema(dict(raw))
         self._by_id[schema_id] = parsed
         return parsed
 

@@ -155,7 +155,9 @@ class Settings(BaseSettings):
     retry_schedule_s: tuple[float, ...] = (60.0, 300.0, 900.0, 3600.0, 21600.0)
     #: Events the sequencer judges per batch (one changelog write per aggregate per batch).
     batch_max_events: int = Field(default=500, ge=1)
-    batch_within_s: float = Field(default=0.05, gt=0)
+    #: How long the first event of a batch waits for more when the stage is idle (a busy
+    #: stage batches what arrived while it worked, without waiting: see agents/batches.py).
+    batch_linger_s: float = Field(default=0.005, ge=0)
     max_seen_ids: int = Field(default=64, ge=1)
     max_held_events: int = Field(default=32, ge=1)
     webhook_max_body_bytes: int = Field(default=256 * 1024, ge=1024)

@@ -17,6 +17,7 @@ nothing twice.
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import time
 from collections import defaultdict
@@ -30,8 +31,8 @@ from faust.types import EventT
 from connectors.base import CommandResult
 from connectors.errors import ConnectorError
 from streams import metrics, parking
+from streams.agents.batches import run_batches
 from streams.agents.common import Connectors, as_current, event_key, failed_event
-from streams.agents.guard import guarded
 from streams.app import PaybusApp
 from streams.records import PaymentCommand, PaymentEvent, PspWebhook, RetryEnvelope
 from streams.topics import partition_key
@@ -219,13 +220,11 @@ class CommandStage:
     def _agent_for(self, psp: str) -> Any:
         settings = self.app.settings
 
-        async def process(stream: faust.StreamT[PaymentCommand]) -> AsyncIterator[None]:
-            batches = cast(Any, stream).take_events(
-                settings.batch_max_events, within=settings.batch_within_s
-            )
-            async for events in batches:
-                await guarded(f"connector:{psp}", self.process_batch, psp, events)
-                yield None
+        def process(stream: faust.StreamT[PaymentCommand]) -> AsyncIterator[None]:
+            return run_batches(
+                stream, f"connector:{psp}", functools.partial(self.process_batch, psp),
+                max_events=settings.batch_max_events, linger_s=settings.batch_linger_s,
+            )  # fmt: skip
 
         return process
 

@@ -1,10 +1,12 @@
 """CRM write-back agent: ``paybus.payments.status`` -> Salesforce, batched and version-guarded.
 
-Updates are taken in batches (``take_events``) because the org's API allowance is the scarce
-resource: :class:`~connectors.salesforce.writer.CrmWriter` coalesces a batch per record and
-costs one sObject Collections call per 200 records written, however many updates the batch
-held, plus one SOQL read per object for the stored ``Bus_Seq__c`` of records it has not seen:
-the writer caches the versions it read and wrote. The cache is safe only while this worker
+Updates are taken in batches (:func:`~streams.agents.batches.take_ready`: the first update
+of a batch waits at most ``salesforce.flush_interval_s`` for company, and a backlog forms
+batches of up to ``updates_per_batch`` without waiting) because the org's API allowance is
+the scarce resource: :class:`~connectors.salesforce.writer.CrmWriter` coalesces a batch per
+record and reads and writes through the Composite resource (one call for the reads of the
+records it has not seen, one per 1,000 records written), however many updates the batch held.
+The writer caches the versions it read and wrote. The cache is safe only while this worker
 alone writes its partitions' records, so it is forgotten on every rebalance (partitions
 revoked or assigned: another worker may have written them meanwhile). The blocking HTTP work
 runs in a thread.
@@ -46,8 +48,8 @@ from connectors.salesforce.client import SalesforceClient
 from connectors.salesforce.settings import FieldMap, build_salesforce
 from connectors.salesforce.writer import CrmWriter, Outcome, UpdateResult, WriteReport, redact
 from streams import metrics
+from streams.agents.batches import run_batches
 from streams.agents.common import send_dead_letter
-from streams.agents.guard import guarded
 from streams.app import PaybusApp
 from streams.errors import ConfigurationError
 from streams.records import StatusUpdate
@@ -150,11 +152,10 @@ class CrmWriterStage:
             self._writer.forget()
             log.info("CRM write-back: version cache forgotten (partitions rebalanced)")
 
-    async def process(self, stream: faust.StreamT[StatusUpdate]) -> AsyncIterator[None]:
-        batches = cast(Any, stream).take_events(self.take, within=self.within)
-        async for events in batches:
-            await guarded(STAGE, self.process_batch, events)
-            yield None
+    def process(self, stream: faust.StreamT[StatusUpdate]) -> AsyncIterator[None]:
+        return run_batches(
+            stream, STAGE, self.process_batch, max_events=self.take, linger_s=self.within
+        )
 
     async def process_batch(self, events: Sequence[EventT[StatusUpdate]]) -> dict[str, int]:
         """Write a batch until every update is settled; return the outcome counts.

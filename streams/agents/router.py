@@ -4,7 +4,8 @@ Validation failures become a ``failed`` event for the aggregate (so the CRM reco
 reason), never a silent drop. A table remembers which gateway each payment went to, so its
 cancellation and refunds (keyed by the payment id, so on the same partition) follow it.
 
-Intents are routed a batch at a time (``take_events``) and the batch's commands go out through
+Intents are routed a batch at a time (:func:`~streams.agents.batches.take_ready`) and the
+batch's commands go out through
 :class:`~streams.agents.batch_send.BatchSender`, one delivery wait per batch: waiting for the
 broker's acknowledgement of each command in turn held the stage to one round trip per intent
 (about 130 intents/s on the embedded broker). The order within a batch is the same as before:
@@ -26,8 +27,8 @@ from faust.types import EventT
 
 from streams import metrics
 from streams.agents.batch_send import BatchSender, Record
+from streams.agents.batches import run_batches
 from streams.agents.common import event_key, failed_event
-from streams.agents.guard import guarded
 from streams.agents.table_writes import write_table
 from streams.app import PaybusApp
 from streams.faust_codec import FaustAvroCodec
@@ -55,14 +56,12 @@ class RouterStage:
         self.event_codec = FaustAvroCodec(app.avro, "PaymentEvent")
         app.agent(self.changes, name="paybus.router")(self.process)
 
-    async def process(self, stream: faust.StreamT[CrmChange]) -> AsyncIterator[None]:
+    def process(self, stream: faust.StreamT[CrmChange]) -> AsyncIterator[None]:
         settings = self.app.settings
-        batches = cast(Any, stream).take_events(
-            settings.batch_max_events, within=settings.batch_within_s
-        )
-        async for events in batches:
-            await guarded(STAGE, self.process_batch, events)
-            yield None
+        return run_batches(
+            stream, STAGE, self.process_batch,
+            max_events=settings.batch_max_events, linger_s=settings.batch_linger_s,
+        )  # fmt: skip
 
     async def process_batch(self, events: Sequence[EventT[CrmChange]]) -> None:
         """Route every intent of the batch, deliver the outputs, then remember the gateways."""

@@ -39,8 +39,8 @@ from faust.types import EventT
 
 from streams import metrics
 from streams.agents.batch_send import BatchSender, Record
+from streams.agents.batches import run_batches
 from streams.agents.common import send_dead_letter
-from streams.agents.guard import guarded
 from streams.agents.sequencer_records import (
     RECONCILE_ATTR,
     load_state,
@@ -90,14 +90,12 @@ class SequencerStage:
             self.reconcile_held
         )
 
-    async def process(self, stream: faust.StreamT[PaymentEvent]) -> AsyncIterator[None]:
+    def process(self, stream: faust.StreamT[PaymentEvent]) -> AsyncIterator[None]:
         settings = self.app.settings
-        batches = cast(Any, stream).take_events(
-            settings.batch_max_events, within=settings.batch_within_s
-        )
-        async for events in batches:
-            await guarded(STAGE, self.process_batch, events)
-            yield None
+        return run_batches(
+            stream, STAGE, self.process_batch,
+            max_events=settings.batch_max_events, linger_s=settings.batch_linger_s,
+        )  # fmt: skip
 
     async def process_batch(self, events: list[EventT[PaymentEvent]]) -> None:
         """Judge a batch in partition order, publish its outcomes, then write the state.

@@ -27,9 +27,9 @@ from faust.web import Request, Response, View
 from connectors.errors import UnknownConnectorError, WebhookVerificationError
 from streams import metrics
 from streams.agents.batch_send import BatchSender, Record
+from streams.agents.batches import run_batches
 from streams.agents.commands import LINK_CONTENT_TYPE
 from streams.agents.common import Connectors, event_key, send_dead_letter
-from streams.agents.guard import guarded
 from streams.agents.table_writes import write_table
 from streams.app import PaybusApp
 from streams.faust_codec import FaustAvroCodec
@@ -130,14 +130,12 @@ class WebhookStage:
 
     # --- normaliser ----------------------------------------------------------------------
 
-    async def process(self, stream: faust.StreamT[PspWebhook]) -> AsyncIterator[None]:
+    def process(self, stream: faust.StreamT[PspWebhook]) -> AsyncIterator[None]:
         settings = self.app.settings
-        batches = cast(Any, stream).take_events(
-            settings.batch_max_events, within=settings.batch_within_s
-        )
-        async for events in batches:
-            await guarded(STAGE, self.process_batch, events)
-            yield None
+        return run_batches(
+            stream, STAGE, self.process_batch,
+            max_events=settings.batch_max_events, linger_s=settings.batch_linger_s,
+        )  # fmt: skip
 
     async def process_batch(self, events: Sequence[EventT[PspWebhook]]) -> None:
         """Normalise a batch of webhooks and deliver their events, waiting once per batch.

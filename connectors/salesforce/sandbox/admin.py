@@ -59,7 +59,7 @@ async def state(request: web.Request) -> web.Response:
             "users": users_json(st),
             "usage": st.usage.to_json(),
             "faults": st.faults.to_json(),
-            "page_size": org.page_size,
+            "page_size": org.cursors.page_size,
             "counts": {o.name: org.store.count(o.name) for o in org.objects.values()},
         }
     )

@@ -8,14 +8,14 @@ LastModifiedById from the session's user, a fresh SystemModstamp on every write)
 
 from __future__ import annotations
 
-import itertools
 import time
-from collections import OrderedDict, deque
+from collections import deque
 from collections.abc import Iterable, Mapping
 from dataclasses import replace
 from typing import Any
 
 from . import soql, soql_eval
+from .cursors import Cursors
 from .faults import Faults
 from .schema import (
     SYSTEM_FIELDS,
@@ -43,13 +43,11 @@ class Org:
     ) -> None:
         self.store = store
         self.faults = faults
-        self.page_size = page_size
         self.objects: dict[str, ObjectSpec] = {o.name.lower(): o for o in objects}
         self.objects.setdefault("user", USER_OBJECT)
         self.tokens = {token: user_id(name) for token, name in tokens.items()}
         self.usernames = {user_id(name): name for name in tokens.values()}
-        self._cursors: OrderedDict[str, tuple[list[Record], int]] = OrderedDict()
-        self._cursor_ids = itertools.count(1)
+        self.cursors = Cursors(page_size)
         #: (wall-clock seconds, object, record id) of every save, newest last: when a record
         #: changed, to the microsecond (stamps are ms and run ahead within a burst), for
         #: measuring how long a change took to reach the CRM.
@@ -365,37 +363,10 @@ class Org:
         if bound.count:
             return {"totalSize": len(rows), "done": True, "records": []}
         shaped = [self.shape(spec, r, version, bound.fields) for r in rows]
-        return self._page(shaped, 0, version, batch_size)
+        return self.cursors.first_page(shaped, version, batch_size)
 
     def query_more(
         self, locator: str, version: str, batch_size: int | None = None
     ) -> dict[str, Any]:
         """``GET /query/{locator}-{offset}``: the next page of an earlier query."""
-        cursor_id, _, offset = locator.rpartition("-")
-        entry = self._cursors.get(cursor_id)
-        if entry is None or not offset.isdigit():
-            raise ApiError(400, "INVALID_QUERY_LOCATOR", "invalid query locator")
-        return self._page(entry[0], int(offset), version, batch_size, cursor_id)
-
-    def _page(
-        self,
-        rows: list[Record],
-        offset: int,
-        version: str,
-        batch_size: int | None,
-        cursor_id: str | None = None,
-    ) -> dict[str, Any]:
-        size = min(self.page_size, batch_size) if batch_size else self.page_size
-        page = rows[offset : offset + size]
-        result: dict[str, Any] = {"totalSize": len(rows), "done": True, "records": page}
-        if offset + size < len(rows):
-            if cursor_id is None:
-                cursor_id = f"01g5g0{next(self._cursor_ids):09d}"
-                self._cursors[cursor_id] = (rows, len(rows))
-                while len(self._cursors) > 64:
-                    self._cursors.popitem(last=False)
-            result["done"] = False
-            result["nextRecordsUrl"] = (
-                f"/services/data/v{version}/query/{cursor_id}-{offset + size}"
-            )
-        return result
+        return self.cursors.more(locator, version, batch_size)
