@@ -14,7 +14,7 @@ from faust.web import Request, Response, View
 from streams import metrics
 from streams.app import PaybusApp
 
-ROLES = ("sequencer", "router", "connectors", "web", "retry", "crm", "ops")
+ROLES = ("sequencer", "router", "connectors", "normaliser", "web", "retry", "crm", "ops")
 
 
 def attach(app: PaybusApp, roles: Iterable[str] = ROLES) -> dict[str, Any]:
@@ -37,10 +37,14 @@ def attach(app: PaybusApp, roles: Iterable[str] = ROLES) -> dict[str, Any]:
         from streams.agents.commands import CommandStage
 
         stages["connectors"] = CommandStage(app, psps)
-    if "web" in wanted:
-        from streams.agents.webhooks import WebhookStage
+    if "normaliser" in wanted:
+        from streams.agents.normaliser import NormaliserStage
 
-        stages["web"] = WebhookStage(app, psps)
+        stages["normaliser"] = NormaliserStage(app)
+    if "web" in wanted:
+        from streams.agents.webhooks import WebhookReceiver
+
+        stages["web"] = WebhookReceiver(app, psps)
         from streams.agents.bank_details import BankDetailsStage
 
         stages["bank_details"] = BankDetailsStage(app)

@@ -29,6 +29,7 @@ import faust
 from faust.types import ChannelT, EventT
 
 from streams.agents.guard import guarded
+from streams.settings import Settings
 
 
 async def take_ready(
@@ -105,3 +106,22 @@ async def run_batches(
     async for events in take_ready(stream, max_events, linger_s):
         await guarded(stage, handle, events)
         yield None
+
+
+def batched(
+    settings: Settings,
+    stage: str,
+    handle: Callable[[list[EventT[Any]]], Awaitable[Any]],
+    *,
+    max_events: int | None = None,
+    linger_s: float | None = None,
+) -> Callable[[faust.StreamT[Any]], AsyncIterator[None]]:
+    """The agent function of a batch stage: :func:`run_batches` with the stage settings
+    (``batch_max_events``, ``batch_linger_s``) unless given."""
+    most = max_events or settings.batch_max_events
+    linger = settings.batch_linger_s if linger_s is None else linger_s
+
+    def process(stream: faust.StreamT[Any]) -> AsyncIterator[None]:
+        return run_batches(stream, stage, handle, max_events=most, linger_s=linger)
+
+    return process

@@ -21,7 +21,6 @@ import functools
 import json
 import time
 from collections import defaultdict
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from typing import Any, cast
 
@@ -31,7 +30,7 @@ from faust.types import EventT
 from connectors.base import CommandResult
 from connectors.errors import ConnectorError
 from streams import metrics, parking
-from streams.agents.batches import run_batches
+from streams.agents.batches import batched
 from streams.agents.common import Connectors, as_current, event_key, failed_event
 from streams.app import PaybusApp
 from streams.records import PaymentCommand, PaymentEvent, PspWebhook, RetryEnvelope
@@ -215,18 +214,11 @@ class CommandStage:
                 key_serializer="raw",
                 value_type=PaymentCommand,
             )
-            app.agent(topic, name=f"paybus.connector.{psp}")(self._agent_for(psp))
-
-    def _agent_for(self, psp: str) -> Any:
-        settings = self.app.settings
-
-        def process(stream: faust.StreamT[PaymentCommand]) -> AsyncIterator[None]:
-            return run_batches(
-                stream, f"connector:{psp}", functools.partial(self.process_batch, psp),
-                max_events=settings.batch_max_events, linger_s=settings.batch_linger_s,
-            )  # fmt: skip
-
-        return process
+            app.agent(topic, name=f"paybus.connector.{psp}")(
+                batched(
+                    app.settings, f"connector:{psp}", functools.partial(self.process_batch, psp)
+                )
+            )
 
     async def process_batch(self, psp: str, events: list[EventT[PaymentCommand]]) -> None:
         """One task per partition, in order within it; returns when all are done (then the

@@ -8,6 +8,7 @@ from contextlib import contextmanager
 from datetime import UTC, datetime
 from typing import Any
 
+import faust
 from faust.streams import _current_event
 from faust.types import EventT
 
@@ -31,6 +32,21 @@ class Connectors:
         if name not in self._cache:
             self._cache[name] = registry.load(name, self.app.settings)
         return self._cache[name]
+
+
+def keyed_topic(app: PaybusApp, name: str, value_type: type[Any]) -> faust.TopicT:
+    """A bus topic as the stages read it: raw string keys, Avro values of ``value_type``."""
+    return app.topic(name, key_type=str, key_serializer="raw", value_type=value_type)
+
+
+def json_table(app: PaybusApp, name: str) -> Any:
+    """A changelogged table of JSON values by string key, partitioned as the bus topics."""
+    return app.Table(
+        name,
+        default=None,
+        schema=faust.Schema(key_type=str, key_serializer="raw", value_serializer="json"),
+        partitions=app.settings.partitions,
+    )
 
 
 def event_key(event: PaymentEvent) -> str:

@@ -35,10 +35,9 @@ import asyncio
 import copy
 import logging
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import Sequence
 from typing import Any, cast
 
-import faust
 from faust.types import EventT
 
 from connectors.errors import TransientError
@@ -48,7 +47,7 @@ from connectors.salesforce.client import SalesforceClient
 from connectors.salesforce.settings import FieldMap, build_salesforce
 from connectors.salesforce.writer import CrmWriter, Outcome, UpdateResult, WriteReport, redact
 from streams import metrics
-from streams.agents.batches import run_batches
+from streams.agents.batches import batched
 from streams.agents.common import send_dead_letter
 from streams.app import PaybusApp
 from streams.errors import ConfigurationError
@@ -131,7 +130,11 @@ class CrmWriterStage:
             key_serializer="raw",
             value_type=StatusUpdate,
         )
-        app.agent(self.status_topic, name="paybus.crm.writer")(self.process)
+        app.agent(self.status_topic, name="paybus.crm.writer")(
+            batched(
+                app.settings, STAGE, self.process_batch, max_events=self.take, linger_s=self.within
+            )
+        )
         app.on_partitions_revoked.connect(self.on_rebalance)
         app.on_partitions_assigned.connect(self.on_rebalance)
 
@@ -151,11 +154,6 @@ class CrmWriterStage:
         if self._writer is not None:
             self._writer.forget()
             log.info("CRM write-back: version cache forgotten (partitions rebalanced)")
-
-    def process(self, stream: faust.StreamT[StatusUpdate]) -> AsyncIterator[None]:
-        return run_batches(
-            stream, STAGE, self.process_batch, max_events=self.take, linger_s=self.within
-        )
 
     async def process_batch(self, events: Sequence[EventT[StatusUpdate]]) -> dict[str, int]:
         """Write a batch until every update is settled; return the outcome counts.

@@ -25,7 +25,7 @@ from faust.types import EventT
 
 from connectors.base import StatusLookup
 from streams import metrics
-from streams.agents.common import Connectors
+from streams.agents.common import Connectors, json_table, keyed_topic
 from streams.app import PaybusApp
 from streams.errors import PaybusError
 from streams.records import PaymentEvent, StatusUpdate
@@ -76,19 +76,10 @@ class OpsStage:
         ops = app.settings.ops
         self.stuck_after = timedelta(seconds=ops.janitor_stuck_after_s)
         tm = app.topic_map
-        self.status_topic = app.topic(
-            tm.status_updates.name, key_type=str, key_serializer="raw", value_type=StatusUpdate
-        )
-        self.events_topic = app.topic(
-            tm.payment_events.name, key_type=str, key_serializer="raw", value_type=PaymentEvent
-        )
+        self.status_topic = keyed_topic(app, tm.status_updates.name, StatusUpdate)
+        self.events_topic = keyed_topic(app, tm.payment_events.name, PaymentEvent)
         #: aggregate id -> latest status, since when, PSP reference.
-        self.latest = app.Table(
-            "janitor-status",
-            default=None,
-            schema=faust.Schema(key_type=str, key_serializer="raw", value_serializer="json"),
-            partitions=app.settings.partitions,
-        )
+        self.latest = json_table(app, "janitor-status")
         #: When each aggregate was last looked up here (in memory: a restart looks again).
         self.checked: dict[str, datetime] = {}
         app.agent(self.status_topic, name="paybus.janitor.status")(self.track)

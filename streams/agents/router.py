@@ -18,17 +18,16 @@ from __future__ import annotations
 
 import asyncio
 from collections import Counter
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any, cast
 
-import faust
 from faust.types import EventT
 
 from streams import metrics
 from streams.agents.batch_send import BatchSender, Record
-from streams.agents.batches import run_batches
-from streams.agents.common import event_key, failed_event
+from streams.agents.batches import batched
+from streams.agents.common import event_key, failed_event, json_table, keyed_topic
 from streams.agents.table_writes import write_table
 from streams.app import PaybusApp
 from streams.faust_codec import FaustAvroCodec
@@ -42,26 +41,14 @@ class RouterStage:
     def __init__(self, app: PaybusApp) -> None:
         self.app = app
         tm = app.topic_map
-        self.changes = app.topic(
-            tm.crm_changes.name, key_type=str, key_serializer="raw", value_type=CrmChange
-        )
-        self.gateways = app.Table(
-            "router-gateways",
-            default=None,
-            schema=faust.Schema(key_type=str, key_serializer="raw", value_serializer="json"),
-            partitions=app.settings.partitions,
-        )
+        self.changes = keyed_topic(app, tm.crm_changes.name, CrmChange)
+        self.gateways = json_table(app, "router-gateways")
         self.sender = BatchSender(app)
         self.command_codec = FaustAvroCodec(app.avro, "PaymentCommand")
         self.event_codec = FaustAvroCodec(app.avro, "PaymentEvent")
-        app.agent(self.changes, name="paybus.router")(self.process)
-
-    def process(self, stream: faust.StreamT[CrmChange]) -> AsyncIterator[None]:
-        settings = self.app.settings
-        return run_batches(
-            stream, STAGE, self.process_batch,
-            max_events=settings.batch_max_events, linger_s=settings.batch_linger_s,
-        )  # fmt: skip
+        app.agent(self.changes, name="paybus.router")(
+            batched(app.settings, STAGE, self.process_batch)
+        )
 
     async def process_batch(self, events: Sequence[EventT[CrmChange]]) -> None:
         """Route every intent of the batch, deliver the outputs, then remember the gateways."""

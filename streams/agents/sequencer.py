@@ -28,18 +28,17 @@ import functools
 import logging
 import weakref
 from collections import Counter
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
 from typing import Any, cast
 
-import faust
 from faust.stores.memory import Store as MemoryStore
 from faust.streams import _current_event
 from faust.types import EventT
 
 from streams import metrics
 from streams.agents.batch_send import BatchSender, Record
-from streams.agents.batches import run_batches
+from streams.agents.batches import batched
 from streams.agents.common import send_dead_letter
 from streams.agents.sequencer_records import (
     RECONCILE_ATTR,
@@ -85,17 +84,12 @@ class SequencerStage:
         )
         self.sender = BatchSender(app)
         self.hold_timeout = timedelta(seconds=settings.hold_timeout_s)
-        app.agent(self.events_topic, name="paybus.sequencer")(self.process)
+        app.agent(self.events_topic, name="paybus.sequencer")(
+            batched(app.settings, STAGE, self.process_batch)
+        )
         app.timer(max(settings.hold_timeout_s / 4, 1.0), name="paybus.sequencer.reconcile")(
             self.reconcile_held
         )
-
-    def process(self, stream: faust.StreamT[PaymentEvent]) -> AsyncIterator[None]:
-        settings = self.app.settings
-        return run_batches(
-            stream, STAGE, self.process_batch,
-            max_events=settings.batch_max_events, linger_s=settings.batch_linger_s,
-        )  # fmt: skip
 
     async def process_batch(self, events: list[EventT[PaymentEvent]]) -> None:
         """Judge a batch in partition order, publish its outcomes, then write the state.

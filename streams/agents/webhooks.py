@@ -1,71 +1,48 @@
-"""Webhook receiver (``POST /webhooks/{psp}``) and the normaliser agent behind it.
+"""Webhook receiver: ``POST /webhooks/{psp}``, verified raw bodies onto ``paybus.psp.webhooks``.
 
 The receiver answers 2xx only once the verified raw body is durably in Kafka (acks=all), so a
 PSP that got a 2xx can forget the event; a bad or missing signature is a 400 and nothing is
 published; an unknown PSP is a 404, an oversized body a 413, and a broker that cannot take the
 record a 503 (the PSP retries later).
 
-The normaliser maps each verified webhook onto canonical events. A PSP object id becomes an
-aggregate id through the PSP's metadata where it carries one, else through a table of links
-the connector workers publish when they create PSP objects. Webhooks and links are both keyed
-by PSP object id, so a link and the webhooks it resolves meet on one partition.
+It does nothing else: mapping webhooks onto events is the normaliser's job
+(:mod:`streams.agents.normaliser`), in the workers. The receiver is the one part of the bus
+the PSPs wait on, so it runs in processes of its own (the ``web`` role) that stream
+processing cannot slow down.
 """
 
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
-from collections.abc import AsyncIterator, Sequence
 from datetime import UTC, datetime
 from typing import Any, cast
 
-import faust
-from faust.types import EventT
 from faust.web import Request, Response, View
 
 from connectors.errors import UnknownConnectorError, WebhookVerificationError
 from streams import metrics
-from streams.agents.batch_send import BatchSender, Record
-from streams.agents.batches import run_batches
-from streams.agents.commands import LINK_CONTENT_TYPE
-from streams.agents.common import Connectors, event_key, send_dead_letter
-from streams.agents.table_writes import write_table
+from streams.agents.batch_send import BatchSender
+from streams.agents.common import Connectors
 from streams.app import PaybusApp
 from streams.faust_codec import FaustAvroCodec
-from streams.records import PaymentEvent, PspWebhook
 
 log = logging.getLogger(__name__)
-STAGE = "normaliser"
 #: Request headers kept on the record (for audit; the body is what the normaliser reads).
 _KEPT_HEADERS = ("content-type", "stripe-signature", "webhook-signature", "user-agent")
 
 
-class WebhookStage:
+class WebhookReceiver:
+    """The ``POST /webhooks/{psp}`` view of the ``web`` role (see the module doc)."""
+
     def __init__(self, app: PaybusApp, psps: list[str]) -> None:
         self.app = app
         self.psps = set(psps)
         self.connectors = Connectors(app)
-        tm = app.topic_map
-        self.webhooks_topic = app.topic(
-            tm.psp_webhooks.name, key_type=str, key_serializer="raw", value_type=PspWebhook
-        )
-        self.events_topic = app.topic(
-            tm.payment_events.name, key_type=str, key_serializer="raw", value_type=PaymentEvent
-        )
-        self.links = app.Table(
-            "psp-links",
-            default=None,
-            schema=faust.Schema(key_type=str, key_serializer="raw", value_serializer="json"),
-            partitions=app.settings.partitions,
-        )
+        self.webhooks_topic = app.topic_map.psp_webhooks.name
         self.sender = BatchSender(app)
         self.webhook_codec = FaustAvroCodec(app.avro, "PspWebhook")
-        self.event_codec = FaustAvroCodec(app.avro, "PaymentEvent")
-        app.agent(self.webhooks_topic, name="paybus.normaliser")(self.process)
         self._attach_view()
-
-    # --- receiver ------------------------------------------------------------------------
 
     def _attach_view(self) -> None:
         stage = self
@@ -103,18 +80,18 @@ class WebhookStage:
         try:
             futures = [
                 await self.sender.send_one(
-                    self.webhooks_topic.get_topic_name(),
+                    self.webhooks_topic,
                     unit.psp_object_id.encode(),
                     self.webhook_codec.dumps(
-                        PspWebhook(
-                            webhook_id=unit.webhook_id,
-                            psp=psp,
-                            psp_object_id=unit.psp_object_id,
-                            received_at=now,
-                            content_type=headers.get("content-type", "application/json"),
-                            body=unit.body,
-                            headers=kept,
-                        ).asdict()
+                        {
+                            "webhook_id": unit.webhook_id,
+                            "psp": psp,
+                            "psp_object_id": unit.psp_object_id,
+                            "received_at": now,
+                            "content_type": headers.get("content-type", "application/json"),
+                            "body": unit.body,
+                            "headers": kept,
+                        }
                     ),
                 )
                 for unit in verified
@@ -127,130 +104,3 @@ class WebhookStage:
             return view.json({"error": "cannot store the webhook now; retry"}, status=503)
         metrics.WEBHOOKS.labels(psp, "accepted").inc(len(verified))
         return view.json({"accepted": len(verified)})
-
-    # --- normaliser ----------------------------------------------------------------------
-
-    def process(self, stream: faust.StreamT[PspWebhook]) -> AsyncIterator[None]:
-        settings = self.app.settings
-        return run_batches(
-            stream, STAGE, self.process_batch,
-            max_events=settings.batch_max_events, linger_s=settings.batch_linger_s,
-        )  # fmt: skip
-
-    async def process_batch(self, events: Sequence[EventT[PspWebhook]]) -> None:
-        """Normalise a batch of webhooks and deliver their events, waiting once per batch.
-
-        Normalising may call the PSP (a Stripe payout lists its transactions), so the batch's
-        bodies are mapped in one worker thread; links are resolved and events sent in the
-        batch's order on the loop, and Faust acks the batch only after every event and dead
-        letter is delivered (one wait per batch, not one broker round trip per webhook).
-        """
-        webhooks = [cast(PspWebhook, e.value) for e in events]
-        jobs: list[tuple[int, Any, bytes]] = []
-        results: dict[int, list[PaymentEvent] | Exception] = {}
-        for index, webhook in enumerate(webhooks):
-            if webhook.content_type == LINK_CONTENT_TYPE:
-                continue
-            try:
-                jobs.append((index, self.connectors.get(webhook.psp), webhook.body))
-            except Exception as exc:
-                results[index] = exc
-        if jobs:
-            results.update(await asyncio.to_thread(_normalise_all, jobs))
-        futures: list[Any] = []
-        outputs: list[Record] = []
-        learned: dict[str, tuple[dict[str, Any], EventT[PspWebhook]]] = {}
-        for index, event in enumerate(events):
-            futures += await self._handle(event, results.get(index), learned, outputs)
-        futures += await self.sender.send(self.events_topic.get_topic_name(), outputs)
-        await asyncio.gather(*futures)
-        writes = [(key, link, event) for key, (link, event) in learned.items()]
-        await asyncio.gather(*await write_table(self.links, self.sender, writes))
-
-    async def _handle(
-        self,
-        event: EventT[PspWebhook],
-        normalised: list[PaymentEvent] | Exception | None,
-        learned: dict[str, tuple[dict[str, Any], EventT[PspWebhook]]],
-        outputs: list[Record],
-    ) -> list[Any]:
-        """One webhook's outcome (link, events, dead letter); returns the dead letters'
-        delivery futures. Events are appended to ``outputs`` (sent as one batch per
-        partition), links learned to ``learned`` (written after the batch's events)."""
-        webhook = cast(PspWebhook, event.value)
-        key = webhook.psp_object_id
-        if webhook.content_type == LINK_CONTENT_TYPE:
-            learned[key] = (json.loads(webhook.body), event)
-            metrics.EVENTS.labels(STAGE, "link", "", webhook.psp).inc()
-            return []
-        if not isinstance(normalised, list):
-            metrics.EVENTS.labels(STAGE, "rejected", "", webhook.psp).inc()
-            fut = await send_dead_letter(
-                self.app, event, stage=STAGE, aggregate_id=None,
-                reason=f"cannot normalise {webhook.psp} webhook {webhook.webhook_id}: {normalised}",
-            )  # fmt: skip
-            return [fut]
-        futures = []
-        for pe in normalised:
-            resolved = self._resolve(event, key, pe, learned)
-            if resolved is None:
-                metrics.EVENTS.labels(STAGE, "rejected", pe.aggregate_type, webhook.psp).inc()
-                futures.append(
-                    await send_dead_letter(
-                        self.app,
-                        event,
-                        stage=STAGE,
-                        aggregate_id=None,
-                        reason=f"no aggregate known for {webhook.psp} object {key} ({pe.event_id})",
-                    )
-                )
-                continue
-            value = self.event_codec.dumps(resolved.asdict())
-            outputs.append((None, event_key(resolved).encode(), value))
-            metrics.EVENTS.labels(STAGE, "applied", pe.aggregate_type, webhook.psp).inc()
-        if not normalised:
-            metrics.EVENTS.labels(STAGE, "ignored", "", webhook.psp).inc()
-        return futures
-
-    def _resolve(
-        self,
-        event: EventT[PspWebhook],
-        key: str,
-        pe: PaymentEvent,
-        learned: dict[str, tuple[dict[str, Any], EventT[PspWebhook]]],
-    ) -> PaymentEvent | None:
-        """Fill the aggregate id from the links (this batch's, then the table's), or learn a
-        link from PSP metadata."""
-        link = learned[key][0] if key in learned else self.links.get(key)
-        if pe.aggregate_id:
-            if link is None and pe.aggregate_type == "payment":
-                link_of = {"aggregate_id": pe.aggregate_id, "aggregate_type": "payment"}
-                learned[key] = (link_of, event)
-            if link and pe.aggregate_type == "refund" and not pe.payment_id:
-                return pe.derive(payment_id=link.get("aggregate_id"))
-            return pe
-        if link is None or (
-            pe.aggregate_type == "refund" and link.get("aggregate_type") == "payment"
-        ):
-            # Unknown object, or a refund the bus did not create: only its payment is known,
-            # not which refund aggregate it is. Dead-lettered, so an operator can decide.
-            return None
-        attrs = dict(pe.attributes or {})
-        if link.get("crm_record_id"):
-            attrs.setdefault("crm_record_id", link["crm_record_id"])
-        return pe.derive(
-            aggregate_id=link["aggregate_id"],
-            payment_id=pe.payment_id or link.get("payment_id"),
-            attributes=attrs,
-        )
-
-
-def _normalise_all(jobs: list[tuple[int, Any, bytes]]) -> dict[int, list[PaymentEvent] | Exception]:
-    """Map each ``(index, connector, body)`` (in a worker thread); an error is a result."""
-    out: dict[int, list[PaymentEvent] | Exception] = {}
-    for index, connector, body in jobs:
-        try:
-            out[index] = connector.normalise(body)
-        except Exception as exc:
-            out[index] = exc
-    return out

@@ -1,11 +1,12 @@
 """End-to-end latency: PSP webhook received -> CRM record updated, at fixed rates.
 
-The bus runs as operators run it, one process per role: ``web`` (the webhook receiver and the
-normaliser), ``sequencer`` and ``crm`` (the Salesforce writer), each a ``paybus worker``, with
+The bus runs as operators run it, one process per role: ``web`` (the webhook receiver),
+``normaliser``, ``sequencer`` and ``crm`` (the Salesforce writer), each a ``paybus worker``, with
 the embedded broker and the Salesforce sandbox as processes of their own. This process posts
 signed Stripe webhooks (``payment_intent.created`` for one seeded ``Payment__c`` each) at a
-fixed rate over keep-alive connections and stamps each POST; the sandbox logs the wall-clock
-time of every record save. Latency is the save of the webhook's record minus its POST.
+fixed rate over keep-alive connections (:mod:`streams.bench.poster`) and stamps each POST;
+the sandbox logs the wall-clock time of every record save. Latency is the save of the
+webhook's record minus its POST.
 
 Every webhook is the first event of its payment, so each yields exactly one status update and
 one CRM write: nothing is held or coalesced away, and no record is written twice.
@@ -19,13 +20,12 @@ import statistics
 import time
 from dataclasses import dataclass
 
-import aiohttp
-
 from connectors.stripe.webhooks import sign
 from streams.admin import create_topics
 from streams.bench import procs
 from streams.bench.context import BenchContext
 from streams.bench.crm_writer import crm_calls
+from streams.bench.poster import post_paced
 from streams.bench.report import Row, Target
 from streams.bench.salesforce import PAYMENT_OBJECT, SalesforceProc, salesforce
 from streams.broker import free_port
@@ -34,7 +34,6 @@ from streams.topics import TopicMap
 SECTION = "latency"
 P99_TARGET = Target("value", "<", 250.0, "< 250 ms")
 SECRET = "whsec_paybus_bench"
-_TICK_S = 0.005
 
 
 @dataclass
@@ -66,37 +65,8 @@ def webhook(n: int, prefix: str) -> tuple[str, bytes]:
     return agg, json.dumps(event).encode()
 
 
-async def _post_paced(
-    url: str, bodies: list[tuple[str, bytes]], rate: float
-) -> tuple[dict[str, float], float, int]:
-    """POST ``bodies`` at ``rate``/s; return POST times by aggregate, the achieved rate and how
-    many were refused (a refused webhook is one the PSP would send again)."""
-    sent_at: dict[str, float] = {}
-    refused = 0
-    connector = aiohttp.TCPConnector(limit=64)
-    async with aiohttp.ClientSession(connector=connector) as session:
-
-        async def post(agg: str, body: bytes) -> None:
-            nonlocal refused
-            headers = {"Content-Type": "application/json", "Stripe-Signature": sign(body, SECRET)}
-            sent_at[agg] = time.time()
-            async with session.post(url, data=body, headers=headers) as resp:
-                if resp.status != 200:
-                    refused += 1
-                await resp.read()
-
-        tasks: list[asyncio.Task[None]] = []
-        start = time.perf_counter()
-        i = 0
-        while i < len(bodies):
-            due = min(len(bodies), int((time.perf_counter() - start) * rate) + 1)
-            while i < due:
-                tasks.append(asyncio.create_task(post(*bodies[i])))
-                i += 1
-            await asyncio.sleep(_TICK_S)
-        await asyncio.gather(*tasks)
-        achieved = len(bodies) / (time.perf_counter() - start)
-    return sent_at, achieved, refused
+def _signed(body: bytes) -> dict[str, str]:
+    return {"Content-Type": "application/json", "Stripe-Signature": sign(body, SECRET)}
 
 
 def _wait_written(
@@ -128,9 +98,13 @@ def _run_rate(
     since = len(sf.admin.writes())
     calls_before = crm_calls(crm)
     ctx.progress(0, count, f"webhook -> CRM at {rate:,.0f}/s")
-    sent_at, achieved, refused = asyncio.run(_post_paced(url, bodies, rate))
-    if refused:
-        raise procs.BenchError(f"{refused} of {count} webhooks refused at {rate:,.0f}/s")
+    posted = asyncio.run(post_paced(url, bodies, rate, _signed))
+    if posted.refused:
+        raise procs.BenchError(
+            f"{posted.refused} of {count} webhooks refused at {rate:,.0f}/s: "
+            f"{posted.statuses} {posted.errors[:3]}"
+        )
+    sent_at, achieved = posted.sent_at, posted.achieved_rate
     written = _wait_written(sf, ids, since, 60 + count / 200)
     calls = crm_calls(crm) - calls_before
     ctx.progress(len(written), count, None)
@@ -160,7 +134,7 @@ def measure(ctx: BenchContext) -> list[Row]:
         base = procs.worker_env(ctx.settings, bootstrap, prefix, ctx.scratch("e2e"))
         base.update(sf.worker_env(), PAYBUS_STRIPE__WEBHOOK_SECRET=SECRET)
         workers = {}
-        for role in ("web", "sequencer", "crm"):
+        for role in ("web", "normaliser", "sequencer", "crm"):
             env = {
                 **base,
                 # One consumer group per role: Faust expects every member of a group to run

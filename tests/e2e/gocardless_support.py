@@ -43,7 +43,7 @@ from tests.support.workers import WorkerProcess, paybus_env, wait_for
 GC_TOKEN = "gc_e2e_access_token"
 GC_SECRET = "gc_e2e_webhook_secret"
 API_TOKEN = "paybus_e2e_api_token"
-ROLES = ("sequencer", "router", "connectors", "web")
+ROLES = ("sequencer", "router", "connectors", "normaliser", "web")
 #: Webhook settings every test starts from (tests change them and must not leak them).
 DEFAULT_WEBHOOKS: dict[str, Any] = {
     "batch_size": 50,

@@ -73,4 +73,3 @@ async def test_cancelling_the_task_cancels_the_waiting_coroutine() -> None:
     with pytest.raises(asyncio.CancelledError):
         await task
     assert trace == ["cancelled"]
-
