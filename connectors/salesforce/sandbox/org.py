@@ -359,7 +359,10 @@ class Org:
             bound = soql_eval.bind(parsed, spec.name, lookup)
         except soql.SoqlError as err:
             raise ApiError(400, err.code, err.message) from None
-        rows = soql_eval.apply(bound, self.store.all(spec.name))
+        where = bound.where
+        rows = soql_eval.apply(
+            bound, self.store.all(spec.name, lambda r: soql_eval.matches(where, r))
+        )
         if bound.count:
             return {"totalSize": len(rows), "done": True, "records": []}
         shaped = [self.shape(spec, r, version, bound.fields) for r in rows]
