@@ -6,9 +6,10 @@ stages are chained (normaliser -> sequencer -> CRM writer), so the waits add up 
 path from webhook to CRM record. :func:`take_ready` batches the way a database's group
 commit does instead: the first event of a batch waits at most ``linger_s`` for company, and
 whatever arrives while the stage handles a batch forms the next one, up to ``max_events``.
-An idle stage answers at once; a busy one gets large batches (its per-batch costs, a
-produce round trip and a changelog write per aggregate, are spread over many events)
-without waiting for them.
+An idle stage answers at once. A stage that is behind (the partitions of its batch hold at
+least a batch more in Kafka) waits up to ``FILL_S`` for a full batch instead: its per-batch
+costs, a produce round trip and a changelog write per aggregate, are spread over many
+events, which is how a backlog is worked off fastest.
 
 The buffering follows Faust's own ``take_events`` (a processor on the stream fills the
 buffer, the stream is drained passively, acks are off and each batch's events are acked
@@ -31,12 +32,31 @@ from faust.types import ChannelT, EventT
 from streams.agents.guard import guarded
 from streams.settings import Settings
 
+#: How long a batch of a stage that is behind waits to fill (``max_events`` records wait in
+#: Kafka): full batches spread the per-batch costs (measured on the sequencer: 2,400 events/s
+#: in the batches that formed while it worked, 3,500/s in full ones).
+FILL_S = 0.05
+
+
+def backlog(stream: Any, events: list[EventT[Any]]) -> int:
+    """Records waiting in Kafka beyond the newest of ``events`` in each of their partitions
+    (from the high-water marks of the consumer's last fetches); 0 when unknown."""
+    newest: dict[Any, int] = {}
+    for event in events:
+        newest[event.message.tp] = event.message.offset
+    try:
+        consumer = stream.app.consumer
+        return sum(max(consumer.highwater(tp) - 1 - offset, 0) for tp, offset in newest.items())
+    except Exception:  # no consumer yet, a partition just revoked: treat as caught up
+        return 0
+
 
 async def take_ready(
-    stream: faust.StreamT[Any], max_events: int, linger_s: float
+    stream: faust.StreamT[Any], max_events: int, linger_s: float, fill_s: float = FILL_S
 ) -> AsyncIterator[list[EventT[Any]]]:
     """Yield lists of 1..``max_events`` events: what is buffered, once the oldest has
-    waited ``linger_s`` or the buffer is full (see the module doc)."""
+    waited ``linger_s`` or the buffer is full; a stage that is behind waits up to ``fill_s``
+    more for a full batch (see the module doc)."""
     s = cast(Any, stream)
     buffer: list[EventT[Any]] = []
     first_at = 0.0
@@ -78,6 +98,9 @@ async def take_ready(
                 await s.wait_for_stopped(full, timeout=wait)
             if not buffer:
                 continue
+            if not full.is_set() and backlog(s, buffer) >= max_events - len(buffer):
+                # Behind: enough is waiting in Kafka to fill the batch, so let it fill.
+                await s.wait_for_stopped(full, timeout=fill_s)
             batch = buffer[:]
             buffer.clear()
             full.clear()

@@ -12,7 +12,7 @@ import json
 import sqlite3
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from typing import Any
 
 from .schema import ObjectSpec, id_counter, make_id
@@ -54,6 +54,8 @@ class Store:
         self._undo: list[Callable[[], None]] | None = None
         self._last_ms = 0
         self._counters: dict[str, int] = {}
+        #: (object, field) -> value -> ids that held it (see :meth:`find`).
+        self._indexes: dict[tuple[str, str], dict[Any, set[str]]] = {}
         self._load(objects)
 
     def _load(self, objects: list[ObjectSpec]) -> None:
@@ -136,8 +138,30 @@ class Store:
         return records
 
     def find(self, obj: str, field: str, value: Any) -> list[Record]:
-        """Records whose ``field`` equals ``value`` (external id lookups)."""
-        return [dict(r) for r in self._records.get(obj, {}).values() if r.get(field) == value]
+        """Records whose ``field`` equals ``value`` (external id lookups and unique checks).
+
+        Answered from an index built on first use and extended by every :meth:`put`: a scan
+        per lookup made seeding N records O(N^2) (50,000 took minutes). Entries are never
+        removed, only checked against the record as it is now, so deletes and rolled-back
+        writes need no index upkeep.
+        """
+        table = self._records.get(obj, {})
+        try:
+            hash(value)
+        except TypeError:
+            return [dict(r) for r in table.values() if r.get(field) == value]
+        index = self._indexes.get((obj, field))
+        if index is None:
+            index = {}
+            for rid, held in table.items():
+                _index_add(index, held.get(field), rid)
+            self._indexes[(obj, field)] = index
+        found = []
+        for rid in index.get(value, ()):
+            record = table.get(rid)
+            if record is not None and record.get(field) == value:
+                found.append(dict(record))
+        return found
 
     def count(self, obj: str) -> int:
         """Number of records of ``obj``."""
@@ -156,6 +180,9 @@ class Store:
             (rid, obj, modstamp_ms, json.dumps(record)),
         )
         table[rid] = dict(record)
+        for (index_obj, field), index in self._indexes.items():
+            if index_obj == obj:
+                _index_add(index, record.get(field), rid)
         self._remember(obj, rid, previous)
 
     def delete(self, obj: str, record_id: str) -> bool:
@@ -217,3 +244,10 @@ class Store:
             self._db.execute("COMMIT")
         finally:
             self._undo = None
+
+
+def _index_add(index: dict[Any, set[str]], value: Any, rid: str) -> None:
+    if value is None:
+        return
+    with suppress(TypeError):  # an unhashable value is never looked up through the index
+        index.setdefault(value, set()).add(rid)

@@ -13,7 +13,7 @@ from typing import Any
 import faust
 import pytest
 
-from streams.agents.batches import run_batches
+from streams.agents.batches import backlog, run_batches
 
 pytestmark = pytest.mark.asyncio
 
@@ -105,3 +105,28 @@ async def test_events_are_acked_only_after_their_batch_was_handled() -> None:
         await h.until(lambda: len(h.batches) == 2)
         await h.until(lambda: h.events[0].message.acked)
     assert h.acked_at_handle == [[False], [False]]
+
+
+class _Consumer:
+    def __init__(self, highwaters: dict[str, int]) -> None:
+        self.highwaters = highwaters
+
+    def highwater(self, tp: str) -> int:
+        return self.highwaters[tp]
+
+
+def _event(tp: str, offset: int) -> Any:
+    message = type("Message", (), {"tp": tp, "offset": offset})()
+    return type("Event", (), {"message": message})()
+
+
+async def test_backlog_counts_what_waits_beyond_the_newest_event_of_each_partition() -> None:
+    app = type("App", (), {"consumer": _Consumer({"p0": 100, "p1": 11})})()
+    stream = type("Stream", (), {"app": app})()
+    events = [_event("p0", 10), _event("p0", 40), _event("p1", 10)]
+    assert backlog(stream, events) == (100 - 1 - 40) + 0
+
+
+async def test_backlog_is_zero_when_the_consumer_cannot_tell() -> None:
+    stream = type("Stream", (), {"app": type("App", (), {"consumer": _Consumer({})})()})()
+    assert backlog(stream, [_event("p9", 3)]) == 0
