@@ -48,7 +48,7 @@ from streams.agents.sequencer_records import (
 )
 from streams.app import PaybusApp
 from streams.errors import PaybusError
-from streams.records import PaymentEvent
+from streams.records import PaymentEvent, codec_name
 from streams.sequencing import Outcome, Sequencer
 from streams.sequencing_state import AggregateState, Event, InvalidEvent
 from streams.state_codec import encode_state, has_held
@@ -66,9 +66,12 @@ class SequencerStage:
         settings = app.settings
         self.engine = Sequencer(max_seen=settings.max_seen_ids, max_held=settings.max_held_events)
         topics = app.topic_map
+        # Values decoded to the Avro mapping, without a Faust record per event (building one
+        # was a tenth of the stage's CPU); undecodable ones still become dead letters.
         self.events_topic = app.topic(
-            topics.payment_events.name, key_type=str, key_serializer="raw", value_type=PaymentEvent
-        )
+            topics.payment_events.name, key_type=str, key_serializer="raw",
+            value_serializer=codec_name("PaymentEvent"),
+        )  # fmt: skip
         self.status_topic = topics.status_updates.name
         # Values are encode_state() bytes: ~30 B a typical aggregate instead of a ~2 kB dict.
         # Faust picks the changelog's serializers from these types: keys JSON, values raw.
@@ -91,7 +94,7 @@ class SequencerStage:
             self.reconcile_held
         )
 
-    async def process_batch(self, events: list[EventT[PaymentEvent]]) -> None:
+    async def process_batch(self, events: list[EventT[Any]]) -> None:
         """Judge a batch in partition order, publish its outcomes, then write the state.
 
         The order is what makes a crash harmless without transactions: status updates and
@@ -107,19 +110,19 @@ class SequencerStage:
         store = self.table.data
         encode = self.app.avro.encode
         states: dict[str, AggregateState | None] = {}
-        last_event: dict[str, EventT[PaymentEvent]] = {}
+        last_event: dict[str, EventT[Any]] = {}
         counts: Counter[tuple[str, str, str]] = Counter()
         updates: list[Record] = []
         dead: list[Any] = []
         evicted_seen = evicted_held = 0
         for event in events:
-            value = cast(PaymentEvent, event.value)
+            value = cast(Mapping[str, Any], event.value)
             try:
                 engine_event = to_engine_event(value)
             except InvalidEvent as exc:
-                counts["rejected", value.aggregate_type, value.source] += 1
+                counts["rejected", value["aggregate_type"], value["source"]] += 1
                 dead.append(
-                    await self._dead_letter(event, f"invalid event: {exc}", value.aggregate_id)
+                    await self._dead_letter(event, f"invalid event: {exc}", value["aggregate_id"])
                 )
                 continue
             agg = engine_event.aggregate_id
@@ -153,7 +156,7 @@ class SequencerStage:
     async def _write_states(
         self,
         states: Mapping[str, AggregateState | None],
-        last_event: Mapping[str, EventT[PaymentEvent]],
+        last_event: Mapping[str, EventT[Any]],
     ) -> None:
         """Put each changed state in the local store and queue it on the changelog.
 

@@ -8,6 +8,7 @@ status updates straight to bytes and sends them in batches (no Faust record per 
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from typing import Any
 
 from streams.records import PaymentEvent, StatusUpdate
@@ -29,23 +30,25 @@ RECONCILE_ATTR = "paybus_reconcile"
 _CARRIED = ("psp", "psp_object_id", "payment_id", "settlement_date", "reason", "currency")
 
 
-def to_engine_event(value: PaymentEvent) -> Event:
-    """A PaymentEvent as the pure engine's Event (extra fields ride in ``attributes``)."""
-    attributes: dict[str, str] = dict(value.attributes or {})
+def to_engine_event(value: PaymentEvent | Mapping[str, Any]) -> Event:
+    """A PaymentEvent (the record, or the decoded Avro mapping the agent reads without building
+    one) as the pure engine's Event (extra fields ride in ``attributes``)."""
+    fields: Mapping[str, Any] = value if isinstance(value, Mapping) else value.asdict()
+    attributes: dict[str, str] = dict(fields.get("attributes") or {})
     for name in _CARRIED:
-        field_value = getattr(value, name)
+        field_value = fields.get(name)
         if field_value is not None:
             attributes[name] = str(field_value)
-    if value.amount_minor is not None:
-        attributes["amount_minor"] = str(value.amount_minor)
+    if fields.get("amount_minor") is not None:
+        attributes["amount_minor"] = str(fields["amount_minor"])
     return Event(
-        event_id=value.event_id,
-        aggregate_id=value.aggregate_id,
-        aggregate_type=value.aggregate_type,
-        status=value.status,
-        occurred_at=value.occurred_at,
-        source=value.source,
-        method=value.method,
+        event_id=fields["event_id"],
+        aggregate_id=fields["aggregate_id"],
+        aggregate_type=fields["aggregate_type"],
+        status=fields["status"],
+        occurred_at=fields["occurred_at"],
+        source=fields["source"],
+        method=fields.get("method"),
         attributes=attributes,
     )
 
