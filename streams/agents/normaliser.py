@@ -15,7 +15,8 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import Sequence
-from typing import Any, cast
+from types import SimpleNamespace
+from typing import Any
 
 from faust.types import EventT
 
@@ -27,7 +28,7 @@ from streams.agents.common import Connectors, event_key, json_table, keyed_topic
 from streams.agents.table_writes import write_table
 from streams.app import PaybusApp
 from streams.faust_codec import FaustAvroCodec
-from streams.records import PaymentEvent, PspWebhook
+from streams.records import PaymentEvent, codec_name
 
 STAGE = "normaliser"
 
@@ -39,7 +40,12 @@ class NormaliserStage:
         self.app = app
         self.connectors = Connectors(app)
         tm = app.topic_map
-        self.webhooks_topic = keyed_topic(app, tm.psp_webhooks.name, PspWebhook)
+        # Values decoded to the Avro mapping, without a Faust record per webhook (see the
+        # sequencer); undecodable ones still become dead letters.
+        self.webhooks_topic = app.topic(
+            tm.psp_webhooks.name, key_type=str, key_serializer="raw",
+            value_serializer=codec_name("PspWebhook"),
+        )  # fmt: skip
         self.events_topic = keyed_topic(app, tm.payment_events.name, PaymentEvent)
         self.links = json_table(app, "psp-links")
         self.sender = BatchSender(app)
@@ -48,7 +54,7 @@ class NormaliserStage:
             batched(app.settings, STAGE, self.process_batch)
         )
 
-    async def process_batch(self, events: Sequence[EventT[PspWebhook]]) -> None:
+    async def process_batch(self, events: Sequence[EventT[Any]]) -> None:
         """Normalise a batch of webhooks and deliver their events, waiting once per batch.
 
         Normalising may call the PSP (a Stripe payout lists its transactions), so the batch's
@@ -56,7 +62,7 @@ class NormaliserStage:
         batch's order on the loop, and Faust acks the batch only after every event and dead
         letter is delivered (one wait per batch, not one broker round trip per webhook).
         """
-        webhooks = [cast(PspWebhook, e.value) for e in events]
+        webhooks = [as_webhook(e.value) for e in events]
         jobs: list[tuple[int, Any, bytes]] = []
         results: dict[int, list[PaymentEvent] | Exception] = {}
         for index, webhook in enumerate(webhooks):
@@ -70,7 +76,7 @@ class NormaliserStage:
             results.update(await asyncio.to_thread(_normalise_all, jobs))
         futures: list[Any] = []
         outputs: list[Record] = []
-        learned: dict[str, tuple[dict[str, Any], EventT[PspWebhook]]] = {}
+        learned: dict[str, tuple[dict[str, Any], EventT[Any]]] = {}
         for index, event in enumerate(events):
             futures += await self._handle(event, results.get(index), learned, outputs)
         futures += await self.sender.send(self.events_topic.get_topic_name(), outputs)
@@ -80,15 +86,15 @@ class NormaliserStage:
 
     async def _handle(
         self,
-        event: EventT[PspWebhook],
+        event: EventT[Any],
         normalised: list[PaymentEvent] | Exception | None,
-        learned: dict[str, tuple[dict[str, Any], EventT[PspWebhook]]],
+        learned: dict[str, tuple[dict[str, Any], EventT[Any]]],
         outputs: list[Record],
     ) -> list[Any]:
         """One webhook's outcome (link, events, dead letter); returns the dead letters'
         delivery futures. Events are appended to ``outputs`` (sent as one batch per
         partition), links learned to ``learned`` (written after the batch's events)."""
-        webhook = cast(PspWebhook, event.value)
+        webhook = as_webhook(event.value)
         key = webhook.psp_object_id
         if webhook.content_type == LINK_CONTENT_TYPE:
             learned[key] = (json.loads(webhook.body), event)
@@ -125,10 +131,10 @@ class NormaliserStage:
 
     def _resolve(
         self,
-        event: EventT[PspWebhook],
+        event: EventT[Any],
         key: str,
         pe: PaymentEvent,
-        learned: dict[str, tuple[dict[str, Any], EventT[PspWebhook]]],
+        learned: dict[str, tuple[dict[str, Any], EventT[Any]]],
     ) -> PaymentEvent | None:
         """Fill the aggregate id from the links (this batch's, then the table's), or learn a
         link from PSP metadata."""
@@ -154,6 +160,11 @@ class NormaliserStage:
             payment_id=pe.payment_id or link.get("payment_id"),
             attributes=attrs,
         )
+
+
+def as_webhook(value: Any) -> Any:
+    """A decoded ``PspWebhook`` mapping with attribute access, as the record would have."""
+    return SimpleNamespace(**value)
 
 
 def _normalise_all(jobs: list[tuple[int, Any, bytes]]) -> dict[int, list[PaymentEvent] | Exception]:
