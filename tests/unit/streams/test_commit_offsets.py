@@ -84,3 +84,30 @@ async def test_a_record_never_delivered_is_read_again(
     assert seeks == [(TP0, 1)]
     _ack(consumer, 1)  # delivered again and done: the commit moves on
     assert consumer._new_offset(TP0) == 4
+
+
+async def test_a_partition_with_records_waiting_and_none_done_is_read_again(
+    consumer: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import streams.app
+
+    seeks: list[tuple[TP, int]] = []
+
+    async def seek(tp: TP, offset: int) -> None:
+        seeks.append((tp, offset))
+
+    highwater = {TP0: 1}
+    monkeypatch.setattr(consumer, "seek", seek)
+    monkeypatch.setattr(consumer, "highwater", highwater.__getitem__)
+    monkeypatch.setattr(consumer, "assignment", lambda: {TP0})
+    monkeypatch.setattr(consumer.app.topics, "acks_enabled_for", lambda topic: True)  # a stage's
+    consumer._committed_offset[TP0] = 1
+    monkeypatch.setattr(streams.app, "GAP_REPAIR_S", 0.0)
+    assert TP0 in set(consumer._filter_tps_with_pending_acks())  # nothing acked, still looked at
+    assert consumer._new_offset(TP0) is None
+    await asyncio.sleep(0)
+    assert seeks == []  # caught up: nothing waits beyond the committed offset
+    highwater[TP0] = 9  # records 1..8 wait and none is done
+    assert consumer._new_offset(TP0) is None
+    await asyncio.sleep(0)
+    assert seeks == [(TP0, 1)]
