@@ -16,6 +16,7 @@ import time
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
 from streams.admin import create_topics
+from streams.agents.sequencer_records import to_engine_event
 from streams.bench import data, procs
 from streams.bench.context import BenchContext
 from streams.bench.kafka_io import read_topic
@@ -133,7 +134,7 @@ async def _plain_loop(
                 dirty: set[str] = set()
                 for msg in messages:
                     assert msg.value is not None
-                    event = data.engine_event(codec.decode(msg.value, "PaymentEvent"))
+                    event = to_engine_event(codec.decode(msg.value, "PaymentEvent"))
                     result = engine.judge(states.get(event.aggregate_id), event)
                     states[event.aggregate_id] = result.state
                     dirty.add(event.aggregate_id)

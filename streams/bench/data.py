@@ -18,10 +18,11 @@ from typing import Any
 
 from aiokafka import AIOKafkaProducer
 
+from streams.agents.sequencer_records import to_engine_event
 from streams.codec import AvroCodec
 from streams.demo_data import HistoryEvent, delivery, histories
 from streams.sequencing import Sequencer
-from streams.sequencing_state import AggregateState, Event
+from streams.sequencing_state import AggregateState
 from streams.settings import Settings
 
 #: Size of the raw baseline records: the order of an Avro ``PaymentEvent`` with PSP fields.
@@ -56,26 +57,6 @@ def event_record(ev: HistoryEvent) -> dict[str, Any]:
     return record
 
 
-def engine_event(record: dict[str, Any]) -> Event:
-    """The pure engine's Event for a decoded ``PaymentEvent`` (as the agent builds it)."""
-    attributes = dict(record.get("attributes") or {})
-    for name in ("psp", "psp_object_id", "payment_id", "currency"):
-        if record.get(name) is not None:
-            attributes[name] = str(record[name])
-    if record.get("amount_minor") is not None:
-        attributes["amount_minor"] = str(record["amount_minor"])
-    return Event(
-        event_id=record["event_id"],
-        aggregate_id=record["aggregate_id"],
-        aggregate_type=record["aggregate_type"],
-        status=record["status"],
-        occurred_at=record["occurred_at"],
-        source=record["source"],
-        method=record.get("method"),
-        attributes=attributes,
-    )
-
-
 def shuffled_events(count: int, *, prefix: str = "bench") -> list[HistoryEvent]:
     """``count`` events of legal histories, shuffled with duplicates (the sequencer's input)."""
     hist = histories(max(count // 4, 1) + 10, seed=17, prefix=prefix)
@@ -102,7 +83,7 @@ def build_workload(settings: Settings, events: list[HistoryEvent], codec: AvroCo
     for ev in events:
         record = event_record(ev)
         records.append((ev.aggregate_id.encode(), codec.encode("PaymentEvent", record)))
-        result = engine.judge(states.get(ev.aggregate_id), engine_event(record))
+        result = engine.judge(states.get(ev.aggregate_id), to_engine_event(record))
         states[ev.aggregate_id] = result.state
         judgements += len(result.judgements)
         updates += len(result.updates)
@@ -161,7 +142,7 @@ def status_updates(
     for ev in events:
         record = event_record(ev)
         record["attributes"] = {}
-        result = engine.judge(states.get(ev.aggregate_id), engine_event(record))
+        result = engine.judge(states.get(ev.aggregate_id), to_engine_event(record))
         states[ev.aggregate_id] = result.state
         for change in result.updates:
             update = status_update_record(change)

@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 from faust.types import TP
 
+import streams.app
 from streams.app import PaybusApp, build_app
 from streams.settings import Settings
 
@@ -24,6 +25,18 @@ TP0 = TP("unit.paybus.crm.changes", 0)
 def consumer() -> Iterator[Any]:
     app: PaybusApp = build_app(Settings(topic_prefix="unit"))
     yield app.consumer
+
+
+@pytest.fixture
+def seeks(consumer: Any, monkeypatch: pytest.MonkeyPatch) -> list[tuple[TP, int]]:
+    """Where the consumer seeks (recorded, not performed)."""
+    done: list[tuple[TP, int]] = []
+
+    async def seek(tp: TP, offset: int) -> None:
+        done.append((tp, offset))
+
+    monkeypatch.setattr(consumer, "seek", seek)
+    return done
 
 
 def _ack(consumer: Any, *offsets: int) -> None:
@@ -63,16 +76,8 @@ def test_in_order_runs_commit_as_before(consumer: Any) -> None:
 
 
 async def test_a_record_never_delivered_is_read_again(
-    consumer: Any, monkeypatch: pytest.MonkeyPatch
+    consumer: Any, seeks: list[tuple[TP, int]], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import streams.app
-
-    seeks: list[tuple[TP, int]] = []
-
-    async def seek(tp: TP, offset: int) -> None:
-        seeks.append((tp, offset))
-
-    monkeypatch.setattr(consumer, "seek", seek)
     consumer._committed_offset[TP0] = 1
     _ack(consumer, 2, 3)
     assert consumer._new_offset(TP0) is None
@@ -87,17 +92,9 @@ async def test_a_record_never_delivered_is_read_again(
 
 
 async def test_a_partition_with_records_waiting_and_none_done_is_read_again(
-    consumer: Any, monkeypatch: pytest.MonkeyPatch
+    consumer: Any, seeks: list[tuple[TP, int]], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import streams.app
-
-    seeks: list[tuple[TP, int]] = []
-
-    async def seek(tp: TP, offset: int) -> None:
-        seeks.append((tp, offset))
-
     highwater = {TP0: 1}
-    monkeypatch.setattr(consumer, "seek", seek)
     monkeypatch.setattr(consumer, "highwater", highwater.__getitem__)
     monkeypatch.setattr(consumer, "assignment", lambda: {TP0})
     monkeypatch.setattr(consumer.app.topics, "acks_enabled_for", lambda topic: True)  # a stage's
