@@ -27,7 +27,13 @@ DECODE_ERRORS = Counter(
 OFFSET_GAP_REPAIRS = Counter(
     "paybus_offset_gap_repairs_total",
     "Partitions re-read from their committed offset because the record there was never "
-    "delivered while later ones were (see streams.app).",
+    "delivered while later ones were (see streams.consumer).",
+    ["topic"],
+)
+UNDELIVERED_REREADS = Counter(
+    "paybus_undelivered_rereads_total",
+    "Partitions sought back to a record fetched but not delivered while the flow was "
+    "suspended (a rebalance); later records wait for it (see streams.consumer).",
     ["topic"],
 )
 SEQUENCER_EVICTIONS = Counter(

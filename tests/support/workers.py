@@ -27,6 +27,8 @@ def paybus_env(bootstrap: str, prefix: str, data_dir: Path, **extra: str) -> dic
         PYTHONUNBUFFERED="1",
         COLUMNS="200",
     )
+    if os.environ.get("TEST_WORKER_LOG_LEVEL"):  # e.g. "info" to see a worker's rebalances
+        env["PAYBUS_LOG_LEVEL"] = os.environ["TEST_WORKER_LOG_LEVEL"]
     env.update(extra)
     return env
 

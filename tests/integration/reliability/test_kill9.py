@@ -6,7 +6,7 @@ object (counted at the GoCardless sandbox), no status update is lost and none is
 
 What this caught: Faust committing offsets of records no stage had finished, across the
 rebalances a kill causes (its read-offset skip, an off-by-one in its head-gap check, and a
-partition's first records never delivered); see ``streams.app._Consumer``.
+partition's first records never delivered); see ``streams.consumer._Consumer``.
 """
 
 from __future__ import annotations

@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 from faust.types import TP
 
-import streams.app
+import streams.consumer
 from streams.app import PaybusApp, build_app
 from streams.settings import Settings
 
@@ -83,7 +83,7 @@ async def test_a_record_never_delivered_is_read_again(
     assert consumer._new_offset(TP0) is None
     await asyncio.sleep(0)
     assert seeks == []  # not yet: the record may still be on its way
-    monkeypatch.setattr(streams.app, "GAP_REPAIR_S", 0.0)
+    monkeypatch.setattr(streams.consumer, "GAP_REPAIR_S", 0.0)
     assert consumer._new_offset(TP0) is None
     await asyncio.sleep(0)
     assert seeks == [(TP0, 1)]
@@ -99,7 +99,7 @@ async def test_a_partition_with_records_waiting_and_none_done_is_read_again(
     monkeypatch.setattr(consumer, "assignment", lambda: {TP0})
     monkeypatch.setattr(consumer.app.topics, "acks_enabled_for", lambda topic: True)  # a stage's
     consumer._committed_offset[TP0] = 1
-    monkeypatch.setattr(streams.app, "GAP_REPAIR_S", 0.0)
+    monkeypatch.setattr(streams.consumer, "GAP_REPAIR_S", 0.0)
     assert TP0 in set(consumer._filter_tps_with_pending_acks())  # nothing acked, still looked at
     assert consumer._new_offset(TP0) is None
     await asyncio.sleep(0)
