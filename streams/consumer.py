@@ -60,6 +60,10 @@ GAP_REPAIR_S = 30.0
 #: record was deleted by retention, say, and the fetcher restarted past it).
 HOLE_GIVE_UP_S = 120.0
 
+#: Seconds a hole may wait for its record, with records flowing, before its partition is
+#: sought again (a seek that raced the fetcher's own position update is not lost for good).
+HOLE_RESEEK_S = 5.0
+
 #: The generation given to a record that is to be read again: Faust's streams skip a record
 #: whose generation is not the consumer's, so a copy of it still on its way is dropped.
 LOST_GENERATION = -1
@@ -109,6 +113,7 @@ class _Hole:
     offset: int
     seek_needed: bool = True  # the fetch position may be past it: seek before the flow resumes
     since: float = field(default_factory=time.monotonic)
+    sought_at: float = field(default_factory=time.monotonic)
 
 
 def _message_of(deliver: Any) -> Any:
@@ -210,6 +215,8 @@ class _Consumer(faust_aiokafka.Consumer):
                 from streams import metrics
 
                 metrics.UNDELIVERED_REREADS.labels(tp.topic).inc()
+                log.info("%s[%d]: record %d not delivered; reading it again", tp.topic,
+                         tp.partition, offset)  # fmt: skip
             self._holes[tp] = _Hole(offset)
         else:
             hole.seek_needed = True
@@ -267,6 +274,9 @@ class _Consumer(faust_aiokafka.Consumer):
 
     def _seek_now(self, tp: Any, offset: int) -> None:
         """Move the fetch position of ``tp`` at once (aiokafka's seek only sets state)."""
+        hole = self._holes.get(tp)
+        if hole is not None:
+            hole.sought_at = time.monotonic()
         try:
             self._thread.seek(tp, offset)
         except Exception as exc:  # revoked in the meantime: its next owner reads it
@@ -297,6 +307,7 @@ class _Consumer(faust_aiokafka.Consumer):
         intents under repeated kill -9). Acks below the committed offset (work done twice) are
         dropped here so the run is measured from the committed offset.
         """
+        self._reseek_late_hole(tp)
         acked = self._acked[tp]
         committed = self._committed_offset[tp]
         if committed is not None:
@@ -313,6 +324,19 @@ class _Consumer(faust_aiokafka.Consumer):
         self._gap_seen.pop(tp, None)
         result: int | None = super()._new_offset(tp)
         return result
+
+    def _reseek_late_hole(self, tp: Any) -> None:
+        """Seek ``tp`` to its hole again when records flow and its record has not come back
+        within :data:`HOLE_RESEEK_S` (checked at every commit)."""
+        hole = self._holes.get(tp)
+        if hole is None or hole.seek_needed or self.suspend_flow.is_set():
+            return
+        if time.monotonic() - hole.sought_at >= HOLE_RESEEK_S:
+            log.warning(
+                "%s[%d]: record %d not back %.0fs after the seek to it; seeking again",
+                tp.topic, tp.partition, hole.offset, time.monotonic() - hole.sought_at,
+            )  # fmt: skip
+            self._seek_now(tp, hole.offset)
 
     def _filter_tps_with_pending_acks(self, topics: Any = None) -> Any:
         """Faust's partitions with acks to commit, plus every assigned partition of a stage,

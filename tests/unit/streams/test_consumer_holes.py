@@ -207,3 +207,20 @@ async def test_a_record_put_in_a_buffer_after_it_was_emptied_is_read_again(
     await delivery
     assert rec.seeks == [(TP0, 50)]  # the flow is on: sought at once
     assert rec.consumer._holes[TP0].offset == 50
+
+
+async def test_a_hole_whose_record_does_not_come_back_is_sought_again(
+    rec: Recorder, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    rec.consumer.stop_flow()
+    await rec.fetched(74)
+    rec.consumer.resume_flow()
+    assert rec.seeks == [(TP0, 74)]
+    rec.consumer._new_offset(TP0)  # a commit soon after: the record may still be on its way
+    assert rec.seeks == [(TP0, 74)]
+    monkeypatch.setattr(streams.consumer, "HOLE_RESEEK_S", 0.0)
+    rec.consumer._new_offset(TP0)  # the seek raced the fetcher and was lost: seek again
+    assert rec.seeks == [(TP0, 74), (TP0, 74)]
+    assert await rec.fetched(74) == [74]
+    rec.consumer._new_offset(TP0)  # closed: no more seeks
+    assert rec.seeks == [(TP0, 74), (TP0, 74)]
