@@ -52,6 +52,11 @@ class Recorder:
         monkeypatch.setattr(consumer, "_seek", seek)
         monkeypatch.setattr(consumer, "assignment", lambda: self.assigned)
 
+    async def fetched_in_rebalance(self, *offsets: int) -> None:
+        """Records handed over while a rebalance suspends the flow (so never to a stage)."""
+        self.consumer.stop_flow()
+        await self.fetched(*offsets)
+
     async def fetched(self, *offsets: int) -> list[int]:
         """Hand records to the consumer as its fetcher does; return those the streams got."""
         before = len(self.delivered)
@@ -80,8 +85,8 @@ async def test_records_flow_straight_through_without_a_suspension(rec: Recorder)
 async def test_records_handed_over_while_suspended_are_read_again_before_the_flow_resumes(
     rec: Recorder,
 ) -> None:
-    rec.consumer.stop_flow()  # a rebalance: the seek to committed offsets has already run
-    await rec.fetched(74, 75, 76)  # fetched after that seek; Faust empties its buffers
+    # A rebalance whose seek to committed offsets has already run; Faust empties its buffers.
+    await rec.fetched_in_rebalance(74, 75, 76)
     rec.consumer.resume_flow()
     assert rec.seeks == [(TP0, 74)]  # sought back before anything flows again
     # Records fetched before the seek back, still on their way, must not overtake 74..76.
@@ -106,8 +111,7 @@ async def test_a_delivery_interrupted_by_the_suspension_leaves_a_hole(rec: Recor
 
 
 async def test_a_seek_further_back_moves_the_hole_with_it(rec: Recorder) -> None:
-    rec.consumer.stop_flow()
-    await rec.fetched(74)
+    await rec.fetched_in_rebalance(74)
     await rec.consumer.seek(TP0, 60)  # e.g. to the committed offset: 60..73 may be undone too
     rec.consumer.resume_flow()
     assert rec.seeks == [(TP0, 60), (TP0, 60)]
@@ -116,8 +120,7 @@ async def test_a_seek_further_back_moves_the_hole_with_it(rec: Recorder) -> None
 
 
 async def test_a_partition_revoked_meanwhile_is_not_sought(rec: Recorder) -> None:
-    rec.consumer.stop_flow()
-    await rec.fetched(74)
+    await rec.fetched_in_rebalance(74)
     rec.assigned = set()
     rec.consumer.resume_flow()
     assert rec.seeks == []
@@ -127,8 +130,7 @@ async def test_a_partition_revoked_meanwhile_is_not_sought(rec: Recorder) -> Non
 async def test_a_record_that_never_comes_back_stops_blocking_after_a_while(
     rec: Recorder, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    rec.consumer.stop_flow()
-    await rec.fetched(74)
+    await rec.fetched_in_rebalance(74)
     rec.consumer.resume_flow()
     assert await rec.fetched(90) == []
     monkeypatch.setattr(streams.consumer, "HOLE_GIVE_UP_S", 0.0)
@@ -176,8 +178,7 @@ async def test_acks_of_records_to_be_read_again_do_not_count(
     consumer = rec.consumer
     monkeypatch.setattr(consumer.app.topics, "acks_enabled_for", lambda topic: True)  # a stage's
     consumer._committed_offset[TP0] = 40
-    rec.consumer.stop_flow()
-    await rec.fetched(40, 41)
+    await rec.fetched_in_rebalance(40, 41)
     lost = Msg(tp=TP0, offset=41, generation_id=0, acked=False)
     assert consumer.ack(lost) is False  # the stream skipped it: its copy's ack will count
     old = Msg(tp=TP0, offset=39, generation_id=7, acked=False)
@@ -212,8 +213,7 @@ async def test_a_record_put_in_a_buffer_after_it_was_emptied_is_read_again(
 async def test_a_hole_whose_record_does_not_come_back_is_sought_again(
     rec: Recorder, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    rec.consumer.stop_flow()
-    await rec.fetched(74)
+    await rec.fetched_in_rebalance(74)
     rec.consumer.resume_flow()
     assert rec.seeks == [(TP0, 74)]
     rec.consumer._new_offset(TP0)  # a commit soon after: the record may still be on its way
