@@ -9,18 +9,10 @@ broker and each fixed here:
 * **Skipping by "last offset read".** Across a rebalance a batch fetched before the seek to
   committed offsets can be delivered after it; Faust then skipped the re-fetched records and
   committed over them as a gap (:class:`_NoReadOffsets`).
-* **Records fetched and then thrown away, with nothing to read them again.** Faust empties the
-  stream buffers on a rebalance and again whenever the flow resumes, and drops a record whose
-  hand-over a suspension interrupts, counting on a seek to committed offsets to fetch them
-  again. But at the end of an assignment's recovery it resumes the streams' partitions, seeks,
-  and only then empties the buffers, and the fetch runs in the consumer's own thread: records
-  fetched after the seek are emptied away with the fetch position already past them. Measured
-  on the sequencer recovery test: ~48 records per partition never reached the stage, the
-  commits stuck, and when the partitions were read again 30 s later the later records had
-  overtaken them, so the stage saw histories out of order and dropped events as stale. Now
-  each such record leaves a *hole*: its partition is sought back to it, nothing after it is
-  delivered until it has been, and a copy of it still on its way is skipped
-  (:meth:`_Consumer._deliver`, :meth:`_Consumer._watch_buffers`, :meth:`_Consumer.ack`).
+* **Records fetched and then thrown away, with nothing to read them again.** Around a
+  rebalance Faust empties its stream buffers after the seek to committed offsets, with the
+  fetch position already past what it empties; each such record leaves a *hole* that reads it
+  again in order (:mod:`streams.consumer_holes`).
 
 Every paybus stage is idempotent (event-id dedup, idempotency keys, version guard), so a record
 delivered twice in order is harmless; what must never happen is a later record of a partition
@@ -34,7 +26,6 @@ import contextlib
 import logging
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import aiokafka
@@ -42,6 +33,7 @@ from faust.transport.drivers import aiokafka as faust_aiokafka
 from mode.services import WaitResults
 
 from streams import eager
+from streams.consumer_holes import Hole, HoleTracking, message_of
 from streams.offsets import fetch_highwaters
 
 if TYPE_CHECKING:
@@ -55,18 +47,6 @@ _SUSPEND_WAIT_CODE = asyncio.Event.wait.__code__
 #: Seconds a partition's commit may wait on a record that later records overtook before the
 #: partition is re-read from its committed offset (longer than any batch takes to process).
 GAP_REPAIR_S = 30.0
-
-#: Seconds a hole may wait for its record before later records are let through anyway (the
-#: record was deleted by retention, say, and the fetcher restarted past it).
-HOLE_GIVE_UP_S = 120.0
-
-#: Seconds a hole may wait for its record, with records flowing, before its partition is
-#: sought again (a seek that raced the fetcher's own position update is not lost for good).
-HOLE_RESEEK_S = 5.0
-
-#: The generation given to a record that is to be read again: Faust's streams skip a record
-#: whose generation is not the consumer's, so a copy of it still on its way is dropped.
-LOST_GENERATION = -1
 
 
 class _ConsumerThread(faust_aiokafka.AIOKafkaConsumerThread):
@@ -106,23 +86,7 @@ class _NoReadOffsets(dict[Any, Any]):
         return None
 
 
-@dataclass
-class _Hole:
-    """A partition's first record that was fetched but never delivered to its stream."""
-
-    offset: int
-    seek_needed: bool = True  # the fetch position may be past it: seek before the flow resumes
-    since: float = field(default_factory=time.monotonic)
-    sought_at: float = field(default_factory=time.monotonic)
-
-
-def _message_of(deliver: Any) -> Any:
-    """The record a ``_deliver(message)`` coroutine carries (None once it has finished)."""
-    frame = getattr(deliver, "cr_frame", None)
-    return None if frame is None else frame.f_locals.get("message")
-
-
-class _Consumer(faust_aiokafka.Consumer):
+class _Consumer(HoleTracking, faust_aiokafka.Consumer):
     """Faust's consumer, with fixes to what it commits and delivers (see the module doc)."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
@@ -130,96 +94,7 @@ class _Consumer(faust_aiokafka.Consumer):
         self._read_offset = _NoReadOffsets()
         self._gap_seen: dict[Any, float] = {}
         self._repairs: set[asyncio.Future[Any]] = set()
-        self._holes: dict[Any, _Hole] = {}
-        self._clears = 0
-        self._to_streams = self.callback
-        self.callback = self._deliver
-        self._watch_buffers(self.app.flow_control)
-
-    def _watch_buffers(self, flow_control: Any) -> None:
-        """Make every emptying of the stream buffers leave holes for the records in them.
-
-        Faust empties them on a rebalance and again whenever the flow resumes; on a fresh
-        assignment the streams' partitions are already fetching by then."""
-        clear = flow_control.clear
-
-        def clear_and_remember() -> None:
-            self._clears += 1
-            for queue in list(flow_control._queues):
-                for item in list(getattr(queue, "_queue", ())):
-                    message = getattr(item, "message", None)
-                    if message is not None:
-                        self._lost(message, seek=False)
-            clear()
-            if not self.suspend_flow.is_set():  # records flow: seek now, not at a resume
-                self._seek_holes()
-
-        flow_control.clear = clear_and_remember
-
-    def _lost(self, message: Any, *, seek: bool = True) -> None:
-        """``message`` will not reach its stage this time: read its partition again from it
-        (seeking at once unless the flow is suspended: then :meth:`resume_flow` does), and
-        make sure a copy of it still on its way is skipped by the stream."""
-        message.generation_id = LOST_GENERATION
-        self._hole_at(message.tp, message.offset)
-        if seek and not self.suspend_flow.is_set():
-            self._seek_holes()
-
-    async def _deliver(self, message: Any) -> Any:
-        """Hand ``message`` to its streams unless its partition has a hole before it.
-
-        A record after a hole is dropped (the seek to the hole fetches it again, in order); the
-        record at the hole closes it. Records before the hole are delivered: they come from a
-        seek further back and are in order."""
-        tp = message.tp
-        hole = self._holes.get(tp)
-        if hole is not None:
-            if message.offset > hole.offset:
-                if time.monotonic() - hole.since < HOLE_GIVE_UP_S:
-                    return None
-                log.warning(
-                    "%s[%d]: record %d never came back; going on from %d",
-                    tp.topic, tp.partition, hole.offset, message.offset,
-                )  # fmt: skip
-                del self._holes[tp]
-            elif message.offset == hole.offset:
-                del self._holes[tp]
-        clears = self._clears
-        try:
-            return await self._to_streams(message)
-        finally:
-            if self._clears != clears:  # put in a buffer that was emptied meanwhile, or after
-                self._lost(message)
-
-    def ack(self, message: Any) -> bool:
-        """Faust's ack, except for a record that is to be read again (at or after a hole of
-        its partition, or fetched before the current assignment): its next copy's ack counts.
-
-        Faust's streams ack the records they skip (fetched before a rebalance, or marked lost
-        here); counting those acks could commit over a record before any stage has seen it."""
-        hole = self._holes.get(message.tp)
-        generation = getattr(message, "generation_id", None)
-        stale = generation is not None and generation != self.app.consumer_generation_id
-        if stale or (hole is not None and message.offset >= hole.offset):
-            message.acked = True
-            self._unacked_messages.discard(message)
-            return False
-        acked: bool = super().ack(message)
-        return acked
-
-    def _hole_at(self, tp: Any, offset: int) -> None:
-        """Record that the record at ``offset`` of ``tp`` was fetched and not delivered."""
-        hole = self._holes.get(tp)
-        if hole is None or offset < hole.offset:
-            if hole is None:
-                from streams import metrics
-
-                metrics.UNDELIVERED_REREADS.labels(tp.topic).inc()
-                log.info("%s[%d]: record %d not delivered; reading it again", tp.topic,
-                         tp.partition, offset)  # fmt: skip
-            self._holes[tp] = _Hole(offset)
-        else:
-            hole.seek_needed = True
+        self._init_holes()
 
     async def wait_first(self, *coros: Any, timeout: Any = None) -> Any:
         """Faust's per-record ``wait_first(deliver(record), suspend_flow.wait())``, eagerly,
@@ -243,56 +118,16 @@ class _Consumer(faust_aiokafka.Consumer):
             if done:
                 suspend.close()
                 return WaitResults([deliver], [pending], False)
-            message = _message_of(deliver)  # waiting in the buffer: the frame is still there
+            message = message_of(deliver)  # waiting in the buffer: the frame is still there
             runner = asyncio.ensure_future(eager.finish(deliver, pending))
         else:
-            message = _message_of(deliver)
+            message = message_of(deliver)
         results: WaitResults = await super().wait_first(runner, suspend)
         # Dropped, or put in a stream buffer while the flow was suspended: Faust empties
         # those buffers when the flow resumes, so either way the record never reaches a stage.
         if message is not None and (runner not in results.done or self.suspend_flow.is_set()):
             self._lost(message)
         return results
-
-    def resume_flow(self) -> None:
-        """Seek each partition with a hole back to it, then let records flow again: the fetch
-        position may be past records dropped while the flow was suspended."""
-        self._seek_holes()
-        super().resume_flow()
-
-    def _seek_holes(self) -> None:
-        try:
-            assigned = set(self.assignment())
-        except Exception:  # no consumer yet
-            assigned = set()
-        for tp, hole in list(self._holes.items()):
-            if tp not in assigned:
-                del self._holes[tp]  # its new owner reads it from the committed offset
-            elif hole.seek_needed:
-                hole.seek_needed = False
-                self._seek_now(tp, hole.offset)
-
-    def _seek_now(self, tp: Any, offset: int) -> None:
-        """Move the fetch position of ``tp`` at once (aiokafka's seek only sets state)."""
-        hole = self._holes.get(tp)
-        if hole is not None:
-            hole.sought_at = time.monotonic()
-        try:
-            self._thread.seek(tp, offset)
-        except Exception as exc:  # revoked in the meantime: its next owner reads it
-            log.warning("%s[%d]: seek to %d failed: %r", tp.topic, tp.partition, offset, exc)
-            self._holes.pop(tp, None)
-
-    async def seek(self, partition: Any, offset: int) -> None:
-        """Faust's seek; a hole of the partition moves back with it (records before the hole
-        and after ``offset`` may not have been done either)."""
-        self._hole_below(partition, offset)
-        await super().seek(partition, offset)
-
-    def _hole_below(self, tp: Any, offset: int) -> None:
-        hole = self._holes.get(tp)
-        if hole is not None and offset < hole.offset:
-            hole.offset = offset
 
     def _new_offset(self, tp: Any) -> int | None:
         """The offset to commit: the end of the run of acked offsets that starts exactly at
@@ -324,19 +159,6 @@ class _Consumer(faust_aiokafka.Consumer):
         self._gap_seen.pop(tp, None)
         result: int | None = super()._new_offset(tp)
         return result
-
-    def _reseek_late_hole(self, tp: Any) -> None:
-        """Seek ``tp`` to its hole again when records flow and its record has not come back
-        within :data:`HOLE_RESEEK_S` (checked at every commit)."""
-        hole = self._holes.get(tp)
-        if hole is None or hole.seek_needed or self.suspend_flow.is_set():
-            return
-        if time.monotonic() - hole.sought_at >= HOLE_RESEEK_S:
-            log.warning(
-                "%s[%d]: record %d not back %.0fs after the seek to it; seeking again",
-                tp.topic, tp.partition, hole.offset, time.monotonic() - hole.sought_at,
-            )  # fmt: skip
-            self._seek_now(tp, hole.offset)
 
     def _filter_tps_with_pending_acks(self, topics: Any = None) -> Any:
         """Faust's partitions with acks to commit, plus every assigned partition of a stage,
@@ -383,7 +205,7 @@ class _Consumer(faust_aiokafka.Consumer):
             "re-reading the partition from it",
             tp.topic, tp.partition, committed, now - since,
         )  # fmt: skip
-        hole = self._holes.setdefault(tp, _Hole(committed, seek_needed=False))
+        hole = self._holes.setdefault(tp, Hole(committed, seek_needed=False))
         hole.offset = min(hole.offset, committed)
         repair = asyncio.ensure_future(self.seek(tp, committed))
         self._repairs.add(repair)

@@ -19,6 +19,7 @@ import pytest
 from faust.types import TP
 
 import streams.consumer
+import streams.consumer_holes
 from streams.app import build_app
 from streams.settings import Settings
 
@@ -133,7 +134,7 @@ async def test_a_record_that_never_comes_back_stops_blocking_after_a_while(
     await rec.fetched_in_rebalance(74)
     rec.consumer.resume_flow()
     assert await rec.fetched(90) == []
-    monkeypatch.setattr(streams.consumer, "HOLE_GIVE_UP_S", 0.0)
+    monkeypatch.setattr(streams.consumer_holes, "HOLE_GIVE_UP_S", 0.0)
     assert await rec.fetched(91, 92) == [91, 92]
 
 
@@ -167,7 +168,7 @@ async def test_records_emptied_from_a_stream_buffer_are_read_again(rec: Recorder
     app.flow_control.resume()
     assert buffer.qsize() == 0
     assert rec.seeks == [(TP0, 40)]  # records flow already: sought at once
-    assert all(e.message.generation_id == streams.consumer.LOST_GENERATION for e in events)
+    assert all(e.message.generation_id == streams.consumer_holes.LOST_GENERATION for e in events)
     assert await rec.fetched(42) == []
     assert await rec.fetched(40, 41, 42) == [40, 41, 42]
 
@@ -218,7 +219,7 @@ async def test_a_hole_whose_record_does_not_come_back_is_sought_again(
     assert rec.seeks == [(TP0, 74)]
     rec.consumer._new_offset(TP0)  # a commit soon after: the record may still be on its way
     assert rec.seeks == [(TP0, 74)]
-    monkeypatch.setattr(streams.consumer, "HOLE_RESEEK_S", 0.0)
+    monkeypatch.setattr(streams.consumer_holes, "HOLE_RESEEK_S", 0.0)
     rec.consumer._new_offset(TP0)  # the seek raced the fetcher and was lost: seek again
     assert rec.seeks == [(TP0, 74), (TP0, 74)]
     assert await rec.fetched(74) == [74]
