@@ -113,7 +113,9 @@ class Result:
 class _Call:
     """The mutable working set of one judge/reconcile call (a private helper of Sequencer)."""
 
-    __slots__ = ("judgements", "max_held", "max_seen", "seen_evicted", "state", "updates")
+    __slots__ = (
+        "held_evicted", "judgements", "max_held", "max_seen", "seen_evicted", "state", "updates",
+    )  # fmt: skip
 
     def __init__(self, state: AggregateState, max_seen: int, max_held: int) -> None:
         self.state = state
@@ -122,10 +124,12 @@ class _Call:
         self.judgements: list[Judgement] = []
         self.updates: list[StatusChange] = []
         self.seen_evicted = 0
+        self.held_evicted = 0  # counted as they go: a scan of the judgements cost 2.5 % CPU
 
     def result(self) -> Result:
-        evicted = sum(1 for j in self.judgements if j.reason.startswith("evicted:"))
-        return Result(self.state, self.judgements, self.updates, self.seen_evicted, evicted)
+        return Result(
+            self.state, self.judgements, self.updates, self.seen_evicted, self.held_evicted
+        )
 
     def see(self, event_id: str) -> None:
         seen = self.state.seen
@@ -172,6 +176,7 @@ class _Call:
             evicted = held.pop(0)
             self.unsee(evicted.event_id)
             reason = f"evicted: held list full ({self.max_held}), oldest held event dropped"
+            self.held_evicted += 1
             if evicted is event:
                 self.judgements[-1] = Judgement(event, Outcome.REJECTED, reason)
             else:

@@ -60,17 +60,17 @@ def measure_raw(ctx: BenchContext) -> list[Row]:
     ]
 
 
-def measure_faust_ceiling(ctx: BenchContext, workload: data.Workload) -> list[Row]:
-    """A consume-only Faust agent in a worker subprocess, against a pre-filled topic."""
+def run_faust_ceiling(ctx: BenchContext, workload: data.Workload, name: str) -> tuple[float, float]:
+    """One consume-only Faust worker over a pre-filled topic: (events/s, CPU s per 100k)."""
     n = len(workload.records)
-    with procs.fresh_broker(ctx.settings, ctx.workdir, "faust") as bootstrap:
-        prefix = ctx.prefix("faust")
+    with procs.fresh_broker(ctx.settings, ctx.workdir, name) as bootstrap:
+        prefix = ctx.prefix(name)
         tm = TopicMap(prefix, ctx.settings.partitions, 1)
         create_topics(bootstrap, tm.all())
         ctx.progress(0, n, "Faust ceiling: filling")
         data.fill(bootstrap, tm.payment_events.name, workload.records)
-        env = procs.worker_env(ctx.settings, bootstrap, prefix, ctx.scratch("faust"))
-        worker = procs.Worker.module("streams.bench.faust_sink", env, ctx.workdir / "faust.log")
+        env = procs.worker_env(ctx.settings, bootstrap, prefix, ctx.scratch(name))
+        worker = procs.Worker.module("streams.bench.faust_sink", env, ctx.workdir / f"{name}.log")
         ctx.progress(0, n, "Faust ceiling: worker starting")
         with procs.running([worker]):
             ctx.progress(0, n, "Faust ceiling: consuming")
@@ -78,8 +78,12 @@ def measure_faust_ceiling(ctx: BenchContext, workload: data.Workload) -> list[Ro
                 [worker], n, 120 + n / 500, lambda c: ctx.progress(c, n, None)
             )
     span = gauges["bench_last_event_time"] - gauges["bench_first_event_time"]
-    rate = n / max(span, 1e-6)
-    cpu = (trace.end_cpu - trace.idle_cpu) / n * 100_000
+    return n / max(span, 1e-6), (trace.end_cpu - trace.idle_cpu) / n * 100_000
+
+
+def measure_faust_ceiling(ctx: BenchContext, workload: data.Workload) -> list[Row]:
+    """A consume-only Faust agent in a worker subprocess, against a pre-filled topic."""
+    rate, cpu = run_faust_ceiling(ctx, workload, "faust")
     ctx.figures["faust_ceiling"] = rate
     ctx.figures["faust_cpu_100k"] = cpu
     return [

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 
 from connectors.stripe.webhooks import sign
 from streams.admin import create_topics
-from streams.bench import procs
+from streams.bench import hops, procs
 from streams.bench.context import BenchContext
 from streams.bench.crm_writer import crm_calls
 from streams.bench.poster import post_paced
@@ -49,6 +49,16 @@ class Run:
     max_ms: float
     tail_p50_ms: float
     api_calls: float
+    hop_times: list[hops.Hop]
+
+
+@dataclass(frozen=True)
+class Bus:
+    """Where the runs' records are: the broker, the path's three topics, their partitions."""
+
+    bootstrap: str
+    topics: list[str]
+    partitions: int
 
 
 def webhook(n: int, prefix: str) -> tuple[str, bytes]:
@@ -91,8 +101,16 @@ def _wait_written(
 
 
 def _run_rate(
-    ctx: BenchContext, sf: SalesforceProc, url: str, crm: procs.Worker, rate: float, n: int
+    ctx: BenchContext,
+    bus: Bus,
+    sf: SalesforceProc,
+    url: str,
+    crm: procs.Worker,
+    rate: float,
+    n: int,
+    timed: bool = True,
 ) -> Run:
+    """``count`` webhooks at ``rate``; ``timed``: also where the time went (:mod:`hops`)."""
     count = max(min(int(rate * ctx.sizes.latency_s), MAX_WEBHOOKS), 1)
     prefix = f"wl{n}"
     bodies = [webhook(i, prefix) for i in range(count)]
@@ -115,10 +133,11 @@ def _run_rate(
         raise procs.BenchError(f"no CRM record updated at {rate:,.0f}/s")
     lat = sorted(in_order)
     tail = statistics.median(in_order[-max(len(in_order) // 5, 1) :])
+    stamps = hops.read_stamps(bus.bootstrap, bus.topics, bus.partitions, prefix) if timed else []
     return Run(
-        rate, achieved, count, len(lat), statistics.median(lat),
-        lat[min(len(lat) - 1, int(len(lat) * 0.99))], lat[-1], tail,
-        calls / len(lat) * 1000,
+        rate, achieved, count, len(lat), statistics.median(lat), hops.percentile(lat, 0.99),
+        lat[-1], tail, calls / len(lat) * 1000,
+        hops.hops(sent_at, stamps, written) if timed else [],
     )  # fmt: skip
 
 
@@ -147,13 +166,16 @@ def measure(ctx: BenchContext) -> list[Row]:
             }
             workers[role] = procs.Worker.role(role, env, ctx.workdir / f"e2e-{role}.log")
         url = f"http://127.0.0.1:{workers['web'].web_port}/webhooks/stripe"
+        path = [tm.psp_webhooks, tm.payment_events, tm.status_updates]
+        bus = Bus(bootstrap, [t.name for t in path], ctx.settings.partitions)
         ctx.progress(0, None, "webhook -> CRM: workers starting")
         with procs.running(list(workers.values())):
-            warm = _run_rate(ctx, sf, url, workers["crm"], 100.0, 99)  # groups settled
+            # Until the groups have settled: not timed.
+            warm = _run_rate(ctx, bus, sf, url, workers["crm"], 100.0, 99, timed=False)
             if warm.written < warm.sent:
                 raise procs.BenchError("warm-up webhooks did not all reach the CRM")
             for n, rate in enumerate(rates):
-                runs.append(_run_rate(ctx, sf, url, workers["crm"], rate, n))
+                runs.append(_run_rate(ctx, bus, sf, url, workers["crm"], rate, n))
     return _rows(ctx, runs)
 
 
@@ -182,4 +204,5 @@ def _rows(ctx: BenchContext, runs: list[Run]) -> list[Row]:
                 "ms", target=P99_TARGET if key == "1k" else None, note=note, extra=extra,
             )
         )  # fmt: skip
+        rows += [hops.hop_row(SECTION, key, label, hop) for hop in run.hop_times]
     return rows

@@ -40,6 +40,8 @@ def test_bench_runs_end_to_end_on_a_tiny_input(clean_env: Path) -> None:
     for key in MEASURED:
         assert rows[key]["value"] > 0, key
     assert not [k for k, r in rows.items() if r["verdict"] == "not yet"]
+    for hop in ("web", "normaliser", "sequencer", "crm"):  # a gap may round below 0 ms
+        assert rows[f"webhook_crm_hop_{hop}_1k"]["extra"]["count"] > 0, hop
     assert rows["sequencer_vs_faust"]["ratio"] > 0
     for row in body["rows"]:
         assert {"measure", "value", "unit", "baseline", "ratio", "target", "verdict"} <= row.keys()

@@ -360,9 +360,17 @@ class Org:
         except soql.SoqlError as err:
             raise ApiError(400, err.code, err.message) from None
         where = bound.where
-        rows = soql_eval.apply(
-            bound, self.store.all(spec.name, lambda r: soql_eval.matches(where, r))
-        )
+
+        def indexed(name: str) -> bool:  # as in Salesforce: Id and external ids
+            field = spec.field(name)
+            return name == "Id" or (field is not None and field.external_id)
+
+        keys = soql_eval.narrowing(where, indexed)
+        if keys is None:
+            found = self.store.all(spec.name, lambda r: soql_eval.matches(where, r))
+        else:
+            found = self.store.by_keys(spec.name, keys, lambda r: soql_eval.matches(where, r))
+        rows = soql_eval.apply(bound, found)
         if bound.count:
             return {"totalSize": len(rows), "done": True, "records": []}
         shaped = [self.shape(spec, r, version, bound.fields) for r in rows]

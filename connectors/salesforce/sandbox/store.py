@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import sqlite3
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager, suppress
 from typing import Any
 
@@ -56,6 +56,7 @@ class Store:
         self._counters: dict[str, int] = {}
         #: (object, field) -> value -> ids that held it (see :meth:`find`).
         self._indexes: dict[tuple[str, str], dict[Any, set[str]]] = {}
+        self._folded: dict[tuple[str, str], dict[str, set[str]]] = {}
         self._load(objects)
 
     def _load(self, objects: list[ObjectSpec]) -> None:
@@ -137,6 +138,27 @@ class Store:
         records.sort(key=lambda r: (str(r.get("SystemModstamp", "")), r["Id"]))
         return records
 
+    def by_keys(
+        self, obj: str, keys: Iterable[tuple[str, Iterable[str]]], where: Callable[[Record], bool]
+    ) -> list[Record]:
+        """:meth:`all` narrowed to the records whose ``field`` is one of the lowered texts, for
+        each ``(field, texts)`` of ``keys``: a look-up per text in a case-folded index (built
+        on first use, like :meth:`find`'s), not a scan of the object."""
+        table = self._records.get(obj, {})
+        rids: set[str] = set()
+        for field, texts in keys:
+            index = self._folded.get((obj, field))
+            if index is None:
+                index = {}
+                for rid, held in table.items():
+                    _fold_add(index, held.get(field), rid)
+                self._folded[(obj, field)] = index
+            for text in texts:
+                rids.update(index.get(text, ()))
+        records = [r for r in (table.get(i) for i in rids) if r is not None and where(r)]
+        records.sort(key=lambda r: (str(r.get("SystemModstamp", "")), r["Id"]))
+        return records
+
     def find(self, obj: str, field: str, value: Any) -> list[Record]:
         """Records whose ``field`` equals ``value`` (external id lookups and unique checks).
 
@@ -183,6 +205,9 @@ class Store:
         for (index_obj, field), index in self._indexes.items():
             if index_obj == obj:
                 _index_add(index, record.get(field), rid)
+        for (index_obj, field), folded in self._folded.items():
+            if index_obj == obj:
+                _fold_add(folded, record.get(field), rid)
         self._remember(obj, rid, previous)
 
     def delete(self, obj: str, record_id: str) -> bool:
@@ -244,6 +269,12 @@ class Store:
             self._db.execute("COMMIT")
         finally:
             self._undo = None
+
+
+def _fold_add(index: dict[str, set[str]], value: Any, rid: str) -> None:
+    """Entries are never removed: :meth:`Store.by_keys` filters what it finds anyway."""
+    if value is not None:
+        index.setdefault(str(value).lower(), set()).add(rid)
 
 
 def _index_add(index: dict[Any, set[str]], value: Any, rid: str) -> None:

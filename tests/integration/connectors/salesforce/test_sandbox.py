@@ -142,6 +142,24 @@ def test_soql_where_and_order_limit(sf: Salesforce) -> None:
     assert nulls["totalSize"] == 1
 
 
+def test_soql_by_id_reads_only_the_named_records(sf: Salesforce) -> None:
+    """Queries by Id or external id take the indexed path: rows, order, filters as a scan."""
+    ids = [
+        sf.Payment__c.create({"External_Id__c": f"x{n}", "Amount__c": n})["id"] for n in range(5)
+    ]
+    listed = ", ".join(f"'{i}'" for i in [ids[3], ids[1], ids[4], "a0X5g0000000zzzAAA"])
+    rows = sf.query(f"SELECT Id, Amount__c FROM Payment__c WHERE Id IN ({listed})")["records"]
+    assert [r["Id"] for r in rows] == [ids[1], ids[3], ids[4]]  # SystemModstamp order
+    both = f"SELECT Id FROM Payment__c WHERE Amount__c >= 4 AND Id IN ({listed})"
+    assert [r["Id"] for r in sf.query(both)["records"]] == [ids[4]]
+    either = f"SELECT Id FROM Payment__c WHERE Amount__c = 0 OR Id = '{ids[2]}'"
+    assert [r["Id"] for r in sf.query(either)["records"]] == [ids[0], ids[2]]
+    by_ext = "SELECT Id FROM Payment__c WHERE External_Id__c IN ('X3', 'x0') OR Id = "
+    assert [r["Id"] for r in sf.query(by_ext + f"'{ids[1]}'")["records"]] == [*ids[:2], ids[3]]
+    sf.Payment__c.update(ids[3], {"External_Id__c": "y3"})  # the index follows updates
+    assert [r["Id"] for r in sf.query(by_ext + f"'{ids[1]}'")["records"]] == ids[:2]
+
+
 def test_soql_on_system_modstamp_and_user(
     sf: Salesforce, staff_sf: Salesforce, sandbox: Sandbox
 ) -> None:

@@ -15,7 +15,7 @@ from connectors.salesforce.sandbox.soql import (
     SoqlError,
     parse,
 )
-from connectors.salesforce.sandbox.soql_eval import apply, bind, matches
+from connectors.salesforce.sandbox.soql_eval import apply, bind, matches, narrowing
 
 TYPES = {
     "Id": "id",
@@ -230,3 +230,24 @@ def test_order_by_nulls_limit_offset() -> None:
 
 def test_matches_without_condition() -> None:
     assert matches(None, RECORDS[0])
+
+
+@pytest.mark.parametrize(
+    ("where", "keys"),
+    [
+        ("Id = 'aB'", [("Id", {"ab"})]),  # lowered: text equality ignores case
+        ("id IN ('a', 'b')", [("Id", {"a", "b"})]),
+        ("Amount__c > 1 AND Id IN ('a')", [("Id", {"a"})]),  # one AND-ed look-up narrows
+        ("Id IN ('a') OR Name = 'n'", [("Id", {"a"}), ("Name", {"n"})]),
+        ("Id IN ('a') OR Amount__c > 1", None),  # an OR branch may match any record
+        ("NOT Id = 'a'", None),
+        ("Id != 'a'", None),
+        ("Status__c = 'paid'", None),  # not indexed
+    ],
+)
+def test_narrowing_covers_every_match_or_gives_up(
+    where: str, keys: list[tuple[str, set[str]]] | None
+) -> None:
+    where_ = bind(parse(f"SELECT Id FROM P WHERE {where}"), "Payment__c", lookup).where
+    found = narrowing(where_, lambda field: field in ("Id", "Name"))
+    assert found == ([(f, frozenset(v)) for f, v in keys] if keys is not None else None)
