@@ -71,6 +71,13 @@ CRM_API_CALLS = Counter(
 CRM_RECORDS_WRITTEN = Counter(
     "paybus_crm_records_written_total", "CRM records by write outcome.", ["outcome"]
 )
+STAGE_BATCH_EVENTS = Histogram(
+    "paybus_stage_batch_events",
+    "Events per batch a batched stage handled: small batches under a backlog mean per-batch "
+    "costs (a produce round trip, a changelog write) are spread thin.",
+    ["stage"],
+    buckets=(1, 2, 5, 10, 25, 50, 100, 250, 500, 1000),
+)
 CRM_WRITE_SECONDS = Histogram("paybus_crm_write_seconds", "CRM write batch latency.")
 CRM_WRITE_RETRIES = Counter(
     "paybus_crm_write_retries_total",

@@ -29,6 +29,7 @@ from typing import Any, cast
 import faust
 from faust.types import ChannelT, EventT
 
+from streams import metrics
 from streams.agents.guard import guarded
 from streams.settings import Settings
 
@@ -126,7 +127,9 @@ async def run_batches(
 ) -> AsyncIterator[None]:
     """An agent body: each batch of :func:`take_ready` through ``handle``, guarded (a batch
     that raises is dead-lettered instead of stopping the agent, see ``guard``)."""
+    sizes = metrics.STAGE_BATCH_EVENTS.labels(stage)
     async for events in take_ready(stream, max_events, linger_s):
+        sizes.observe(len(events))
         await guarded(stage, handle, events)
         yield None
 

@@ -34,8 +34,8 @@ class Sizes:
     #: records for a window of about a second, whatever the event count.
     raw_records: int = 50_000
     #: Sequencer and Faust-ceiling runs taken back to back for the sequencer's ratio, whose
-    #: median is reported: one pair apart in time drifted 0.72-0.93 on an idle machine.
-    ratio_pairs: int = 3
+    #: median is reported: pairs of one build ranged 0.67-1.10 on an idle machine.
+    ratio_pairs: int = 5
 
     @classmethod
     def for_run(cls, events: int, quick: bool) -> Sizes:

@@ -13,6 +13,7 @@ from typing import Any
 import faust
 import pytest
 
+from streams import metrics
 from streams.agents.batches import backlog, run_batches
 
 pytestmark = pytest.mark.asyncio
@@ -75,6 +76,19 @@ async def test_events_arriving_while_a_batch_is_handled_form_the_next_batch() ->
     h = Harness(max_events=100, linger_s=0.0)
     await h.while_busy(6)
     assert h.batches == [[0], [1, 2, 3, 4, 5]]
+
+
+async def test_each_batch_size_is_observed_for_its_stage() -> None:
+    sizes = metrics.STAGE_BATCH_EVENTS.labels("test")
+    count_before, sum_before = _histogram(sizes)
+    h = Harness(max_events=100, linger_s=0.0)
+    await h.while_busy(6)
+    assert _histogram(sizes) == (count_before + 2, sum_before + 6)  # batches [0], [1..5]
+
+
+def _histogram(child: Any) -> tuple[float, float]:
+    samples = {s.name: s.value for m in child.collect() for s in m.samples}
+    return samples["paybus_stage_batch_events_count"], samples["paybus_stage_batch_events_sum"]
 
 
 async def test_a_batch_never_holds_more_than_the_maximum_and_order_is_kept() -> None:
