@@ -27,7 +27,7 @@ from dataclasses import dataclass
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
-from streams.bench.report import Row
+from streams.bench.report import Row, percentile
 
 HOPS = ("web", "normaliser", "sequencer", "crm")
 #: Reading a topic back stops once it has been quiet this long (everything is written by then).
@@ -40,11 +40,6 @@ class Hop:
     count: int
     p50_ms: float
     p99_ms: float
-
-
-def percentile(sorted_values: list[float], q: float) -> float:
-    """The ``q`` quantile of an ascending list (nearest rank, as the latency rows use)."""
-    return sorted_values[min(len(sorted_values) - 1, int(len(sorted_values) * q))]
 
 
 async def first_stamps(

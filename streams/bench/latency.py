@@ -23,7 +23,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from streams.admin import create_topics
 from streams.bench import data, procs
 from streams.bench.context import BenchContext
-from streams.bench.report import Row
+from streams.bench.report import Row, percentile
 from streams.codec import AvroCodec
 from streams.demo_data import HistoryEvent
 from streams.topics import TopicMap
@@ -139,7 +139,7 @@ async def _measure(
                     len(ids),
                     len(lat),
                     statistics.median(lat),
-                    lat[min(len(lat) - 1, int(len(lat) * 0.99))],
+                    percentile(lat, 0.99),
                     lat[-1],
                     tail,
                 )

@@ -95,6 +95,11 @@ def failed(key: str, section: str, measure: str, unit: str, error: BaseException
     return Row(key, section, measure, None, unit, note=f"{type(error).__name__}: {error}"[:300])
 
 
+def percentile(sorted_values: list[float], q: float) -> float:
+    """The ``q`` quantile of an ascending list (nearest rank, as every latency row uses)."""
+    return sorted_values[min(len(sorted_values) - 1, int(len(sorted_values) * q))]
+
+
 def fmt(value: float | None) -> str:
     if value is None:
         return "—"

@@ -26,7 +26,7 @@ from streams.bench import hops, procs
 from streams.bench.context import BenchContext
 from streams.bench.crm_writer import crm_calls
 from streams.bench.poster import post_paced
-from streams.bench.report import Row, Target
+from streams.bench.report import Row, Target, percentile
 from streams.bench.salesforce import PAYMENT_OBJECT, SalesforceProc, salesforce
 from streams.broker import free_port
 from streams.topics import TopicMap
@@ -135,7 +135,7 @@ def _run_rate(
     tail = statistics.median(in_order[-max(len(in_order) // 5, 1) :])
     stamps = hops.read_stamps(bus.bootstrap, bus.topics, bus.partitions, prefix) if timed else []
     return Run(
-        rate, achieved, count, len(lat), statistics.median(lat), hops.percentile(lat, 0.99),
+        rate, achieved, count, len(lat), statistics.median(lat), percentile(lat, 0.99),
         lat[-1], tail, calls / len(lat) * 1000,
         hops.hops(sent_at, stamps, written) if timed else [],
     )  # fmt: skip

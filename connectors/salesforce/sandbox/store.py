@@ -56,7 +56,8 @@ class Store:
         self._counters: dict[str, int] = {}
         #: (object, field) -> value -> ids that held it (see :meth:`find`).
         self._indexes: dict[tuple[str, str], dict[Any, set[str]]] = {}
-        self._folded: dict[tuple[str, str], dict[str, set[str]]] = {}
+        #: The same, keyed by the value's lowered text (see :meth:`by_keys`).
+        self._folded: dict[tuple[str, str], dict[Any, set[str]]] = {}
         self._load(objects)
 
     def _load(self, objects: list[ObjectSpec]) -> None:
@@ -135,8 +136,7 @@ class Store:
         among tens of thousands of records sorts only what it found."""
         found = self._records.get(obj, {})
         records = list(found.values()) if where is None else [r for r in found.values() if where(r)]
-        records.sort(key=lambda r: (str(r.get("SystemModstamp", "")), r["Id"]))
-        return records
+        return _by_modstamp(records)
 
     def by_keys(
         self, obj: str, keys: Iterable[tuple[str, Iterable[str]]], where: Callable[[Record], bool]
@@ -147,17 +147,27 @@ class Store:
         table = self._records.get(obj, {})
         rids: set[str] = set()
         for field, texts in keys:
-            index = self._folded.get((obj, field))
-            if index is None:
-                index = {}
-                for rid, held in table.items():
-                    _fold_add(index, held.get(field), rid)
-                self._folded[(obj, field)] = index
+            index = self._index(self._folded, obj, field, _fold_add)
             for text in texts:
                 rids.update(index.get(text, ()))
-        records = [r for r in (table.get(i) for i in rids) if r is not None and where(r)]
-        records.sort(key=lambda r: (str(r.get("SystemModstamp", "")), r["Id"]))
-        return records
+        return _by_modstamp([r for r in (table.get(i) for i in rids) if r is not None and where(r)])
+
+    def _index(
+        self,
+        indexes: dict[tuple[str, str], dict[Any, set[str]]],
+        obj: str,
+        field: str,
+        add: Callable[[dict[Any, set[str]], Any, str], None],
+    ) -> dict[Any, set[str]]:
+        """``obj``'s index on ``field`` in ``indexes``, built on first use (:meth:`put`
+        extends it from then on)."""
+        index = indexes.get((obj, field))
+        if index is None:
+            index = {}
+            for rid, held in self._records.get(obj, {}).items():
+                add(index, held.get(field), rid)
+            indexes[(obj, field)] = index
+        return index
 
     def find(self, obj: str, field: str, value: Any) -> list[Record]:
         """Records whose ``field`` equals ``value`` (external id lookups and unique checks).
@@ -172,12 +182,7 @@ class Store:
             hash(value)
         except TypeError:
             return [dict(r) for r in table.values() if r.get(field) == value]
-        index = self._indexes.get((obj, field))
-        if index is None:
-            index = {}
-            for rid, held in table.items():
-                _index_add(index, held.get(field), rid)
-            self._indexes[(obj, field)] = index
+        index = self._index(self._indexes, obj, field, _index_add)
         found = []
         for rid in index.get(value, ()):
             record = table.get(rid)
@@ -202,12 +207,10 @@ class Store:
             (rid, obj, modstamp_ms, json.dumps(record)),
         )
         table[rid] = dict(record)
-        for (index_obj, field), index in self._indexes.items():
-            if index_obj == obj:
-                _index_add(index, record.get(field), rid)
-        for (index_obj, field), folded in self._folded.items():
-            if index_obj == obj:
-                _fold_add(folded, record.get(field), rid)
+        for indexes, add in ((self._indexes, _index_add), (self._folded, _fold_add)):
+            for (index_obj, field), index in indexes.items():
+                if index_obj == obj:
+                    add(index, record.get(field), rid)
         self._remember(obj, rid, previous)
 
     def delete(self, obj: str, record_id: str) -> bool:
@@ -271,7 +274,12 @@ class Store:
             self._undo = None
 
 
-def _fold_add(index: dict[str, set[str]], value: Any, rid: str) -> None:
+def _by_modstamp(records: list[Record]) -> list[Record]:
+    records.sort(key=lambda r: (str(r.get("SystemModstamp", "")), r["Id"]))
+    return records
+
+
+def _fold_add(index: dict[Any, set[str]], value: Any, rid: str) -> None:
     """Entries are never removed: :meth:`Store.by_keys` filters what it finds anyway."""
     if value is not None:
         index.setdefault(str(value).lower(), set()).add(rid)

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import re
 
-from streams.bench.hops import HOPS, hop_row, hops, percentile
+from streams.bench.hops import HOPS, hop_row, hops
+from streams.bench.report import percentile
 
 
 def test_each_hop_is_the_gap_between_its_two_stamps_per_webhook() -> None:
