@@ -16,7 +16,7 @@ import io
 import json
 import struct
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -26,6 +26,7 @@ from fastavro.schema import parse_schema, to_parsing_canonical_form
 from fastavro.types import Schema
 
 from schemas import SCHEMA_DIR
+from streams.avro_fast import Fallback, Writer, compile_writer
 from streams.errors import DecodeError, ValidationError
 
 SINGLE_OBJECT_MAGIC = b"\xc3\x01"
@@ -48,13 +49,15 @@ class SchemaEntry:
     json: Mapping[str, Any]
     parsed: Schema
     fingerprint: bytes
+    #: The compiled fast path (:mod:`streams.avro_fast`), or None where it does not apply.
+    fast: Writer | None = field(default=None, compare=False, repr=False)
 
     @classmethod
     def from_json(cls, raw: Mapping[str, Any]) -> SchemaEntry:
         # Parsed with fastavro's hint: a schema without it is parsed again on every read and
         # write (measured: 20 -> 9 us per PspWebhook encode, 19 -> 9 per decode).
         parsed = parse_schema(dict(raw))
-        return cls(str(raw["name"]), raw, parsed, fingerprint(raw))
+        return cls(str(raw["name"]), raw, parsed, fingerprint(raw), compile_writer(parsed))
 
 
 class SchemaRepository:
@@ -90,11 +93,19 @@ class SchemaIdResolver(Protocol):
     def schema_for(self, schema_id: int) -> Mapping[str, Any]: ...
 
 
-def _write(schema: Schema, record: Mapping[str, Any]) -> bytes:
+def _write(entry: SchemaEntry, record: Mapping[str, Any]) -> bytes:
+    """The Avro body of ``record``: the fast path when it takes the record, else fastavro
+    (which also gives every error, so both paths fail alike)."""
+    data = record if type(record) is dict else dict(record)
+    if entry.fast is not None:
+        try:
+            return entry.fast(data)
+        except (Fallback, KeyError, TypeError, ValueError, AttributeError):
+            pass
     buf = io.BytesIO()
     try:
-        fastavro.schemaless_writer(buf, schema, dict(record), strict_allow_default=True)
-    except (TypeError, ValueError, KeyError, AttributeError) as exc:
+        fastavro.schemaless_writer(buf, entry.parsed, dict(data), strict_allow_default=True)
+    except (TypeError, ValueError, KeyError, AttributeError, OverflowError) as exc:
         raise ValidationError(f"record does not fit schema: {exc}") from exc
     return buf.getvalue()
 
@@ -138,7 +149,7 @@ class AvroCodec:
 
     def encode(self, name: str, record: Mapping[str, Any]) -> bytes:
         entry = self.repository.get(name)
-        body = _write(entry.parsed, record)
+        body = _write(entry, record)
         if self.registry is None:
             return SINGLE_OBJECT_MAGIC + entry.fingerprint + body
         schema_id = self._ids.get(name)

@@ -41,6 +41,11 @@ SEQUENCER_EVICTIONS = Counter(
     "Entries pushed out of a bounded per-aggregate set (seen ids, held events).",
     ["kind"],
 )
+SEQUENCER_STATE_LOADS = Counter(
+    "paybus_sequencer_state_loads_total",
+    "Aggregate states read from the table: found decoded in the cache (hit) or decoded (miss).",
+    ["result"],
+)
 HELD_EVENTS = Gauge("paybus_held_events", "Events currently held waiting for a gap to fill.")
 OLDEST_HELD_AGE = Gauge(
     "paybus_oldest_held_event_age_seconds", "Age of the oldest held event (0 when none)."

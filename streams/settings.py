@@ -160,6 +160,9 @@ class Settings(BaseSettings):
     #: stage batches what arrived while it worked, without waiting: see agents/batches.py).
     batch_linger_s: float = Field(default=0.005, ge=0)
     max_seen_ids: int = Field(default=64, ge=1)
+    #: Aggregates whose decoded state the sequencer keeps beside the table's bytes (a
+    #: bounded cache: ~1 kB each; 0 turns it off). See agents/state_cache.py.
+    state_cache_size: int = Field(default=20_000, ge=0)
     max_held_events: int = Field(default=32, ge=1)
     webhook_max_body_bytes: int = Field(default=256 * 1024, ge=1024)
     #: A webhook not durably in Kafka within this long is answered 503 (the PSP retries).

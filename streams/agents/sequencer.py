@@ -46,6 +46,7 @@ from streams.agents.sequencer_records import (
     status_update_record,
     to_engine_event,
 )
+from streams.agents.state_cache import DecodedStates
 from streams.app import PaybusApp
 from streams.errors import PaybusError
 from streams.records import PaymentEvent, codec_name
@@ -86,6 +87,7 @@ class SequencerStage:
             app.serializers.dumps_key, str, serializer=cast(Any, self.table).key_serializer
         )
         self.sender = BatchSender(app)
+        self.decoded = DecodedStates(settings.state_cache_size)
         self.hold_timeout = timedelta(seconds=settings.hold_timeout_s)
         app.agent(self.events_topic, name="paybus.sequencer")(
             batched(app.settings, STAGE, self.process_batch)
@@ -115,6 +117,7 @@ class SequencerStage:
         updates: list[Record] = []
         dead: list[Any] = []
         evicted_seen = evicted_held = 0
+        hits, misses = self.decoded.hits, self.decoded.misses
         for event in events:
             value = cast(Mapping[str, Any], event.value)
             try:
@@ -126,7 +129,7 @@ class SequencerStage:
                 )
                 continue
             agg = engine_event.aggregate_id
-            state = states[agg] if agg in states else load_state(agg, store.get(agg))
+            state = states[agg] if agg in states else self.decoded.load(agg, store.get(agg))
             if engine_event.attributes.get(RECONCILE_ATTR) and state is not None:
                 result = self.engine.reconcile(
                     state, engine_event.status, now=engine_event.occurred_at, source="reconcile"
@@ -151,6 +154,8 @@ class SequencerStage:
             dead += await self.sender.send(self.status_topic, updates)
         await asyncio.gather(*dead)
         self._count(counts, evicted_seen, evicted_held)
+        metrics.SEQUENCER_STATE_LOADS.labels("hit").inc(self.decoded.hits - hits)
+        metrics.SEQUENCER_STATE_LOADS.labels("miss").inc(self.decoded.misses - misses)
         await self._write_states(states, last_event)
 
     async def _write_states(
@@ -168,10 +173,12 @@ class SequencerStage:
         store = self.table.data
         memory = store if isinstance(store, MemoryStore) else None
         changelog: list[Record] = []
+        remember = self.decoded.remember
         for agg, state in states.items():
             if state is None:
                 continue
             value = encode_state(state)
+            remember(agg, value, state)
             event = last_event[agg]
             partition = event.message.partition
             if memory is not None:  # its dicts directly, as Store.__setitem__ and recovery do

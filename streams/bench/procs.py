@@ -45,6 +45,24 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / _CLK_TCK
 
 
+def machine_ticks() -> tuple[int, int] | None:
+    """(busy, total) CPU clock ticks of the whole machine so far, from ``/proc/stat`` (idle and
+    I/O wait are not busy); None where there is no such file."""
+    try:
+        first = Path("/proc/stat").read_text().split("\n", 1)[0].split()
+    except OSError:
+        return None
+    ticks = [int(t) for t in first[1:9]]  # user nice system idle iowait irq softirq steal
+    return sum(ticks) - ticks[3] - ticks[4], sum(ticks)
+
+
+def busy_cores(before: tuple[int, int] | None, after: tuple[int, int] | None) -> float | None:
+    """How many of the machine's cores were busy on average between two :func:`machine_ticks`."""
+    if before is None or after is None or after[1] <= before[1]:
+        return None
+    return (after[0] - before[0]) / (after[1] - before[1]) * (os.cpu_count() or 1)
+
+
 def rss_bytes(pid: int | str = "self") -> int:
     """Resident set size of ``pid`` in bytes, from ``/proc/<pid>/statm``."""
     pages = int(Path(f"/proc/{pid}/statm").read_text().split()[1])

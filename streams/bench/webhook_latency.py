@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import statistics
 import time
 from dataclasses import dataclass
@@ -50,6 +51,8 @@ class Run:
     tail_p50_ms: float
     api_calls: float
     hop_times: list[hops.Hop]
+    #: Cores of the whole machine busy while the webhooks were posted (None off Linux).
+    busy_cores: float | None = None
 
 
 @dataclass(frozen=True)
@@ -118,7 +121,9 @@ def _run_rate(
     since = len(sf.admin.writes())
     calls_before = crm_calls(crm)
     ctx.progress(0, count, f"webhook -> CRM at {rate:,.0f}/s")
+    ticks = procs.machine_ticks()
     posted = asyncio.run(post_paced(url, bodies, rate, _signed))
+    busy = procs.busy_cores(ticks, procs.machine_ticks())
     if posted.refused:
         raise procs.BenchError(
             f"{posted.refused} of {count} webhooks refused at {rate:,.0f}/s: "
@@ -137,7 +142,7 @@ def _run_rate(
     return Run(
         rate, achieved, count, len(lat), statistics.median(lat), percentile(lat, 0.99),
         lat[-1], tail, calls / len(lat) * 1000,
-        hops.hops(sent_at, stamps, written) if timed else [],
+        hops.hops(sent_at, stamps, written) if timed else [], busy,
     )  # fmt: skip
 
 
@@ -190,9 +195,15 @@ def _rows(ctx: BenchContext, runs: list[Run]) -> list[Row]:
             f"{run.max_ms:.0f} ms, p50 of the last fifth {run.tail_p50_ms:.0f} ms; "
             f"{run.api_calls:.1f} Salesforce calls per 1,000 updates; sandbox answers at once"
         )
+        if run.busy_cores is not None:
+            note += (
+                f"; {run.busy_cores:.2f} of {os.cpu_count()} cores busy while posting (broker, "
+                "workers, sandbox and load generator share them)"
+            )
         extra = {
             "rate": run.rate, "achieved_rate": run.achieved, "max_ms": run.max_ms,
             "tail_p50_ms": run.tail_p50_ms, "api_calls_per_1000": run.api_calls,
+            "busy_cores": run.busy_cores,
         }  # fmt: skip
         rows.append(
             Row(f"webhook_crm_p50_{key}", SECTION, f"webhook -> CRM p50 at {label}",

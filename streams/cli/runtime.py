@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import sys
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -52,13 +52,25 @@ def worker(
         attach(app, role or ROLES)
     except ValueError as exc:
         fail(str(exc))
-    faust.Worker(
+    worker_class(faust.Worker)(
         app,
         loglevel=settings.log_level,
         quiet=True,
         redirect_stdouts=False,
         override_logging=False,
     ).execute_from_commandline()
+
+
+def worker_class(base: type[Any]) -> type[Any]:
+    """Faust's worker, settling the garbage collector once start-up (and recovery) is done."""
+    from streams import gc_policy
+
+    class PaybusWorker(base):  # type: ignore[misc]
+        async def on_startup_finished(self) -> None:
+            await super().on_startup_finished()
+            gc_policy.settle()
+
+    return PaybusWorker
 
 
 def dev(

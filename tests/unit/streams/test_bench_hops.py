@@ -35,3 +35,16 @@ def test_a_hop_no_webhook_crossed_is_left_out_and_rows_name_each_hop() -> None:
 def test_percentile_is_nearest_rank() -> None:
     values = [float(n) for n in range(1, 101)]
     assert percentile(values, 0.99) == 100.0 and percentile(values, 0.5) == 51.0
+
+
+def test_busy_cores_is_the_busy_share_of_all_ticks_times_the_cores() -> None:
+    import os
+
+    from streams.bench import procs
+
+    cores = os.cpu_count() or 1
+    assert procs.busy_cores((100, 1000), (400, 1400)) == 0.75 * cores
+    assert procs.busy_cores((100, 1000), (100, 1000)) is None  # no time passed
+    assert procs.busy_cores(None, (1, 2)) is None  # no /proc/stat
+    now = procs.machine_ticks()
+    assert now is not None and 0 <= now[0] <= now[1]
