@@ -1,11 +1,11 @@
 """Faust's own ceiling: an agent that only consumes (and decodes) ``paybus.payments.events``.
 
 Run as ``python -m streams.bench.faust_sink worker`` with the ``PAYBUS_*`` environment of a
-bench worker. It is built by the same :func:`streams.app.build_app` as the real worker (same
-transport, fetch wait, loggers), so the gap between this and the sequencing agent is the
-agent's own work. Its ``/metrics`` page speaks the same counter as the real stages
-(``paybus_events_total{stage="sink"}``) plus the wall-clock times of the first and latest
-event, so the bench reads it like any worker.
+bench worker. It is built by the same :func:`streams.app.build_app` and worker class as the
+real worker (same transport, fetch wait, loggers, GC settings), so the gap between this and
+the sequencing agent is the agent's own work. Its ``/metrics`` page speaks the same counter
+as the real stages (``paybus_events_total{stage="sink"}``) plus the wall-clock times of the
+first and latest event, so the bench reads it like any worker.
 """
 
 from __future__ import annotations
@@ -55,8 +55,11 @@ class Metrics(View):
 
 
 def main() -> Any:
-    """Run the worker (Faust's own command line, quiet)."""
-    worker = faust.Worker(app, loglevel="WARNING", quiet=True, redirect_stdouts=False)
+    """Run the worker (Faust's own command line, quiet), with the real worker's start-up
+    (its garbage-collector settings included), so only the agent differs."""
+    from streams.cli.runtime import worker_class
+
+    worker = worker_class(faust.Worker)(app, loglevel="WARNING", quiet=True, redirect_stdouts=False)
     return worker.execute_from_commandline()
 
 
