@@ -33,6 +33,10 @@ from streams.broker import free_port
 from streams.topics import TopicMap
 
 SECTION = "latency"
+#: A rate the machine carries with cores to spare: its p99 is the bus's own floor (mostly the
+#: CRM writer's flush wait), before CPU queueing adds to it at 1,000/s.
+LOW_RATE = 100.0
+_KEYS = {LOW_RATE: "100", 1000.0: "1k"}
 P99_TARGET = Target("value", "<", 250.0, "< 250 ms")
 SECRET = "whsec_paybus_bench"
 #: Webhooks per rate at most: above what the bus sustains, more only lengthen the backlog.
@@ -147,8 +151,8 @@ def _run_rate(
 
 
 def measure(ctx: BenchContext) -> list[Row]:
-    """p50/p99 webhook -> CRM at 1,000/s and a higher rate, one worker per role."""
-    rates = [1000.0, ctx.sizes.high_rate]
+    """p50/p99 webhook -> CRM at 100/s, 1,000/s and a higher rate, one worker per role."""
+    rates = [LOW_RATE, 1000.0, ctx.sizes.high_rate]
     runs: list[Run] = []
     with (
         procs.fresh_broker(ctx.settings, ctx.workdir, "e2e") as bootstrap,
@@ -187,7 +191,7 @@ def measure(ctx: BenchContext) -> list[Row]:
 def _rows(ctx: BenchContext, runs: list[Run]) -> list[Row]:
     rows: list[Row] = []
     for run in runs:
-        key = "1k" if run.rate == 1000.0 else "high"
+        key = _KEYS.get(run.rate, "high")
         label = f"{run.rate:,.0f}/s"
         note = (
             f"{run.sent:,} webhooks posted at {run.achieved:,.0f}/s (the most the web worker "

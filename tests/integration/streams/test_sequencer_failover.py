@@ -10,13 +10,12 @@ from __future__ import annotations
 
 import io
 import json
-import random
 from pathlib import Path
 
 import pytest
 
 from streams.admin import create_topics
-from streams.broker import EmbeddedBroker
+from streams.broker import EmbeddedBroker, free_port
 from streams.demo_data import delivery, histories
 from streams.offline import run_sequence
 from streams.topics import TopicMap
@@ -49,7 +48,9 @@ def test_two_workers_one_killed_match_offline(
     logs.mkdir()
 
     def start(name: str) -> WorkerProcess:
-        worker_env = {**env, "PAYBUS_WEB_PORT": str(random.randint(20000, 40000))}
+        # A port the kernel just handed out, not a random one: 20000-40000 overlaps the
+        # ephemeral range, where the workers' own broker connections may already sit.
+        worker_env = {**env, "PAYBUS_WEB_PORT": str(free_port())}
         return WorkerProcess.paybus(worker_env, logs / f"{name}.log", "--role", "sequencer").start()
 
     a, b = start("a"), start("b")
