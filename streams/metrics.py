@@ -68,6 +68,11 @@ CONNECTOR_ERRORS = Counter(
     "Failed connector calls (each also observed in paybus_connector_call_seconds).",
     ["psp", "operation", "kind"],
 )
+CRM_BUDGET_WAIT = Counter(
+    "paybus_crm_budget_wait_seconds_total",
+    "Seconds CRM calls waited for the API budget (salesforce.calls_per_minute).",
+    ["operation"],
+)
 CRM_API_CALLS = Counter(
     "paybus_crm_api_calls_total",
     "CRM API calls (they count against the org's daily allowance).",

@@ -78,6 +78,11 @@ class SalesforceSettings(_Section):
     #: per record before writing, so a batch larger than one collection call pays off: 1,000
     #: updates of 300 records cost 3 API calls in one batch, 10 in five batches of 200.
     updates_per_batch: int | None = Field(default=1000, ge=1, le=10000)
+    #: API calls a minute this process's CRM writer and poller may make together, on average
+    #: (a burst of ten seconds' worth after a quiet spell); None: unpaced. Waiting grows the
+    #: next batch, so updates cost fewer calls and arrive later. Size it from the org's daily
+    #: allowance (calls per 24 h / 1,440, times this worker's share).
+    calls_per_minute: float | None = Field(default=None, gt=0)
     #: Write attempts of a retryable failure (5xx, timeouts, row locks) before the DLQ.
     write_attempts: int = Field(default=5, ge=1)
     #: Records read per object per poll (one SOQL call each).

@@ -17,6 +17,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+from connectors.salesforce.budget import CallBudget
 from streams.agents.crm_ingest import CrmIngest
 from streams.app import PaybusApp
 
@@ -47,7 +48,9 @@ class CrmStage:
                 "write-back and polling off, POST /events/crm on"
             )
             return
-        self.writer = CrmWriterStage(app)
+        sf = settings.salesforce
+        budget = CallBudget(sf.calls_per_minute) if sf.calls_per_minute else None
+        self.writer = CrmWriterStage(app, budget)
         if not settings.crm.poll:
             return
         username = integration_username(app)
@@ -57,4 +60,4 @@ class CrmStage:
                 "the bus writes as) so its own write-backs are not read back as changes"
             )
             return
-        self.source = CrmSourceStage(app, username)
+        self.source = CrmSourceStage(app, username, budget)

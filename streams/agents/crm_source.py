@@ -19,6 +19,7 @@ import asyncio
 import logging
 from typing import Any
 
+from connectors.salesforce.budget import CallBudget
 from connectors.salesforce.client import SalesforceClient
 from connectors.salesforce.poller import ChangeBatch, ChangePoller
 from connectors.salesforce.settings import FieldMap, build_salesforce
@@ -44,8 +45,11 @@ def watermark_topic_name(app: PaybusApp) -> str:
 class CrmSourceStage:
     """The polling timer (see the module doc)."""
 
-    def __init__(self, app: PaybusApp, integration_username: str) -> None:
+    def __init__(
+        self, app: PaybusApp, integration_username: str, budget: CallBudget | None = None
+    ) -> None:
         self.app = app
+        self.budget = budget
         settings = app.settings
         self.username = integration_username
         self.fields = FieldMap.from_settings(settings.salesforce)
@@ -77,8 +81,12 @@ class CrmSourceStage:
 
     async def poll_once(self) -> bool:
         """One fetch -> publish -> commit round; True when more may be waiting."""
+        if self.budget is not None:
+            metrics.CRM_BUDGET_WAIT.labels("poll").inc(await self.budget.wait_turn())
         poller, batch, calls = await asyncio.to_thread(self._fetch)
         metrics.CRM_API_CALLS.labels(CRM, "poll").inc(calls)
+        if self.budget is not None:
+            self.budget.spend(calls)
         if batch.changes:
             futures = [await self._send(change) for change in batch.changes]
             await asyncio.gather(*futures)  # acks=all: every change is durable

@@ -9,7 +9,9 @@ records it has not seen, one per 1,000 records written), however many updates th
 The writer caches the versions it read and wrote. The cache is safe only while this worker
 alone writes its partitions' records, so it is forgotten on every rebalance (partitions
 revoked or assigned: another worker may have written them meanwhile). The blocking HTTP work
-runs in a thread.
+runs in a thread. With ``salesforce.calls_per_minute`` set, each write first waits its turn in
+a :class:`~connectors.salesforce.budget.CallBudget` shared with the poller (the flush wait
+bounds calls per flush, not per day); updates arriving meanwhile make the next batch larger.
 
 Every update of a batch ends in exactly one named, counted outcome before the batch returns
 (and Faust acks its offsets):
@@ -43,6 +45,7 @@ from faust.types import EventT
 from connectors.errors import TransientError
 from connectors.retry import backoff_delay, call_with_retries
 from connectors.salesforce.alerts import FailureAlerter, SmtpSettings
+from connectors.salesforce.budget import CallBudget
 from connectors.salesforce.client import SalesforceClient
 from connectors.salesforce.settings import FieldMap, build_salesforce
 from connectors.salesforce.writer import CrmWriter, Outcome, UpdateResult, WriteReport, redact
@@ -109,8 +112,9 @@ def smtp_settings(app: PaybusApp) -> SmtpSettings | None:
 class CrmWriterStage:
     """The write-back agent (see the module doc)."""
 
-    def __init__(self, app: PaybusApp) -> None:
+    def __init__(self, app: PaybusApp, budget: CallBudget | None = None) -> None:
         self.app = app
+        self.budget = budget
         sf = app.settings.salesforce
         self.take = sf.updates_per_batch or sf.batch_size
         self.within = sf.flush_interval_s
@@ -200,6 +204,8 @@ class CrmWriterStage:
         else it raises (a bug, a surprise from the HTTP stack) fails the whole attempt as
         retryable, so it is retried and, if it persists, lands in the DLQ with the error
         instead of killing the agent and stalling every partition it owns."""
+        if self.budget is not None:
+            metrics.CRM_BUDGET_WAIT.labels("write").inc(await self.budget.wait_turn())
         started = time.perf_counter()
         try:
             report = await asyncio.to_thread(self.writer().write, updates)
@@ -210,6 +216,8 @@ class CrmWriterStage:
             report = WriteReport(results, 0)
         metrics.CRM_WRITE_SECONDS.observe(time.perf_counter() - started)
         metrics.CRM_API_CALLS.labels(CRM, "write").inc(report.api_calls)
+        if self.budget is not None:
+            self.budget.spend(report.api_calls)
         return report
 
     async def _settle(

@@ -110,6 +110,15 @@ class Env:
         }
 
 
+def sandbox_env(sandbox: Sandbox) -> dict[str, str]:
+    """A worker's Salesforce settings for ``sandbox``, writing as its integration user."""
+    return {
+        "PAYBUS_SALESFORCE__INSTANCE_URL": sandbox.instance_url,
+        "PAYBUS_SALESFORCE__SESSION_ID": sandbox.token_for("integration"),
+        "PAYBUS_SALESFORCE__CA_BUNDLE": str(sandbox.cert_path),
+    }
+
+
 def update(agg: str, seq: int, **extra: Any) -> dict[str, Any]:
     base = dt.datetime(2026, 3, 1, 12, tzinfo=dt.UTC)
     return {
@@ -137,10 +146,7 @@ def env(broker: EmbeddedBroker, tmp_path_factory: pytest.TempPathFactory) -> Ite
     threading.Thread(target=smtp.serve_forever, args=(0.05,), daemon=True).start()
     with start_sandbox(db_path=tmp / "sf.sqlite") as sandbox:
         worker_env = paybus_env(
-            broker.bootstrap, prefix, tmp,
-            PAYBUS_SALESFORCE__INSTANCE_URL=sandbox.instance_url,
-            PAYBUS_SALESFORCE__SESSION_ID=sandbox.token_for("integration"),
-            PAYBUS_SALESFORCE__CA_BUNDLE=str(sandbox.cert_path),
+            broker.bootstrap, prefix, tmp, **sandbox_env(sandbox),
             PAYBUS_SALESFORCE__FLUSH_INTERVAL_S="1",
             PAYBUS_SALESFORCE__UPDATES_PER_BATCH="1000",
             PAYBUS_SALESFORCE__POLL_INTERVAL_S="0.5",

@@ -70,6 +70,7 @@ def _stage(writer: _Writer, alerter: _Alerter | None, attempts: int = 3) -> CrmW
     stage = CrmWriterStage.__new__(CrmWriterStage)
     stage.app = None  # type: ignore[assignment]
     stage.attempts = attempts
+    stage.budget = None
     stage.alerter = alerter  # type: ignore[assignment]
     stage._writer = writer  # type: ignore[assignment]
     return stage
