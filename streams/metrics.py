@@ -73,6 +73,12 @@ CRM_BUDGET_WAIT = Counter(
     "Seconds CRM calls waited for the API budget (salesforce.calls_per_minute).",
     ["operation"],
 )
+CRM_API_ALLOWANCE = Gauge(
+    "paybus_crm_api_allowance_calls",
+    "The org's daily API allowance as the CRM last reported it (Sforce-Limit-Info): calls "
+    "used by every integration of the org, and the limit.",
+    ["crm", "kind"],
+)
 CRM_API_CALLS = Counter(
     "paybus_crm_api_calls_total",
     "CRM API calls (they count against the org's daily allowance).",

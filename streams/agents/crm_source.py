@@ -24,6 +24,7 @@ from connectors.salesforce.client import SalesforceClient
 from connectors.salesforce.poller import ChangeBatch, ChangePoller
 from connectors.salesforce.settings import FieldMap, build_salesforce
 from streams import metrics
+from streams.agents.crm_writer import record_allowance
 from streams.app import PaybusApp
 from streams.records import CrmChange
 from streams.topics import partition_key
@@ -85,6 +86,8 @@ class CrmSourceStage:
             metrics.CRM_BUDGET_WAIT.labels("poll").inc(await self.budget.wait_turn())
         poller, batch, calls = await asyncio.to_thread(self._fetch)
         metrics.CRM_API_CALLS.labels(CRM, "poll").inc(calls)
+        if self._client is not None:
+            record_allowance(self._client)
         if self.budget is not None:
             self.budget.spend(calls)
         if batch.changes:

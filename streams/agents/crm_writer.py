@@ -96,6 +96,15 @@ def redacted(result: UpdateResult) -> UpdateResult:
     return UpdateResult(update, result.outcome, result.object_name, result.record_id, error)
 
 
+def record_allowance(client: SalesforceClient) -> None:
+    """Export the org's API usage from the client's last response (the whole org's, not just
+    this bus's calls: the allowance is shared), for the allowance alert."""
+    usage = client.api_usage
+    if usage is not None:
+        metrics.CRM_API_ALLOWANCE.labels(CRM, "used").set(usage.used)
+        metrics.CRM_API_ALLOWANCE.labels(CRM, "limit").set(usage.limit)
+
+
 def smtp_settings(app: PaybusApp) -> SmtpSettings | None:
     """Alert e-mail settings, or None when alerts are off (no host or no recipient)."""
     crm = app.settings.crm
@@ -216,6 +225,8 @@ class CrmWriterStage:
             report = WriteReport(results, 0)
         metrics.CRM_WRITE_SECONDS.observe(time.perf_counter() - started)
         metrics.CRM_API_CALLS.labels(CRM, "write").inc(report.api_calls)
+        if self._writer is not None:
+            record_allowance(self._writer.client)
         if self.budget is not None:
             self.budget.spend(report.api_calls)
         return report

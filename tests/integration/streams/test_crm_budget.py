@@ -59,6 +59,11 @@ def test_a_trickle_of_updates_keeps_to_the_call_budget(
             calls = env.metric("paybus_crm_api_calls_total", operation="write") - calls_before
             waited = env.metric("paybus_crm_budget_wait_seconds_total", operation="write")
             stored = env.records_by_ext()
+            allowance = {
+                kind: env.metric("paybus_crm_api_allowance_calls", kind=kind)
+                for kind in ("used", "limit")
+            }
+            org_usage = sandbox.admin.usage()
         finally:
             producer.close()
             reader.consumer.close()
@@ -70,3 +75,5 @@ def test_a_trickle_of_updates_keeps_to_the_call_budget(
     # the last batch's read and write (charged after it is made).
     assert calls <= budget.burst + budget.rate * elapsed + 2
     assert waited > 0  # the budget, not the flush wait, set the pace
+    # The org's allowance as its responses reported it (the last call's count).
+    assert allowance == {"used": org_usage["used"], "limit": org_usage["limit"]}

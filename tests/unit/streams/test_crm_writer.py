@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Sequence
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
 
 from connectors.errors import PermanentError, TransientError
+from connectors.salesforce.client import ApiUsage
 from connectors.salesforce.writer import Outcome, UpdateResult, WriteReport
 from streams.agents import crm_writer
 from streams.agents.crm_writer import CrmWriterStage, disposition
@@ -40,6 +42,7 @@ class _Writer:
     def __init__(self, script: dict[str, list[Outcome | str]]) -> None:
         self.script = script
         self.calls: list[list[str]] = []
+        self.client = SimpleNamespace(api_usage=ApiUsage(used=120, limit=15000))
 
     def write(self, updates: Sequence[StatusUpdate]) -> WriteReport:
         self.calls.append([u.aggregate_id for u in updates])
@@ -179,3 +182,15 @@ async def test_every_rebalance_forgets_the_writers_cached_versions(clean_env: An
     await app.on_partitions_revoked.send(set())
     await app.on_partitions_assigned.send(set())
     assert writer.forgotten == 2
+
+
+def test_the_orgs_allowance_is_exported_from_the_last_response() -> None:
+    from streams import metrics
+
+    def gauge(kind: str) -> float:
+        return float(metrics.CRM_API_ALLOWANCE.labels("salesforce", kind)._value.get())
+
+    crm_writer.record_allowance(SimpleNamespace(api_usage=ApiUsage(used=4321, limit=100000)))  # type: ignore[arg-type]
+    assert (gauge("used"), gauge("limit")) == (4321, 100000)
+    crm_writer.record_allowance(SimpleNamespace(api_usage=None))  # type: ignore[arg-type]
+    assert gauge("used") == 4321  # no header: the last known figure stands
