@@ -61,14 +61,6 @@ def _millis(value: Any) -> Any:
     return value
 
 
-def _string(out: bytearray, value: Any) -> None:
-    if not isinstance(value, str):
-        raise Fallback
-    data = value.encode()
-    _zigzag(out, len(data))
-    out += data
-
-
 def _bytes(out: bytearray, value: Any) -> None:
     if type(value) is not bytes:
         raise Fallback
@@ -84,10 +76,8 @@ def _boolean(out: bytearray, value: Any) -> None:
 
 _NAMESPACE: dict[str, Any] = {
     "Fallback": Fallback,
-    "Mapping": Mapping,
     "_zigzag": _zigzag,
     "_millis": _millis,
-    "_string": _string,
     "_bytes": _bytes,
     "_boolean": _boolean,
     "_INT": _INT,
@@ -166,7 +156,7 @@ class _Compiler:
             add(f"{pad}if {expr}:")
             add(f"{pad}    _zigzag(out, len({expr}))")
             add(f"{pad}    for {key}, {item} in {expr}.items():")
-            add(f"{pad}        _string(out, {key})")
+            self.emit("string", key, pad + "        ")
             self.emit(schema["values"], item, pad + "        ")
         else:
             add(f"{pad}if type({expr}) is not list: raise Fallback")
