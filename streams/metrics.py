@@ -73,6 +73,12 @@ CRM_BUDGET_WAIT = Counter(
     "Seconds CRM calls waited for the API budget (salesforce.calls_per_minute).",
     ["operation"],
 )
+CRM_VERSION_GUARD = Gauge(
+    "paybus_crm_version_guard",
+    "Where each CRM object's version guard lives: 1 on the mode in effect (read: the writer "
+    "reads Bus_Seq__c first; rule: the org's validation rule refuses an older seq).",
+    ["object", "mode"],
+)
 CRM_API_ALLOWANCE = Gauge(
     "paybus_crm_api_allowance_calls",
     "The org's daily API allowance as the CRM last reported it (Sforce-Limit-Info): calls "

@@ -83,6 +83,15 @@ class SalesforceSettings(_Section):
     #: next batch, so updates cost fewer calls and arrive later. Size it from the org's daily
     #: allowance (calls per 24 h / 1,440, times this worker's share).
     calls_per_minute: float | None = Field(default=None, gt=0)
+    #: Where the CRM version guard lives. ``read``: the writer reads each record's Bus_Seq__c
+    #: before writing it (a read and a write call per batch of uncached records). ``rule``:
+    #: the org's validation rule (``deploy/salesforce``) refuses an older seq inside the write,
+    #: atomically, so records addressed by Id are written unread. The rule is looked up at
+    #: start; an object without it active keeps ``read`` (logged, and in
+    #: ``paybus_crm_version_guard``).
+    version_guard: Literal["read", "rule"] = "read"
+    #: Name of that validation rule (``version_guard=rule``).
+    guard_rule: str = "Paybus_Bus_Seq_Guard"
     #: Write attempts of a retryable failure (5xx, timeouts, row locks) before the DLQ.
     write_attempts: int = Field(default=5, ge=1)
     #: Records read per object per poll (one SOQL call each).

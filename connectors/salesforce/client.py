@@ -123,6 +123,13 @@ class SalesforceClient:
                 return
             page = self._call("query_more", page["nextRecordsUrl"], identifier_is_url=True)
 
+    def tooling_query(self, soql: str) -> list[dict[str, Any]]:
+        """The records of a Tooling API query (one page: the setup objects asked for are few)."""
+        page = self._call("toolingexecute", f"query/?q={quote(soql, safe='')}")
+        if not isinstance(page, Mapping) or not isinstance(page.get("records"), list):
+            raise PermanentError(f"unexpected tooling answer: {page!r:.200}", psp=NAME)
+        return [{k: v for k, v in r.items() if k != "attributes"} for r in page["records"]]
+
     def update_records(
         self, object_name: str, records: Sequence[Mapping[str, Any]]
     ) -> list[RecordResult]:

@@ -22,6 +22,10 @@ CRM holds. The cache goes when that may no longer hold: all of it on every rebal
 (:meth:`CrmWriter.forget`: another worker may have written meanwhile), a record on any failed
 write (a timeout may or may not have written). A cached record found gone (deleted in the CRM)
 is read again in the same batch, so it still ends ``not_found``.
+
+Where the org enforces the guard itself (a validation rule, :mod:`.guard_rule`, on the objects
+in ``guarded``), a record addressed by its CRM Id is written without reading it first: the rule
+refuses an older ``seq`` inside the write, atomically, and the refusal ends ``skipped_older``.
 """
 
 from __future__ import annotations
@@ -46,6 +50,7 @@ from .batch import (
     settle,
 )
 from .client import MAX_COLLECTION, NAME, SalesforceClient, soql_quote
+from .guard_rule import is_refusal
 from .settings import FieldMap, ObjectMapping
 from .versions import CACHE_RECORDS, VersionCache
 
@@ -63,10 +68,13 @@ class CrmWriter:
         client: SalesforceClient,
         fields: FieldMap | None = None,
         cache_records: int = CACHE_RECORDS,
+        guarded: frozenset[str] = frozenset(),
     ) -> None:
         self.client = client
         self.fields = fields or FieldMap()
         self.cache = VersionCache(cache_records)
+        #: Objects whose org-side rule guards Bus_Seq__c (see :mod:`.guard_rule`).
+        self.guarded = guarded
 
     def forget(self) -> None:
         """Drop every cached version (on a rebalance): the next write of each record reads.
@@ -86,9 +94,10 @@ class CrmWriter:
         for target in targets:
             by_object.setdefault(target.mapping.object_name, []).append(target)
         claimed: dict[str, set[str]] = {obj: set() for obj in by_object}  # ids written
-        gone = self._write_groups(list(by_object.values()), updates, results, cache, claimed)
-        if gone:  # cached records the CRM no longer has: now evicted, so read this time
-            self._write_groups(gone, updates, results, cache, claimed)
+        groups = list(by_object.values())
+        gone = self._write_groups(groups, updates, results, cache, claimed, blind=True)
+        if gone:  # records written unread that the CRM no longer has: read them this time
+            self._write_groups(gone, updates, results, cache, claimed, blind=False)
         ordered = [results[i] for i in range(len(updates))]
         calls = self.client.api_calls - calls_before
         return WriteReport(ordered, calls, cache.hits - hits, cache.misses - misses)
@@ -100,18 +109,23 @@ class CrmWriter:
         results: dict[int, UpdateResult],
         cache: VersionCache,
         claimed: dict[str, set[str]],
+        blind: bool,
     ) -> list[list[Target]]:
         """Write each object's targets (one group per object): the records not cached are read
-        for all objects together, then each object's records are written. Returns, per object,
-        the cached targets whose record turned out gone."""
+        for all objects together, then each object's records are written. With ``blind``, a
+        record of a guarded object addressed by Id is not read either. Returns, per object,
+        the targets written unread whose record turned out gone."""
         known: list[list[tuple[Target, tuple[str, float | None] | None, bool]]] = []
         misses: list[list[Target]] = []
         for group in groups:
             obj = group[0].mapping.object_name
+            unread = blind and obj in self.guarded
             known.append([])
             misses.append([])
             for target in group:
                 hit = cache.get(obj, record_key(target))
+                if hit is None and unread and target.crm_record_id:
+                    hit = (target.crm_record_id, None)  # the org's rule guards the write
                 if hit is None:
                     misses[-1].append(target)
                 else:
@@ -145,13 +159,14 @@ class CrmWriter:
         claimed: set[str],
     ) -> list[Target]:
         """Guard and write one object's targets whose stored version is known (or known
-        missing); return the cached ones whose record turned out gone."""
+        missing, or left to the org's rule); return those written unread (cached or guarded by
+        the rule) whose record turned out gone."""
         if not known:
             return []
         mapping = known[0][0].mapping
         obj = mapping.object_name
         pending: list[tuple[Target, dict[str, Any], bool]] = []
-        for target, version, cached in known:
+        for target, version, unread in known:
             if version is None:
                 settle(updates, results, target, Outcome.NOT_FOUND, target.crm_record_id)
                 continue
@@ -163,7 +178,7 @@ class CrmWriter:
                 settle(updates, results, target, Outcome.FAILED, rid, dup)
             else:
                 claimed.add(rid)
-                pending.append((target, record_payload(mapping, rid, target.winner), cached))
+                pending.append((target, record_payload(mapping, rid, target.winner), unread))
         if not pending:
             return []
         chunks = [pending[i : i + MAX_COLLECTION] for i in range(0, len(pending), MAX_COLLECTION)]
@@ -178,16 +193,19 @@ class CrmWriter:
             return []
         gone: list[Target] = []
         for chunk, answers in zip(chunks, answered, strict=True):
-            for (target, payload, cached), answer in zip(chunk, answers, strict=True):
+            for (target, payload, unread), answer in zip(chunk, answers, strict=True):
                 rid = payload["Id"]
                 if answer.error is None:
                     ext = None if target.crm_record_id else record_key(target)
                     cache.put(obj, rid, float(target.winner.seq), ext)
                     settle(updates, results, target, Outcome.WRITTEN, rid)
                     continue
-                cache.evict(obj, rid)  # a failed call may or may not have written
+                cache.evict(obj, rid)  # refused or failed: what the CRM holds is not known
+                if is_refusal(answer.error):  # the org's rule: the record holds a newer seq
+                    settle(updates, results, target, Outcome.SKIPPED_OLDER, rid)
+                    continue
                 settle(updates, results, target, Outcome.FAILED, rid, answer.error)
-                if cached and answer.error.code in GONE_CODES:
+                if unread and answer.error.code in GONE_CODES:
                     claimed.discard(rid)
                     gone.append(target)
         return gone

@@ -42,11 +42,12 @@ from typing import Any, cast
 
 from faust.types import EventT
 
-from connectors.errors import TransientError
+from connectors.errors import ConnectorError, TransientError
 from connectors.retry import backoff_delay, call_with_retries
 from connectors.salesforce.alerts import FailureAlerter, SmtpSettings
 from connectors.salesforce.budget import CallBudget
 from connectors.salesforce.client import SalesforceClient
+from connectors.salesforce.guard_rule import MARKER, guarded_objects
 from connectors.salesforce.settings import FieldMap, build_salesforce
 from connectors.salesforce.writer import CrmWriter, Outcome, UpdateResult, WriteReport, redact
 from streams import metrics
@@ -63,6 +64,8 @@ CRM = "salesforce"
 #: Backoff between write attempts (seconds): doubles from the base, capped, jittered.
 RETRY_BASE_S = 0.5
 RETRY_CAP_S = 8.0
+#: Wait before looking up the version-guard rule again after a failed lookup.
+GUARD_LOOKUP_RETRY_S = 300.0
 
 WRITTEN = "written"
 SKIPPED_OLDER = "skipped_older"
@@ -121,6 +124,9 @@ def smtp_settings(app: PaybusApp) -> SmtpSettings | None:
 class CrmWriterStage:
     """The write-back agent (see the module doc)."""
 
+    #: When to look the version-guard rule up again (after a failed lookup), or None.
+    _guard_lookup_due: float | None = None
+
     def __init__(self, app: PaybusApp, budget: CallBudget | None = None) -> None:
         self.app = app
         self.budget = budget
@@ -155,8 +161,35 @@ class CrmWriterStage:
         """The writer, built on first use (a password login makes a call; not at attach)."""
         if self._writer is None:
             client = SalesforceClient(build_salesforce(self.app.settings.salesforce))
-            self._writer = CrmWriter(client, self.fields)
+            self._writer = CrmWriter(client, self.fields, guarded=self._guarded(client))
+        elif self._guard_lookup_due is not None and time.monotonic() >= self._guard_lookup_due:
+            self._writer.guarded = self._guarded(self._writer.client)
         return self._writer
+
+    def _guarded(self, client: SalesforceClient) -> frozenset[str]:
+        """The objects the org's validation rule guards (``version_guard=rule``), looked up
+        once; a failed lookup keeps the read guard and is tried again in 5 minutes."""
+        sf = self.app.settings.salesforce
+        guarded: frozenset[str] = frozenset()
+        self._guard_lookup_due = None
+        if sf.version_guard == "rule":
+            try:
+                guarded = guarded_objects(client, self.fields.objects(), sf.guard_rule)
+            except ConnectorError as err:
+                self._guard_lookup_due = time.monotonic() + GUARD_LOOKUP_RETRY_S
+                log.warning("CRM version guard: rule lookup failed (%s); reading first", err)
+        for mapping in self.fields.objects():
+            obj = mapping.object_name
+            mode = "rule" if obj in guarded else "read"
+            metrics.CRM_VERSION_GUARD.labels(obj, mode).set(1)
+            metrics.CRM_VERSION_GUARD.labels(obj, "read" if mode == "rule" else "rule").set(0)
+            if sf.version_guard == "rule" and obj not in guarded:
+                log.warning(
+                    "CRM version guard: no active validation rule %r with %s on %s; its records "
+                    "are read before they are written (deploy/salesforce has the rule)",
+                    sf.guard_rule, MARKER, obj,
+                )  # fmt: skip
+        return guarded
 
     async def on_rebalance(self, app: Any, /, *partitions: Any, **kwargs: Any) -> None:
         """Partitions revoked or assigned (the app's signals, sent as ``(app, partitions,

@@ -15,6 +15,7 @@ from aiohttp import web
 from .app import STATE, State
 from .faults import Unavailable, ValidationRule
 from .schema import ApiError, user_id
+from .setup_rules import SeqGuardRule
 
 PREFIX = "/_sandbox"
 
@@ -143,6 +144,17 @@ async def rules(request: web.Request) -> web.Response:
     return web.json_response(knobs.to_json())
 
 
+async def validation_rules(request: web.Request) -> web.Response:
+    """``POST {object, field, message, name?, active?}`` deploys the version-guard rule on an
+    object (replacing its earlier one), ``DELETE`` removes them all, ``GET`` lists them."""
+    setup = _state(request).org.setup_rules
+    if request.method == "DELETE":
+        setup.clear()
+    elif request.method == "POST":
+        setup.deploy(SeqGuardRule.from_json(await _body(request)))
+    return web.json_response({"rules": setup.to_json()})
+
+
 async def records(request: web.Request) -> web.Response:
     """``GET`` raw records of an object (SystemModstamp order), ``POST {records, as_user?}``
     seeds (system fields settable, rules skipped), ``DELETE`` wipes the object."""
@@ -197,6 +209,8 @@ def add_admin_routes(app: web.Application) -> None:
     r.add_post("/faults/latency", latency)
     for method in ("POST", "DELETE"):
         r.add_route(method, "/faults/rules", rules)
+    for method in ("GET", "POST", "DELETE"):
+        r.add_route(method, "/validation-rules", validation_rules)
     r.add_delete("/records", wipe_all)
     for method in ("GET", "POST", "DELETE"):
         r.add_route(method, "/records/{obj}", records)

@@ -237,6 +237,14 @@ async def query(request: web.Request) -> web.Response:
     return _json(org.query(text, _version(request), _batch_size(request)))
 
 
+async def tooling_query(request: web.Request) -> web.Response:
+    """``GET /tooling/query?q=SOQL``: the org's validation rules (see ``setup_rules.py``)."""
+    text = request.query.get("q")
+    if not text:
+        raise ApiError(400, "MALFORMED_QUERY", "A query string has to be specified")
+    return _json(_state(request).org.setup_rules.tooling_query(text))
+
+
 async def query_more(request: web.Request) -> web.Response:
     """``GET /query/{locator}``: next page."""
     org = _state(request).org
@@ -296,6 +304,7 @@ def add_api_routes(app: web.Application) -> None:
     for endpoint in ("query", "queryAll"):
         r.add_get(API + f"/{endpoint}" + S, query)
         r.add_get(API + f"/{endpoint}/{{locator}}" + S, query_more)
+    r.add_get(API + "/tooling/query" + S, tooling_query)
     r.add_post(API + "/composite" + S, composite_request)  # composite_api.py
     for method in ("POST", "PATCH", "DELETE"):
         r.add_route(method, API + "/composite/sobjects" + S, collections)

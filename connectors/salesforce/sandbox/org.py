@@ -27,6 +27,7 @@ from .schema import (
     normalize_id,
     user_id,
 )
+from .setup_rules import SetupRules
 from .store import Record, Store
 
 
@@ -43,6 +44,8 @@ class Org:
     ) -> None:
         self.store = store
         self.faults = faults
+        #: Validation rules deployed as org configuration (the version guard), not faults.
+        self.setup_rules = SetupRules()
         self.objects: dict[str, ObjectSpec] = {o.name.lower(): o for o in objects}
         self.objects.setdefault("user", USER_OBJECT)
         self.tokens = {token: user_id(name) for token, name in tokens.items()}
@@ -262,6 +265,7 @@ class Org:
         if not record.get("Name"):
             record["Name"] = record["Id"]
         if not system:
+            self.setup_rules.check(spec.name, existing, record)
             self.faults.check_rules(spec.name, record)
         ms = self.store.tick()
         stamp = format_datetime(ms)

@@ -144,6 +144,23 @@ class SandboxAdmin:
             },
         )
 
+    def deploy_guard_rule(
+        self,
+        obj: str,
+        field: str,
+        message: str,
+        name: str = "Paybus_Bus_Seq_Guard",
+        active: bool = True,
+    ) -> None:
+        """Deploy the version-guard validation rule on ``obj`` (``field`` may only grow), as
+        an admin deploys ``deploy/salesforce``; it is org setup, not a fault."""
+        body = {"object": obj, "field": field, "message": message, "name": name, "active": active}
+        self._call("POST", "/validation-rules", body)
+
+    def remove_guard_rules(self) -> None:
+        """Remove every deployed version-guard rule."""
+        self._call("DELETE", "/validation-rules")
+
     def clear_faults(self) -> None:
         """Remove outages, validation rules and latency."""
         self._call("DELETE", "/faults")

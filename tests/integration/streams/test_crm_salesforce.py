@@ -20,8 +20,10 @@ from typing import Any
 import pytest
 from kafka import KafkaConsumer, KafkaProducer
 
+from connectors.salesforce.guard_rule import message
 from connectors.salesforce.poller import Watermark, parse_datetime
 from connectors.salesforce.sandbox import Sandbox, start_sandbox
+from connectors.salesforce.settings import FieldMap
 from streams.admin import create_topics
 from streams.broker import EmbeddedBroker
 from streams.codec import AvroCodec
@@ -145,11 +147,14 @@ def env(broker: EmbeddedBroker, tmp_path_factory: pytest.TempPathFactory) -> Ite
     smtp = _SmtpServer()
     threading.Thread(target=smtp.serve_forever, args=(0.05,), daemon=True).start()
     with start_sandbox(db_path=tmp / "sf.sqlite") as sandbox:
+        # The org-side version guard on Payment__c only: Mandate__c and Refund__c keep the read.
+        sandbox.admin.deploy_guard_rule("Payment__c", "Bus_Seq__c", message(FieldMap().payment))
         worker_env = paybus_env(
             broker.bootstrap, prefix, tmp, **sandbox_env(sandbox),
             PAYBUS_SALESFORCE__FLUSH_INTERVAL_S="1",
             PAYBUS_SALESFORCE__UPDATES_PER_BATCH="1000",
             PAYBUS_SALESFORCE__POLL_INTERVAL_S="0.5",
+            PAYBUS_SALESFORCE__VERSION_GUARD="rule",
             PAYBUS_CRM__INTEGRATION_USERNAME=INTEGRATION,
             PAYBUS_CRM__ALERT_SMTP_HOST="127.0.0.1",
             PAYBUS_CRM__ALERT_SMTP_PORT=str(smtp.server_address[1]),
@@ -239,6 +244,30 @@ def test_records_the_writer_knows_cost_only_their_writes(env: Env) -> None:
     assert outcomes["written"] >= 200 and outcomes["written"] + outcomes["skipped_older"] == 1000
     stored = env.records_by_ext()
     assert {a: stored[a]["Bus_Seq__c"] for a in aggs} == dict.fromkeys(aggs, 7)
+
+
+def test_with_the_orgs_rule_updates_by_id_cost_one_call_and_older_ones_are_refused(
+    env: Env,
+) -> None:
+    """Payment__c has the guard rule, found at start: updates that carry the record's Id are
+    written unread, and the rule refuses those older than the record (set behind the writer's
+    back, as a late worker would have)."""
+    assert env.metric("paybus_crm_version_guard", object="Payment__c", mode="rule") == 1
+    assert env.metric("paybus_crm_version_guard", object="Refund__c", mode="read") == 1
+    aggs = [f"byid-{n:03d}" for n in range(200)]
+    ids = env.sandbox.admin.seed(
+        "Payment__c", [{"External_Id__c": a} for a in aggs], as_user="staff"
+    )
+    staff = env.sandbox.client(user="staff")
+    for rid in ids[:50]:
+        staff.Payment__c.update(rid, {"Bus_Seq__c": 9})
+    updates = [update(a, 4, crm_record_id=rid) for a, rid in zip(aggs, ids, strict=True)]
+    calls, outcomes = _settle(env, updates)
+    print(f"\nCRM API calls for 200 updates by Id, org-side guard: {calls:.0f}")
+    assert calls <= 2  # one Composite write per batch, no read (Faust may split the 200)
+    assert outcomes["written"] == 150 and outcomes["skipped_older"] == 50
+    stored = env.records_by_ext()
+    assert [stored[a]["Bus_Seq__c"] for a in aggs] == [9] * 50 + [4] * 150
 
 
 def test_a_known_record_deleted_in_the_crm_ends_not_found(env: Env) -> None:

@@ -11,6 +11,7 @@ import pytest
 
 from connectors.errors import PermanentError, TransientError
 from connectors.salesforce.client import ApiUsage
+from connectors.salesforce.guard_rule import MARKER
 from connectors.salesforce.writer import Outcome, UpdateResult, WriteReport
 from streams.agents import crm_writer
 from streams.agents.crm_writer import CrmWriterStage, disposition
@@ -194,3 +195,38 @@ def test_the_orgs_allowance_is_exported_from_the_last_response() -> None:
     assert (gauge("used"), gauge("limit")) == (4321, 100000)
     crm_writer.record_allowance(SimpleNamespace(api_usage=None))  # type: ignore[arg-type]
     assert gauge("used") == 4321  # no header: the last known figure stands
+
+
+class _Tooling:
+    """A client whose Tooling API lookups fail (an outage) until ``rows`` is set."""
+
+    def __init__(self) -> None:
+        self.rows: list[dict[str, Any]] | None = None
+
+    def tooling_query(self, soql: str) -> list[dict[str, Any]]:
+        if self.rows is None:
+            raise TransientError("503", psp="salesforce", code="SERVER_UNAVAILABLE")
+        return self.rows
+
+
+async def test_a_failed_rule_lookup_keeps_the_read_guard_and_is_tried_again(
+    clean_env: Any,
+) -> None:
+    from streams.app import build_app
+    from streams.settings import SalesforceSettings, Settings
+
+    salesforce = SalesforceSettings(
+        instance_url="https://example.my.salesforce.com",
+        session_id="00Dxx!token",  # type: ignore[arg-type]
+        version_guard="rule",
+    )
+    stage = CrmWriterStage(build_app(Settings(data_dir=clean_env / "data", salesforce=salesforce)))
+    client = _Tooling()
+    assert stage._guarded(client) == frozenset()  # type: ignore[arg-type]
+    assert stage._guard_lookup_due is not None
+    client.rows = [
+        {"Active": True, "ErrorMessage": f"{MARKER}: older", "EntityDefinition": {
+            "QualifiedApiName": "Payment__c"}},
+    ]  # fmt: skip
+    assert stage._guarded(client) == frozenset({"Payment__c"})  # type: ignore[arg-type]
+    assert stage._guard_lookup_due is None

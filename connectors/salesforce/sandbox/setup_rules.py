@@ -1,0 +1,121 @@
+"""Validation rules deployed in the sandbox org, and the Tooling API query that lists them.
+
+Unlike the fault-injection rules (``faults.py``: fail the records that match, to test error
+handling), these are org configuration, as an admin deploys them, and they survive
+``clear_faults``. The sandbox evaluates one formula shape, the one paybus ships as its version
+guard (``connectors/salesforce/guard_rule.py``): a numeric field may not change to blank or to a
+smaller value. It is checked against the record as stored before the write (``PRIORVALUE``),
+inside the write, as Salesforce does.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from .schema import ApiError
+
+_TOOLING = re.compile(
+    r"^\s*SELECT\s+(?P<fields>.+?)\s+FROM\s+ValidationRule"
+    r"(?:\s+WHERE\s+ValidationName\s*=\s*'(?P<name>(?:[^'\\]|\\.)*)')?\s*$",
+    re.IGNORECASE | re.DOTALL,
+)
+_FIELDS = {"id", "validationname", "active", "errormessage", "entitydefinition.qualifiedapiname"}
+
+
+@dataclass(frozen=True)
+class SeqGuardRule:
+    """``AND(ISCHANGED(f), NOT(ISBLANK(PRIORVALUE(f))), OR(ISBLANK(f), f < PRIORVALUE(f)))``
+    on ``field`` of ``object``: a sequence number that may only grow."""
+
+    object: str
+    field: str
+    message: str
+    name: str = "Paybus_Bus_Seq_Guard"
+    active: bool = True
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> SeqGuardRule:
+        """From the admin JSON ``{object, field, message, name?, active?}``."""
+        missing = [key for key in ("object", "field", "message") if not data.get(key)]
+        if missing:
+            raise ApiError(400, "INVALID_RULE", f"a guard rule needs {', '.join(missing)}")
+        return cls(
+            object=str(data["object"]),
+            field=str(data["field"]),
+            message=str(data["message"]),
+            name=str(data.get("name") or cls.name),
+            active=bool(data.get("active", True)),
+        )
+
+    def check(self, before: Mapping[str, Any] | None, after: Mapping[str, Any]) -> None:
+        """Refuse the write of ``after`` over ``before`` (None: an insert) when it applies."""
+        if not self.active or before is None:
+            return
+        old, new = before.get(self.field), after.get(self.field)
+        if old is None or new == old:
+            return
+        if new is None or new < old:
+            raise ApiError(400, "FIELD_CUSTOM_VALIDATION_EXCEPTION", self.message, [self.field])
+
+    def tooling_row(self, index: int) -> dict[str, Any]:
+        """The rule as a Tooling API ``ValidationRule`` record."""
+        return {
+            "attributes": {"type": "ValidationRule"},
+            "Id": f"03d{index:012d}AAA",
+            "ValidationName": self.name,
+            "Active": self.active,
+            "ErrorMessage": self.message,
+            "EntityDefinition": {
+                "attributes": {"type": "EntityDefinition"},
+                "QualifiedApiName": self.object,
+            },
+        }
+
+
+class SetupRules:
+    """The deployed guard rules, by object (one per object, as paybus deploys them)."""
+
+    def __init__(self) -> None:
+        self.by_object: dict[str, SeqGuardRule] = {}
+
+    def deploy(self, rule: SeqGuardRule) -> None:
+        """Add or replace the object's rule."""
+        self.by_object[rule.object.lower()] = rule
+
+    def clear(self) -> None:
+        """Remove every rule."""
+        self.by_object.clear()
+
+    def check(self, obj: str, before: Mapping[str, Any] | None, after: Mapping[str, Any]) -> None:
+        """Run the object's rule, if it has one, on a write."""
+        rule = self.by_object.get(obj.lower())
+        if rule is not None:
+            rule.check(before, after)
+
+    def to_json(self) -> list[dict[str, Any]]:
+        """State for ``GET /_sandbox/validation-rules``."""
+        return [asdict(rule) for rule in self.by_object.values()]
+
+    def tooling_query(self, text: str) -> dict[str, Any]:
+        """Answer ``SELECT ... FROM ValidationRule [WHERE ValidationName = '...']``; anything
+        else is refused, so a client asking for more than the sandbox knows finds out."""
+        match = _TOOLING.match(text)
+        fields = [f.strip().lower() for f in match["fields"].split(",")] if match else []
+        if match is None or not fields or not set(fields) <= _FIELDS:
+            raise ApiError(
+                400,
+                "MALFORMED_QUERY",
+                "the sandbox Tooling API answers SELECT of Id, ValidationName, Active, "
+                "ErrorMessage, EntityDefinition.QualifiedApiName FROM ValidationRule "
+                "[WHERE ValidationName = '...'] only",
+            )
+        name = match["name"]
+        rows = [
+            rule.tooling_row(n)
+            for n, rule in enumerate(self.by_object.values())
+            if name is None or rule.name.lower() == name.replace("\\'", "'").lower()
+        ]
+        return {"size": len(rows), "totalSize": len(rows), "done": True, "records": rows}
