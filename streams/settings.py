@@ -87,7 +87,7 @@ class SalesforceSettings(_Section):
     #: before writing it (a read and a write call per batch of uncached records). ``rule``:
     #: the org's validation rule (``deploy/salesforce``) refuses an older seq inside the write,
     #: atomically, so records addressed by Id are written unread. The rule is looked up at
-    #: start; an object without it active keeps ``read`` (logged, and in
+    #: start and hourly; an object without it active keeps ``read`` (logged, and in
     #: ``paybus_crm_version_guard``).
     version_guard: Literal["read", "rule"] = "read"
     #: Name of that validation rule (``version_guard=rule``).

@@ -64,8 +64,10 @@ CRM = "salesforce"
 #: Backoff between write attempts (seconds): doubles from the base, capped, jittered.
 RETRY_BASE_S = 0.5
 RETRY_CAP_S = 8.0
-#: Wait before looking up the version-guard rule again after a failed lookup.
+#: When the version-guard rule is looked up again: after a failed lookup, and after one that
+#: found it (an admin may deactivate it; until then, writes by Id trust it unread).
 GUARD_LOOKUP_RETRY_S = 300.0
+GUARD_RECHECK_S = 3600.0
 
 WRITTEN = "written"
 SKIPPED_OLDER = "skipped_older"
@@ -168,13 +170,14 @@ class CrmWriterStage:
 
     def _guarded(self, client: SalesforceClient) -> frozenset[str]:
         """The objects the org's validation rule guards (``version_guard=rule``), looked up
-        once; a failed lookup keeps the read guard and is tried again in 5 minutes."""
+        again hourly; a failed lookup keeps the read guard and is tried again in 5 minutes."""
         sf = self.app.settings.salesforce
         guarded: frozenset[str] = frozenset()
         self._guard_lookup_due = None
         if sf.version_guard == "rule":
             try:
                 guarded = guarded_objects(client, self.fields.objects(), sf.guard_rule)
+                self._guard_lookup_due = time.monotonic() + GUARD_RECHECK_S
             except ConnectorError as err:
                 self._guard_lookup_due = time.monotonic() + GUARD_LOOKUP_RETRY_S
                 log.warning("CRM version guard: rule lookup failed (%s); reading first", err)

@@ -12,6 +12,7 @@ import time
 import uuid
 
 import pytest
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.errors import UnknownError
 from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.admin import NewTopic
@@ -113,6 +114,49 @@ def test_group_join_is_prompt(broker: EmbeddedBroker, admin: KafkaAdminClient) -
         assert time.monotonic() - start < 1.0
     finally:
         consumer.close()
+
+
+@pytest.mark.xfail(
+    strict=True,
+    raises=AssertionError,
+    reason="Tansu: a fetch over several partitions is answered only when its max wait is over",
+)
+def test_a_waiting_fetch_is_answered_when_a_record_arrives(
+    broker: EmbeddedBroker, admin: KafkaAdminClient
+) -> None:
+    """Kafka answers a waiting fetch once ``fetch_min_bytes`` have arrived; Tansu polls its
+    storage once and sleeps out the wait, so each idle hop of the pipeline waits up to the
+    embedded profile's ``fetch_max_wait_ms`` (50 ms). Six records, each produced while the
+    consumer's fetch (1 s wait, all 8 partitions) is pending; Kafka delivers each in ms."""
+    topic = _topic(admin, partitions=8)
+
+    async def delays() -> list[float]:
+        producer = AIOKafkaProducer(bootstrap_servers=broker.bootstrap, linger_ms=0)
+        consumer = AIOKafkaConsumer(
+            topic,
+            bootstrap_servers=broker.bootstrap,
+            fetch_max_wait_ms=1000,
+            auto_offset_reset="earliest",
+        )
+        await producer.start()
+        await consumer.start()
+        try:
+            await producer.send_and_wait(topic, b"warm-up", partition=0)
+            await asyncio.wait_for(consumer.getone(), 10)
+            found = []
+            for partition in (5, 2, 7, 1, 3, 6):
+                await asyncio.sleep(0.15)  # the next fetch is waiting at the broker
+                start = time.perf_counter()
+                await producer.send_and_wait(topic, b"x", partition=partition)
+                await asyncio.wait_for(consumer.getone(), 10)
+                found.append(time.perf_counter() - start)
+            return found
+        finally:
+            await consumer.stop()
+            await producer.stop()
+
+    found = asyncio.run(delays())
+    assert max(found) < 0.3, [round(d, 3) for d in found]
 
 
 def test_unknown_topics_are_auto_created_with_four_partitions(

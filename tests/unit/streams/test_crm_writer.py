@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import time
 from collections.abc import Sequence
 from types import SimpleNamespace
 from typing import Any
@@ -229,4 +230,7 @@ async def test_a_failed_rule_lookup_keeps_the_read_guard_and_is_tried_again(
             "QualifiedApiName": "Payment__c"}},
     ]  # fmt: skip
     assert stage._guarded(client) == frozenset({"Payment__c"})  # type: ignore[arg-type]
-    assert stage._guard_lookup_due is None
+    due = stage._guard_lookup_due
+    assert due is not None and due - time.monotonic() > crm_writer.GUARD_LOOKUP_RETRY_S
+    client.rows = []  # an admin deactivated it: the hourly look-up goes back to reading
+    assert stage._guarded(client) == frozenset()  # type: ignore[arg-type]
