@@ -123,6 +123,13 @@ class SalesforceClient:
                 return
             page = self._call("query_more", page["nextRecordsUrl"], identifier_is_url=True)
 
+    def describe(self, object_name: str) -> dict[str, Any]:
+        """``GET sobjects/{object}/describe``: the object's fields as this user sees them."""
+        found = self._call("restful", f"sobjects/{object_name}/describe")
+        if not isinstance(found, Mapping) or not isinstance(found.get("fields"), list):
+            raise PermanentError(f"unexpected describe answer: {found!r:.200}", psp=NAME)
+        return dict(found)
+
     def tooling_query(self, soql: str) -> list[dict[str, Any]]:
         """The records of a Tooling API query (one page: the setup objects asked for are few)."""
         page = self._call("toolingexecute", f"query/?q={quote(soql, safe='')}")

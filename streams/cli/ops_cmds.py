@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from streams.cli import backfill_cmd, dlq_cmd, gateways_cmd
+from streams.cli import backfill_cmd, crm_cmd, dlq_cmd, gateways_cmd
 
 
 def register(app: typer.Typer) -> None:
@@ -12,3 +12,4 @@ def register(app: typer.Typer) -> None:
     dlq_cmd.register(app)
     backfill_cmd.register(app)
     gateways_cmd.register(app)
+    crm_cmd.register(app)
