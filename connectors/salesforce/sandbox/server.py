@@ -157,10 +157,6 @@ class SandboxAdmin:
         body = {"object": obj, "field": field, "message": message, "name": name, "active": active}
         self._call("POST", "/validation-rules", body)
 
-    def remove_guard_rules(self) -> None:
-        """Remove every deployed version-guard rule."""
-        self._call("DELETE", "/validation-rules")
-
     def clear_faults(self) -> None:
         """Remove outages, validation rules and latency."""
         self._call("DELETE", "/faults")

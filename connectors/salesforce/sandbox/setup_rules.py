@@ -5,7 +5,8 @@ handling), these are org configuration, as an admin deploys them, and they survi
 ``clear_faults``. The sandbox evaluates one formula shape, the one paybus ships as its version
 guard (``connectors/salesforce/guard_rule.py``): a numeric field may not change to blank or to a
 smaller value. It is checked against the record as stored before the write (``PRIORVALUE``),
-inside the write, as Salesforce does.
+inside the write, as Salesforce does. Rules are kept in memory: a restarted sandbox has none
+until they are deployed again (as its records persist only with ``--db``).
 """
 
 from __future__ import annotations

@@ -17,11 +17,13 @@ FIELDS = FieldMap()
 PAYMENT = frozenset({"Payment__c"})
 
 
-def _deploy(sandbox: Sandbox, obj: str = "Payment__c", **kwargs: object) -> None:
-    mapping = FIELDS.for_type({"Payment__c": "payment", "Refund__c": "refund"}.get(obj, "mandate"))
-    assert mapping is not None
-    body = {"message": message(mapping), "name": RULE_NAME, "active": True} | kwargs
-    sandbox.admin.deploy_guard_rule(obj, mapping.bus_seq, **body)  # type: ignore[arg-type]
+def _deploy(
+    sandbox: Sandbox, obj: str = "Payment__c", text: str | None = None, active: bool = True
+) -> None:
+    """The rule as ``deploy/salesforce`` has it (or with another message) on ``obj``."""
+    (mapping,) = [m for m in FIELDS.objects() if m.object_name == obj]
+    text = text or message(mapping)
+    sandbox.admin.deploy_guard_rule(obj, mapping.bus_seq, text, RULE_NAME, active)
 
 
 def _writer(sandbox: Sandbox, guarded: frozenset[str] = PAYMENT) -> CrmWriter:
@@ -33,7 +35,7 @@ def test_only_objects_with_the_active_rule_and_its_marker_are_guarded(sandbox: S
     assert guarded_objects(client, FIELDS.objects()) == frozenset()
     _deploy(sandbox, "Payment__c")
     _deploy(sandbox, "Refund__c", active=False)
-    _deploy(sandbox, "Mandate__c", message="Bus seq must grow")  # not paybus's message
+    _deploy(sandbox, "Mandate__c", text="Bus seq must grow")  # not paybus's message
     assert guarded_objects(client, FIELDS.objects()) == PAYMENT
     assert guarded_objects(client, FIELDS.objects(), "Another_Rule") == frozenset()
 
