@@ -18,7 +18,8 @@ from typing import Any
 from connectors.errors import ConnectorError, PermanentError
 from streams.records import StatusUpdate
 
-from .client import NAME, id18, soql_quote
+from .client import id18, soql_quote
+from .error_map import NAME
 from .settings import FieldMap, ObjectMapping
 
 #: Budget for the quoted literals of one ``IN (...)`` read, so the GET URL stays well inside

@@ -1,9 +1,9 @@
-"""A thin wrapper over simple-salesforce: paged SOQL, sObject Collections, Composite, errors.
+"""A thin wrapper over simple-salesforce: paged SOQL, sObject Collections, Composite.
 
-simple-salesforce raises its own exceptions and drops response headers; the retry machinery
-needs :mod:`connectors.errors` with ``should_retry`` and ``Retry-After``, and operators need the
-API usage the org reports. A response hook on the client's session sees every HTTP call, so
-the wrapper counts API calls exactly (paging included) and keeps the last ``Sforce-Limit-Info``.
+Every failure leaves as a :mod:`connectors.errors` error (mapped in :mod:`.error_map`), and
+operators need the API usage the org reports. A response hook on the client's session sees
+every HTTP call, so the wrapper counts API calls exactly (paging included) and keeps the last
+``Sforce-Limit-Info``.
 
 The Composite resource (``POST composite``) runs up to 25 subrequests, at most 5 of them
 queries or sObject Collections, as **one** API call: :meth:`SalesforceClient.query_many` and
@@ -22,34 +22,18 @@ from urllib.parse import quote
 
 import requests
 from simple_salesforce.api import Salesforce
-from simple_salesforce.exceptions import SalesforceAuthenticationFailed, SalesforceError
+from simple_salesforce.exceptions import SalesforceError
 
-from connectors.errors import (
-    AuthenticationError,
-    ConnectorError,
-    NotFoundError,
-    PermanentError,
-    TransientError,
-)
+from connectors.errors import ConnectorError, PermanentError, TransientError
 
-NAME = "salesforce"
+from .error_map import NAME, RETRYABLE_CODES, error_id, map_error, subrequest_error
+
 #: sObject Collections take at most this many records per call.
 MAX_COLLECTION = 200
 #: Subrequests per Composite call, and how many of them may be queries or sObject Collections.
 MAX_SUBREQUESTS = 25
 MAX_QUERY_OR_COLLECTION = 5
-#: Error codes that say "busy, try again" although Salesforce sends them with 4xx statuses.
-RETRYABLE_CODES = frozenset(
-    {
-        "REQUEST_LIMIT_EXCEEDED",
-        "UNABLE_TO_LOCK_ROW",
-        "SERVER_UNAVAILABLE",
-        "REQUEST_RUNNING_TOO_LONG",
-    }
-)
 _LIMIT_RE = re.compile(r"api-usage=(\d+)/(\d+)")
-_ERROR_ID_RE = re.compile(r"ErrorId if you contact support: (\S+)")
-_REQUEST_ID_HEADERS = ("X-Request-Id", "X-SFDC-Request-Id", "Sforce-Request-Id")
 
 
 @dataclass(frozen=True)
@@ -307,12 +291,6 @@ def _chunk_results(
     return [RecordResult(r.get("Id"), error) for r in chunk]
 
 
-def subrequest_error(status: int, body: Any, resource: str) -> ConnectorError:
-    """The paybus error for a failed Composite subrequest: what :func:`map_error` makes of the
-    same status and error body returned by the call made alone."""
-    return map_error(SalesforceError(f"composite:{resource}", status, resource, body))
-
-
 def _record_result(item: Mapping[str, Any]) -> RecordResult:
     record_id = item.get("id")
     if item.get("success"):
@@ -324,70 +302,7 @@ def _record_result(item: Mapping[str, Any]) -> RecordResult:
     if first.get("fields"):
         message += f" (fields: {', '.join(map(str, first['fields']))})"
     cls = TransientError if code in RETRYABLE_CODES else PermanentError
-    return RecordResult(record_id, cls(message, psp=NAME, code=code, request_id=_error_id(message)))
-
-
-def map_error(err: BaseException, response: requests.Response | None = None) -> ConnectorError:
-    """The paybus error for a simple-salesforce or requests exception.
-
-    ``response`` (the failed HTTP response, when there was one) supplies what the exception
-    drops: ``Retry-After`` and any request id header.
-    """
-    headers: Mapping[str, str] = response.headers if response is not None else {}
-    retry_after = _retry_after(headers.get("Retry-After"))
-    request_id = next((headers[h] for h in _REQUEST_ID_HEADERS if h in headers), None)
-    if isinstance(err, SalesforceAuthenticationFailed):
-        return AuthenticationError(str(err), psp=NAME, http_status=401, code=str(err.code))
-    if isinstance(err, requests.RequestException):
-        status = err.response.status_code if err.response is not None else None
-        return TransientError(
-            f"{type(err).__name__}: {err}", psp=NAME, http_status=status, retry_after_s=retry_after
-        )
-    if not isinstance(err, SalesforceError):
-        return PermanentError(f"{type(err).__name__}: {err}", psp=NAME)
-    code, message = _first_error(err.content)
-    request_id = request_id or _error_id(message)
-    status = err.status
-    kwargs: dict[str, Any] = {
-        "psp": NAME,
-        "http_status": status,
-        "code": code,
-        "request_id": request_id,
-        "retry_after_s": retry_after,
-    }
-    text = f"Salesforce {err.resource_name or 'call'} failed: {message}"
-    if status == 401:
-        return AuthenticationError(text, **kwargs)
-    if status == 429 or status >= 500 or code in RETRYABLE_CODES:
-        return TransientError(text, **kwargs)
-    if status == 404:
-        return NotFoundError(text, **kwargs)
-    return PermanentError(text, **kwargs)
-
-
-def _first_error(content: Any) -> tuple[str | None, str]:
-    if isinstance(content, Mapping) and isinstance(content.get("compositeResponse"), list):
-        # A Composite refused as a whole (over its limits): the error is its lone result.
-        first = next(iter(content["compositeResponse"]), None)
-        content = first.get("body") if isinstance(first, Mapping) else content
-    if isinstance(content, list) and content and isinstance(content[0], Mapping):
-        first = content[0]
-        return first.get("errorCode"), str(first.get("message", ""))
-    if isinstance(content, bytes):
-        content = content.decode("utf-8", "replace")
-    return None, str(content)[:500]
-
-
-def _error_id(message: str) -> str | None:
-    match = _ERROR_ID_RE.search(message)
-    return match[1] if match else None
-
-
-def _retry_after(value: str | None) -> float | None:
-    try:
-        return max(0.0, float(value)) if value else None
-    except ValueError:
-        return None  # an HTTP date: rare from Salesforce, and the backoff has its own default
+    return RecordResult(record_id, cls(message, psp=NAME, code=code, request_id=error_id(message)))
 
 
 def id18(record_id: str) -> str:

@@ -21,7 +21,8 @@ from decimal import ROUND_HALF_UP, Decimal
 from pathlib import Path
 from typing import Any, Protocol
 
-from .client import NAME, SalesforceClient, soql_quote
+from .client import SalesforceClient, soql_quote
+from .error_map import NAME
 from .settings import FieldMap, ObjectMapping
 
 #: Status values with which staff ask the bus for something (compared case-insensitively).

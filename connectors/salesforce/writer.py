@@ -49,7 +49,8 @@ from .batch import (
     redact,
     settle,
 )
-from .client import MAX_COLLECTION, NAME, SalesforceClient, soql_quote
+from .client import MAX_COLLECTION, SalesforceClient, soql_quote
+from .error_map import NAME
 from .guard_rule import is_refusal
 from .settings import FieldMap, ObjectMapping
 from .versions import CACHE_RECORDS, VersionCache

@@ -160,7 +160,10 @@ class CrmWriterStage:
         app.on_partitions_assigned.connect(self.on_rebalance)
 
     def writer(self) -> CrmWriter:
-        """The writer, built on first use (a password login makes a call; not at attach)."""
+        """The writer, built on first use (a password login makes a call; not at attach).
+
+        Called in the write's worker thread: the login and the rule look-ups are HTTP calls
+        and stay off the event loop."""
         if self._writer is None:
             client = SalesforceClient(build_salesforce(self.app.settings.salesforce))
             self._writer = CrmWriter(client, self.fields, guarded=self._guarded(client))
@@ -253,7 +256,7 @@ class CrmWriterStage:
             metrics.CRM_BUDGET_WAIT.labels("write").inc(await self.budget.wait_turn())
         started = time.perf_counter()
         try:
-            report = await asyncio.to_thread(self.writer().write, updates)
+            report = await asyncio.to_thread(lambda: self.writer().write(updates))
         except Exception as exc:
             log.exception("CRM write of %d update(s) raised", len(updates))
             error = TransientError(f"{type(exc).__name__}: {exc}", psp=CRM, code="UNEXPECTED")

@@ -12,7 +12,8 @@ from simple_salesforce.exceptions import (
 )
 
 from connectors.errors import AuthenticationError, NotFoundError, PermanentError, TransientError
-from connectors.salesforce.client import id18, map_error, soql_quote, subrequest_error
+from connectors.salesforce.client import id18, soql_quote
+from connectors.salesforce.error_map import map_error, subrequest_error
 
 
 def _body(code: str, message: str = "boom") -> list[dict[str, str]]:
