@@ -76,7 +76,8 @@ CRM_BUDGET_WAIT = Counter(
 CRM_VERSION_GUARD = Gauge(
     "paybus_crm_version_guard",
     "Where each CRM object's version guard lives: 1 on the mode in effect (read: the writer "
-    "reads Bus_Seq__c first; rule: the org's validation rule refuses an older seq).",
+    "reads Bus_Seq__c first; rule: the org's validation rule refuses an older seq; upsert: "
+    "and its no-create rule lets records named by external id be upserted unread).",
     ["object", "mode"],
 )
 CRM_API_ALLOWANCE = Gauge(

@@ -86,12 +86,15 @@ class SalesforceSettings(_Section):
     #: Where the CRM version guard lives. ``read``: the writer reads each record's Bus_Seq__c
     #: before writing it (a read and a write call per batch of uncached records). ``rule``:
     #: the org's validation rule (``deploy/salesforce``) refuses an older seq inside the write,
-    #: atomically, so records addressed by Id are written unread. The rule is looked up at
-    #: start and hourly; an object without it active keeps ``read`` (logged, and in
+    #: atomically, so records addressed by Id are written unread; where the no-create rule is
+    #: deployed too, records addressed by external id are upserted unread. The rules are looked
+    #: up at start and hourly; an object without them active keeps ``read`` (logged, and in
     #: ``paybus_crm_version_guard``).
     version_guard: Literal["read", "rule"] = "read"
     #: Name of that validation rule (``version_guard=rule``).
     guard_rule: str = "Paybus_Bus_Seq_Guard"
+    #: Name of the rule refusing inserts that carry Bus_Seq__c (``version_guard=rule``).
+    no_create_rule: str = "Paybus_Bus_No_Create"
     #: Write attempts of a retryable failure (5xx, timeouts, row locks) before the DLQ.
     write_attempts: int = Field(default=5, ge=1)
     #: Records read per object per poll (one SOQL call each).

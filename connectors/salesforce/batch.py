@@ -140,10 +140,16 @@ def redact(text: str) -> str:
     return _IBAN_RE.sub("[redacted]", _PAN_RE.sub("[redacted]", text))
 
 
-def record_payload(mapping: ObjectMapping, record_id: str, update: StatusUpdate) -> dict[str, Any]:
-    """The fields written for one update (absent values leave the record's own untouched)."""
+def record_payload(
+    mapping: ObjectMapping, record_id: str | None, update: StatusUpdate
+) -> dict[str, Any]:
+    """The fields written for one update (absent values leave the record's own untouched).
+
+    The record is named by ``record_id``, or when that is None by its external id (the
+    aggregate id), for an upsert."""
+    key = ("Id", record_id) if record_id else (mapping.external_id, update.aggregate_id)
     payload: dict[str, Any] = {
-        "Id": record_id,
+        key[0]: key[1],
         mapping.status: update.to_status,
         mapping.bus_seq: update.seq,
     }

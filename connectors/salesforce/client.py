@@ -50,6 +50,8 @@ class RecordResult:
 
     record_id: str | None
     error: ConnectorError | None = None
+    #: An upsert that inserted the record (instead of updating one).
+    created: bool = False
 
     @property
     def success(self) -> bool:
@@ -234,13 +236,23 @@ class SalesforceClient:
         a failed Composite call, fails each record of the chunks it carried with the error that
         :meth:`update_records` would have raised, so earlier calls' results are kept.
         """
-        if any(len(chunk) > MAX_COLLECTION for chunk in chunks):
+        return self.save_many(object_name, [(None, chunk) for chunk in chunks])
+
+    def save_many(
+        self, object_name: str, chunks: Sequence[tuple[str | None, Sequence[Mapping[str, Any]]]]
+    ) -> list[list[RecordResult]]:
+        """Like :meth:`update_records_many`, but each chunk says how its records are named:
+        ``(None, records)`` updates by ``Id``; ``(field, records)`` upserts by the external id
+        ``field`` (``PATCH composite/sobjects/{object}/{field}``; a result's ``created`` says
+        it inserted). Both kinds share Composite calls, 5 chunks a call."""
+        if any(len(chunk) > MAX_COLLECTION for _, chunk in chunks):
             raise ValueError(f"a collection takes at most {MAX_COLLECTION} records")
         results: list[list[RecordResult]] = []
         for start in range(0, len(chunks), MAX_QUERY_OR_COLLECTION):
-            group = [c for c in chunks[start : start + MAX_QUERY_OR_COLLECTION] if c]
+            group = [c for c in chunks[start : start + MAX_QUERY_OR_COLLECTION] if c[1]]
             subs = [
-                ("PATCH", "composite/sobjects", _collection_body(object_name, c)) for c in group
+                ("PATCH", _collection_path(object_name, field), _collection_body(object_name, c))
+                for field, c in group
             ]
             answers: list[tuple[int, Any] | ConnectorError]
             try:
@@ -248,7 +260,7 @@ class SalesforceClient:
             except ConnectorError as err:
                 answers = [err for _ in group]
             by_chunk = iter(zip(group, answers, strict=True))
-            for chunk in chunks[start : start + MAX_QUERY_OR_COLLECTION]:
+            for _, chunk in chunks[start : start + MAX_QUERY_OR_COLLECTION]:
                 if not chunk:
                     results.append([])
                     continue
@@ -267,6 +279,10 @@ def _collection_body(object_name: str, chunk: Sequence[Mapping[str, Any]]) -> di
         "allOrNone": False,
         "records": [{"attributes": {"type": object_name}, **r} for r in chunk],
     }
+
+
+def _collection_path(object_name: str, external_id: str | None) -> str:
+    return "composite/sobjects" + (f"/{object_name}/{external_id}" if external_id else "")
 
 
 def _is_query_or_collection(path: str) -> bool:
@@ -294,7 +310,7 @@ def _chunk_results(
 def _record_result(item: Mapping[str, Any]) -> RecordResult:
     record_id = item.get("id")
     if item.get("success"):
-        return RecordResult(record_id)
+        return RecordResult(record_id, created=bool(item.get("created")))
     errors = item.get("errors") or [{}]
     first = errors[0]
     code = str(first.get("statusCode") or "UNKNOWN")

@@ -5,7 +5,8 @@ the version-guard rule and the API allowance, as this integration user sees them
 write-backs one record at a time: a field missing or read-only for the integration user's
 profile, an external id field not marked External ID (records could not be found by aggregate
 id), a sequence field that is not a number (the version guard compares it), the rule absent
-where ``version_guard=rule`` expects it.
+where ``version_guard=rule`` expects it. The no-create rule is never required: without it,
+records named by external id are read before they are written.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from typing import Any
 from connectors.errors import ConnectorError
 
 from .client import SalesforceClient
-from .guard_rule import guarded_objects
+from .guard_rule import NO_CREATE_RULE_NAME, OrgGuards, org_guards
 from .settings import FieldMap, ObjectMapping
 
 #: Salesforce field types the version guard can compare.
@@ -36,26 +37,38 @@ class Finding:
 
 
 def check_org(
-    client: SalesforceClient, fields: FieldMap, rule_name: str, want_rule: bool
+    client: SalesforceClient,
+    fields: FieldMap,
+    rule_name: str,
+    want_rule: bool,
+    create_rule: str = NO_CREATE_RULE_NAME,
 ) -> list[Finding]:
     """Every finding about the org, object by object, then the allowance."""
     findings: list[Finding] = []
     try:
-        guarded = guarded_objects(client, fields.objects(), rule_name)
+        guards = org_guards(client, fields.objects(), rule_name, create_rule)
         rule_error = None
     except ConnectorError as err:
-        guarded, rule_error = frozenset(), err
+        guards, rule_error = OrgGuards(), err
+    why = f"lookup failed: {rule_error}" if rule_error else "not deployed or not active"
     for mapping in fields.objects():
+        obj = mapping.object_name
         findings += _object_findings(client, mapping)
-        if mapping.object_name in guarded:
-            findings.append(Finding(mapping.object_name, f"rule {rule_name}", True, "active"))
-            continue
-        why = f"lookup failed: {rule_error}" if rule_error else "not deployed or not active"
-        hint = "needed by version_guard=rule" if want_rule else "optional (deploy/salesforce)"
-        findings.append(
-            Finding(mapping.object_name, f"rule {rule_name}", False if want_rule else None,
-                    f"{why}; {hint}")
-        )  # fmt: skip
+        if obj in guards.guarded:
+            findings.append(Finding(obj, f"rule {rule_name}", True, "active"))
+        else:
+            hint = "needed by version_guard=rule" if want_rule else "optional (deploy/salesforce)"
+            findings.append(
+                Finding(obj, f"rule {rule_name}", False if want_rule else None, f"{why}; {hint}")
+            )
+        if obj in guards.upsertable:
+            findings.append(Finding(obj, f"rule {create_rule}", True, "active"))
+        else:
+            findings.append(
+                Finding(obj, f"rule {create_rule}", None,
+                        f"{why} (or the version-guard rule is not); optional: with both rules, "
+                        "records named by external id are written unread")
+            )  # fmt: skip
     usage = client.api_usage
     if usage is not None and usage.limit:
         share = usage.used / usage.limit

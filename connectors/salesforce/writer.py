@@ -26,10 +26,16 @@ is read again in the same batch, so it still ends ``not_found``.
 Where the org enforces the guard itself (a validation rule, :mod:`.guard_rule`, on the objects
 in ``guarded``), a record addressed by its CRM Id is written without reading it first: the rule
 refuses an older ``seq`` inside the write, atomically, and the refusal ends ``skipped_older``.
+On the objects in ``upsertable`` (the no-create rule deployed too), a record addressed by
+external id is not read either: it is upserted by that id, and the no-create rule's refusal of
+the insert ends ``not_found``. Two aggregates of one batch naming one record (one by Id, one by
+external id) are then not caught before the write, as the read guard catches them; the rule
+still keeps that record's ``Bus_Seq__c`` from going back.
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from typing import Any
 
@@ -51,7 +57,7 @@ from .batch import (
 )
 from .client import MAX_COLLECTION, SalesforceClient, soql_quote
 from .error_map import NAME
-from .guard_rule import is_refusal
+from .guard_rule import is_no_record, is_refusal
 from .settings import FieldMap, ObjectMapping
 from .versions import CACHE_RECORDS, VersionCache
 
@@ -59,6 +65,12 @@ __all__ = [
     "CrmWriter", "Outcome", "UpdateResult", "VersionCache", "WriteReport", "coalesce",
     "in_chunks", "record_payload", "redact",
 ]  # fmt: skip
+
+log = logging.getLogger(__name__)
+
+#: A target with its record's ``(Id, stored seq)``: the seq None when not read (the org's rule
+#: guards the write), the Id None when it is upserted by external id; and whether it was read.
+_Known = tuple[Target, tuple[str | None, float | None] | None, bool]
 
 
 class CrmWriter:
@@ -70,12 +82,15 @@ class CrmWriter:
         fields: FieldMap | None = None,
         cache_records: int = CACHE_RECORDS,
         guarded: frozenset[str] = frozenset(),
+        upsertable: frozenset[str] = frozenset(),
     ) -> None:
         self.client = client
         self.fields = fields or FieldMap()
         self.cache = VersionCache(cache_records)
         #: Objects whose org-side rule guards Bus_Seq__c (see :mod:`.guard_rule`).
         self.guarded = guarded
+        #: Of those, the objects whose records are upserted by external id unread.
+        self.upsertable = upsertable
 
     def forget(self) -> None:
         """Drop every cached version (on a rebalance): the next write of each record reads.
@@ -116,17 +131,20 @@ class CrmWriter:
         for all objects together, then each object's records are written. With ``blind``, a
         record of a guarded object addressed by Id is not read either. Returns, per object,
         the targets written unread whose record turned out gone."""
-        known: list[list[tuple[Target, tuple[str, float | None] | None, bool]]] = []
+        known: list[list[_Known]] = []
         misses: list[list[Target]] = []
         for group in groups:
             obj = group[0].mapping.object_name
             unread = blind and obj in self.guarded
+            upsert = blind and obj in self.upsertable
             known.append([])
             misses.append([])
             for target in group:
-                hit = cache.get(obj, record_key(target))
+                hit: tuple[str | None, float | None] | None = cache.get(obj, record_key(target))
                 if hit is None and unread and target.crm_record_id:
                     hit = (target.crm_record_id, None)  # the org's rule guards the write
+                elif hit is None and upsert and not target.crm_record_id:
+                    hit = (None, None)  # upserted by external id: the rules guard it
                 if hit is None:
                     misses[-1].append(target)
                 else:
@@ -153,15 +171,15 @@ class CrmWriter:
 
     def _write_object(
         self,
-        known: list[tuple[Target, tuple[str, float | None] | None, bool]],
+        known: list[_Known],
         updates: Sequence[StatusUpdate],
         results: dict[int, UpdateResult],
         cache: VersionCache,
         claimed: set[str],
     ) -> list[Target]:
         """Guard and write one object's targets whose stored version is known (or known
-        missing, or left to the org's rule); return those written unread (cached or guarded by
-        the rule) whose record turned out gone."""
+        missing, or left to the org's rules); return those written unread by Id (cached or
+        guarded by the rule) whose record turned out gone."""
         if not known:
             return []
         mapping = known[0][0].mapping
@@ -174,41 +192,58 @@ class CrmWriter:
             rid, seq = version
             if seq is not None and seq >= target.winner.seq:
                 settle(updates, results, target, Outcome.SKIPPED_OLDER, rid)
-            elif rid in claimed:
+            elif rid is not None and rid in claimed:
                 dup = PermanentError(f"two aggregates of one batch map to record {rid}", psp=NAME)
                 settle(updates, results, target, Outcome.FAILED, rid, dup)
             else:
-                claimed.add(rid)
+                if rid is not None:
+                    claimed.add(rid)
                 pending.append((target, record_payload(mapping, rid, target.winner), unread))
         if not pending:
             return []
-        chunks = [pending[i : i + MAX_COLLECTION] for i in range(0, len(pending), MAX_COLLECTION)]
+        # Records named by Id, then those upserted by external id: one collection kind a chunk.
+        kinds = ([p for p in pending if "Id" in p[1]], [p for p in pending if "Id" not in p[1]])
+        chunks = [
+            k[i : i + MAX_COLLECTION] for k in kinds for i in range(0, len(k), MAX_COLLECTION)
+        ]
         try:
-            answered = self.client.update_records_many(
-                obj, [[p for _, p, _ in chunk] for chunk in chunks]
+            answered = self.client.save_many(
+                obj,
+                [
+                    (None if "Id" in chunk[0][1] else mapping.external_id, [p for _, p, _ in chunk])
+                    for chunk in chunks
+                ],
             )
         except ConnectorError as err:
             for target, payload, _ in pending:
-                cache.evict(obj, payload["Id"])  # may or may not be written: read next time
-                settle(updates, results, target, Outcome.FAILED, payload["Id"], err)
+                if "Id" in payload:
+                    cache.evict(obj, payload["Id"])  # may or may not be written: read next time
+                settle(updates, results, target, Outcome.FAILED, payload.get("Id"), err)
             return []
         gone: list[Target] = []
         for chunk, answers in zip(chunks, answered, strict=True):
             for (target, payload, unread), answer in zip(chunk, answers, strict=True):
-                rid = payload["Id"]
+                rid = payload.get("Id") or answer.record_id
                 if answer.error is None:
                     ext = None if target.crm_record_id else record_key(target)
-                    cache.put(obj, rid, float(target.winner.seq), ext)
+                    if rid:
+                        cache.put(obj, rid, float(target.winner.seq), ext)
+                    if answer.created:  # the no-create rule was switched off meanwhile
+                        log.warning("CRM write-back created %s record %s (no-create rule off?)",
+                                    obj, rid)  # fmt: skip
                     settle(updates, results, target, Outcome.WRITTEN, rid)
                     continue
-                cache.evict(obj, rid)  # refused or failed: what the CRM holds is not known
+                if rid:
+                    cache.evict(obj, rid)  # refused or failed: what the CRM holds is not known
                 if is_refusal(answer.error):  # the org's rule: the record holds a newer seq
                     settle(updates, results, target, Outcome.SKIPPED_OLDER, rid)
-                    continue
-                settle(updates, results, target, Outcome.FAILED, rid, answer.error)
-                if unread and answer.error.code in GONE_CODES:
-                    claimed.discard(rid)
-                    gone.append(target)
+                elif is_no_record(answer.error):  # no record has the external id
+                    settle(updates, results, target, Outcome.NOT_FOUND, None)
+                else:
+                    settle(updates, results, target, Outcome.FAILED, rid, answer.error)
+                    if unread and "Id" in payload and answer.error.code in GONE_CODES:
+                        claimed.discard(rid)
+                        gone.append(target)
         return gone
 
     def _read(

@@ -47,7 +47,7 @@ from connectors.retry import backoff_delay, call_with_retries
 from connectors.salesforce.alerts import FailureAlerter, SmtpSettings
 from connectors.salesforce.budget import CallBudget
 from connectors.salesforce.client import SalesforceClient
-from connectors.salesforce.guard_rule import MARKER, guarded_objects
+from connectors.salesforce.guard_rule import MARKER, NO_RECORD_MARKER, OrgGuards, org_guards
 from connectors.salesforce.settings import FieldMap, build_salesforce
 from connectors.salesforce.writer import CrmWriter, Outcome, UpdateResult, WriteReport, redact
 from streams import metrics
@@ -68,6 +68,9 @@ RETRY_CAP_S = 8.0
 #: found it (an admin may deactivate it; until then, writes by Id trust it unread).
 GUARD_LOOKUP_RETRY_S = 300.0
 GUARD_RECHECK_S = 3600.0
+#: ``paybus_crm_version_guard`` modes: the writer reads first; the org's rule guards records
+#: written by Id; and also the no-create rule, so records named by external id are upserted.
+GUARD_MODES = ("read", "rule", "upsert")
 
 WRITTEN = "written"
 SKIPPED_OLDER = "skipped_older"
@@ -166,36 +169,46 @@ class CrmWriterStage:
         and stay off the event loop."""
         if self._writer is None:
             client = SalesforceClient(build_salesforce(self.app.settings.salesforce))
-            self._writer = CrmWriter(client, self.fields, guarded=self._guarded(client))
+            guards = self._guards(client)
+            self._writer = CrmWriter(client, self.fields, guarded=guards.guarded,
+                                     upsertable=guards.upsertable)  # fmt: skip
         elif self._guard_lookup_due is not None and time.monotonic() >= self._guard_lookup_due:
-            self._writer.guarded = self._guarded(self._writer.client)
+            guards = self._guards(self._writer.client)
+            self._writer.guarded, self._writer.upsertable = guards.guarded, guards.upsertable
         return self._writer
 
-    def _guarded(self, client: SalesforceClient) -> frozenset[str]:
-        """The objects the org's validation rule guards (``version_guard=rule``), looked up
+    def _guards(self, client: SalesforceClient) -> OrgGuards:
+        """The objects the org's validation rules guard (``version_guard=rule``), looked up
         again hourly; a failed lookup keeps the read guard and is tried again in 5 minutes."""
         sf = self.app.settings.salesforce
-        guarded: frozenset[str] = frozenset()
+        guards = OrgGuards()
         self._guard_lookup_due = None
         if sf.version_guard == "rule":
             try:
-                guarded = guarded_objects(client, self.fields.objects(), sf.guard_rule)
+                guards = org_guards(client, self.fields.objects(), sf.guard_rule, sf.no_create_rule)
                 self._guard_lookup_due = time.monotonic() + GUARD_RECHECK_S
             except ConnectorError as err:
                 self._guard_lookup_due = time.monotonic() + GUARD_LOOKUP_RETRY_S
                 log.warning("CRM version guard: rule lookup failed (%s); reading first", err)
         for mapping in self.fields.objects():
             obj = mapping.object_name
-            mode = "rule" if obj in guarded else "read"
-            metrics.CRM_VERSION_GUARD.labels(obj, mode).set(1)
-            metrics.CRM_VERSION_GUARD.labels(obj, "read" if mode == "rule" else "rule").set(0)
-            if sf.version_guard == "rule" and obj not in guarded:
+            mode = (
+                "upsert" if obj in guards.upsertable else "rule" if obj in guards.guarded
+                else "read"
+            )  # fmt: skip
+            for each in GUARD_MODES:
+                metrics.CRM_VERSION_GUARD.labels(obj, each).set(1 if each == mode else 0)
+            missing = {
+                "read": (sf.guard_rule, MARKER, "its records are read before they are written"),
+                "rule": (sf.no_create_rule, NO_RECORD_MARKER,
+                         "its records named by external id are read before they are written"),
+            }.get(mode)  # fmt: skip
+            if sf.version_guard == "rule" and missing is not None:
                 log.warning(
-                    "CRM version guard: no active validation rule %r with %s on %s; its records "
-                    "are read before they are written (deploy/salesforce has the rule)",
-                    sf.guard_rule, MARKER, obj,
+                    "CRM version guard: no active validation rule %r with %s on %s; %s "
+                    "(deploy/salesforce has the rules)", *missing[:2], obj, missing[2],
                 )  # fmt: skip
-        return guarded
+        return guards
 
     async def on_rebalance(self, app: Any, /, *partitions: Any, **kwargs: Any) -> None:
         """Partitions revoked or assigned (the app's signals, sent as ``(app, partitions,

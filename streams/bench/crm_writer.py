@@ -6,15 +6,15 @@ stage is done when the worker has settled every update (written, or skipped as o
 rate is timed from the first to the last record save the sandbox logged, and its API cost is
 the worker's own call counter (``paybus_crm_api_calls_total``) over the updates it settled.
 
-A second worker writes the same updates carrying their record's Id (as updates of payments
-that came from the CRM do) with the org-side version guard deployed: the API calls that saves.
+A second worker writes the same updates with the org-side rules deployed (the version guard
+and the no-create rule, :mod:`connectors.salesforce.guard_rule`), so it upserts them by external
+id without reading: the API calls that saves.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-from connectors.salesforce.guard_rule import message
 from connectors.salesforce.settings import FieldMap
 from streams.admin import create_topics
 from streams.bench import data, procs
@@ -41,30 +41,14 @@ def crm_calls(worker: procs.Worker) -> float:
     )
 
 
-def _seed(sf: SalesforceProc, types: dict[str, str]) -> dict[str, str]:
-    """One record per aggregate, in its type's object; returns aggregate -> record id."""
+def _seed(sf: SalesforceProc, types: dict[str, str]) -> None:
+    """One record per aggregate, in its type's object."""
     by_object: dict[str, list[str]] = {}
     for agg, agg_type in types.items():
         by_object.setdefault(OBJECTS[agg_type], []).append(agg)
-    ids: dict[str, str] = {}
     for obj, aggs in by_object.items():
         for start in range(0, len(aggs), 5000):
-            part = aggs[start : start + 5000]
-            seeded = sf.admin.seed(obj, [{"External_Id__c": a} for a in part])
-            ids.update(zip(part, seeded, strict=True))
-    return ids
-
-
-def _by_id(
-    updates: list[tuple[bytes, bytes]], ids: dict[str, str], codec: AvroCodec
-) -> list[tuple[bytes, bytes]]:
-    """The updates carrying their record's Id, as those of payments that came from the CRM."""
-    out = []
-    for key, value in updates:
-        record = codec.decode(value, "StatusUpdate")
-        record["crm_record_id"] = ids[record["aggregate_id"]]
-        out.append((key, codec.encode("StatusUpdate", record)))
-    return out
+            sf.admin.seed(obj, [{"External_Id__c": a} for a in aggs[start : start + 5000]])
 
 
 @dataclass
@@ -78,8 +62,8 @@ class _Run:
 def _run(
     ctx: BenchContext, updates: list[tuple[bytes, bytes]], types: dict[str, str], guard: str
 ) -> _Run:
-    """One crm worker through ``updates``; ``guard="rule"``: the org-side version guard is
-    deployed on every object and the updates carry their record's Id."""
+    """One crm worker through ``updates``; ``guard="rule"``: the org-side rules are deployed
+    on every object."""
     n = len(updates)
     label = "CRM writer" if guard == "read" else "CRM writer, org-side guard"
     with (
@@ -90,11 +74,10 @@ def _run(
         tm = TopicMap(prefix, ctx.settings.partitions, 1)
         create_topics(bootstrap, tm.all())
         ctx.progress(0, n, f"{label}: seeding records, filling")
-        ids = _seed(sf, types)
+        _seed(sf, types)
         if guard == "rule":
             for mapping in FieldMap().objects():
-                sf.admin.deploy_guard_rule(mapping.object_name, mapping.bus_seq, message(mapping))
-            updates = _by_id(updates, ids, AvroCodec())
+                sf.admin.deploy_paybus_rules(mapping)
         since = len(sf.admin.writes())
         data.fill(bootstrap, tm.status_updates.name, updates)
         env = procs.worker_env(ctx.settings, bootstrap, prefix, ctx.scratch(f"crm-{guard}"))
@@ -116,8 +99,8 @@ def _run(
 
 def measure_crm_writer(ctx: BenchContext, workload: data.Workload) -> list[Row]:
     """``paybus worker --role crm`` against a pre-filled status topic and the sandbox: once as
-    the bench's updates come (found by external id, read guard), once by record Id with the
-    org-side guard (:mod:`connectors.salesforce.guard_rule`), for what that saves."""
+    the bench's updates come (found by external id, read guard), once more with the org-side
+    rules (:mod:`connectors.salesforce.guard_rule`), for what that saves."""
     events = data.shuffled_events(len(workload.records))
     updates, types = data.status_updates(ctx.settings, events, AvroCodec())
     run = _run(ctx, updates, types, "read")
@@ -154,7 +137,7 @@ def measure_crm_writer(ctx: BenchContext, workload: data.Workload) -> list[Row]:
             "Salesforce API calls per 1,000 status updates, org-side guard",
             ruled.calls / n * 1000, "calls", target=COST_TARGET,
             baseline="read guard", baseline_value=per_1000,
-            note=f"{ruled.calls:.0f} calls for {n:,} updates carrying their record's Id, "
-            "validation rule deployed (PAYBUS_SALESFORCE__VERSION_GUARD=rule): no reads",
+            note=f"{ruled.calls:.0f} calls for the same {n:,} updates, both validation rules "
+            "deployed (PAYBUS_SALESFORCE__VERSION_GUARD=rule): upserted by external id, no reads",
         ),
     ]  # fmt: skip

@@ -38,8 +38,9 @@ def check(ctx: typer.Context) -> None:
     try:
         client = SalesforceClient(build_salesforce(sf), timeout_s=15.0)
         findings = check_org(
-            client, FieldMap.from_settings(sf), sf.guard_rule, sf.version_guard == "rule"
-        )
+            client, FieldMap.from_settings(sf), sf.guard_rule, sf.version_guard == "rule",
+            sf.no_create_rule,
+        )  # fmt: skip
     except (ConnectorError, SalesforceError, requests.RequestException) as exc:  # a login
         # refused, an unreachable instance, a certificate not trusted
         err_console.print(f"cannot check the org: {type(exc).__name__}: {exc}", highlight=False)

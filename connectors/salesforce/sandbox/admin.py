@@ -145,8 +145,9 @@ async def rules(request: web.Request) -> web.Response:
 
 
 async def validation_rules(request: web.Request) -> web.Response:
-    """``POST {object, field, message, name?, active?}`` deploys the version-guard rule on an
-    object (replacing its earlier one), ``DELETE`` removes them all, ``GET`` lists them."""
+    """``POST {object, field, message, name?, active?, kind?}`` deploys a paybus rule on an
+    object (replacing its earlier one of that name; ``kind`` ``grow_only``, the version guard,
+    or ``no_create``), ``DELETE`` removes them all, ``GET`` lists them."""
     setup = _state(request).org.setup_rules
     if request.method == "DELETE":
         setup.clear()

@@ -269,6 +269,13 @@ async def collections(request: web.Request) -> web.Response:
     )
 
 
+async def upsert_many(request: web.Request) -> web.Response:
+    """``PATCH /composite/sobjects/{obj}/{field}``: upsert up to 200 records by external id."""
+    org, m = _state(request).org, request.match_info
+    body = await _body(request)
+    return _json(composite.upsert_collection(org, m["obj"], m["field"], body, _user(request)))
+
+
 async def retrieve_many(request: web.Request) -> web.Response:
     """``GET /composite/sobjects/{obj}?ids=..&fields=..`` or ``POST`` with the same as JSON."""
     org = _state(request).org
@@ -310,6 +317,7 @@ def add_api_routes(app: web.Application) -> None:
         r.add_route(method, API + "/composite/sobjects" + S, collections)
     for method in ("GET", "POST"):
         r.add_route(method, API + "/composite/sobjects/{obj}" + S, retrieve_many)
+    r.add_patch(API + "/composite/sobjects/{obj}/{field}" + S, upsert_many)
 
 
 def build_app(state: State) -> web.Application:

@@ -8,7 +8,8 @@ invalid ones reported; with it true nothing is written and every record says why
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Iterable, Mapping
+from functools import partial
 from typing import Any
 
 from .org import Org
@@ -27,30 +28,44 @@ class _Rollback(Exception):
     """Raised inside a collection transaction to undo it (allOrNone)."""
 
 
+def _check_size(records: list[Any]) -> None:
+    if len(records) > MAX_COLLECTION:
+        raise ApiError(
+            400,
+            "EXCEEDED_ID_LIMIT",
+            f"record limit reached. cannot submit more than {MAX_COLLECTION} records into this "
+            "call",
+        )
+
+
 def save_collection(org: Org, body: Any, user: str, creating: bool) -> list[dict[str, Any]]:
     """``POST`` (create) or ``PATCH`` (update) ``/composite/sobjects``."""
     if not isinstance(body, Mapping) or not isinstance(body.get("records"), list):
         raise ApiError(400, "JSON_PARSER_ERROR", "Body must be {allOrNone, records: [...]}")
     records: list[Any] = body["records"]
-    if len(records) > MAX_COLLECTION:
-        raise ApiError(
-            400,
-            "EXCEEDED_ID_LIMIT",
-            "record limit reached. cannot submit more "
-            f"than {MAX_COLLECTION} records into this call",
-        )
+    _check_size(records)
     specs = []
     for rec in records:
         rtype = rec.get("attributes", {}).get("type") if isinstance(rec, Mapping) else None
         if not rtype:
             raise ApiError(400, "INVALID_TYPE", "Must send a concrete entity type.")
         specs.append(org.spec(str(rtype), "INVALID_TYPE"))
-    all_or_none = bool(body.get("allOrNone", False))
+    saves = (
+        partial(_save_one, org, spec, rec, user, creating)
+        for spec, rec in zip(specs, records, strict=True)
+    )
+    return _all_saved(org, saves, bool(body.get("allOrNone", False)))
+
+
+def _all_saved(
+    org: Org, saves: Iterable[Callable[[], dict[str, Any]]], all_or_none: bool
+) -> list[dict[str, Any]]:
+    """Run each record's save in one transaction; with ``all_or_none``, a failed record
+    rolls them all back and the saved ones report the rollback."""
     results: list[dict[str, Any]] = []
     try:
         with org.store.transaction():
-            for spec, rec in zip(specs, records, strict=True):
-                results.append(_save_one(org, spec, rec, user, creating))
+            results.extend(save() for save in saves)
             if all_or_none and not all(r["success"] for r in results):
                 raise _Rollback
     except _Rollback:
@@ -59,6 +74,65 @@ def save_collection(org: Org, body: Any, user: str, creating: bool) -> list[dict
             for r in results
         ]
     return results
+
+
+def upsert_collection(org: Org, obj: str, field: str, body: Any, user: str) -> list[dict[str, Any]]:
+    """``PATCH /composite/sobjects/{obj}/{field}``: upsert each record by the external id
+    ``field`` (update the record that has it, else insert); results carry ``created``."""
+    if not isinstance(body, Mapping) or not isinstance(body.get("records"), list):
+        raise ApiError(400, "JSON_PARSER_ERROR", "Body must be {allOrNone, records: [...]}")
+    records: list[Any] = body["records"]
+    _check_size(records)
+    spec = org.spec(obj)
+    fspec = spec.field(field)
+    if fspec is None or not (fspec.external_id or fspec.name == "Id"):
+        raise ApiError(400, "INVALID_FIELD", f"{field} is not an External ID field of {obj}")
+    values: list[str | None] = []
+    for rec in records:
+        rtype = rec.get("attributes", {}).get("type") if isinstance(rec, Mapping) else None
+        if not rtype or str(rtype).lower() != spec.name.lower():
+            raise ApiError(400, "INVALID_TYPE", f"Every record must be of type {spec.name}.")
+        value = next((v for k, v in rec.items() if k.lower() == fspec.name.lower()), None)
+        values.append(None if value is None else str(value))
+    seen = [str(v).lower() for v in values if v is not None]
+    saves = (
+        partial(_upsert_one, org, spec, fspec.name, rec, value, user, seen)
+        for rec, value in zip(records, values, strict=True)
+    )
+    return _all_saved(org, saves, bool(body.get("allOrNone", False)))
+
+
+def _upsert_one(
+    org: Org,
+    spec: ObjectSpec,
+    field: str,
+    rec: Mapping[str, Any],
+    value: str | None,
+    user: str,
+    seen: list[str],
+) -> dict[str, Any]:
+    try:
+        if value is None:
+            raise ApiError(400, "MISSING_ARGUMENT", f"{field} not specified", [field])
+        if seen.count(value.lower()) > 1:
+            raise ApiError(
+                400, "DUPLICATE_EXTERNAL_ID", f"Duplicate external id specified: {value}", [field]
+            )
+        data = {k: v for k, v in rec.items() if k != "attributes"}
+        try:
+            rid, created = org.upsert(spec.name, field, value, data, user)
+        except ApiError as err:
+            if err.code != "MULTIPLE_CHOICES":
+                raise
+            raise ApiError(
+                400,
+                "DUPLICATE_EXTERNAL_ID",
+                f"{field}: more than one record found for external id field: {value}",
+                [field],
+            ) from err
+    except ApiError as err:
+        return {"success": False, "errors": [err.record_error()]}
+    return {"id": rid, "success": True, "errors": [], "created": created}
 
 
 def _save_one(
@@ -94,13 +168,7 @@ def _save_one(
 
 def delete_collection(org: Org, ids: list[str], all_or_none: bool) -> list[dict[str, Any]]:
     """``DELETE /composite/sobjects?ids=...``."""
-    if len(ids) > MAX_COLLECTION:
-        raise ApiError(
-            400,
-            "EXCEEDED_ID_LIMIT",
-            "record limit reached. cannot submit more "
-            f"than {MAX_COLLECTION} records into this call",
-        )
+    _check_size(ids)
     results: list[dict[str, Any]] = []
     try:
         with org.store.transaction():

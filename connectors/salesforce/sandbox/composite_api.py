@@ -78,6 +78,8 @@ def _subrequest(state: State, user: str, sub: Mapping[str, Any]) -> tuple[int, A
             ids = [i for i in params.get("ids", "").split(",") if i]
             all_or_none = params.get("allOrNone", "false").lower() == "true"
             return 200, composite.delete_collection(org, ids, all_or_none)
+    if len(parts) == 4 and parts[:2] == ["composite", "sobjects"] and method == "PATCH":
+        return 200, composite.upsert_collection(org, parts[2], parts[3], body, user)
     if len(parts) == 3 and parts[0] == "sobjects" and parts[2] != "describe":
         obj, rid = parts[1], parts[2]
         if method == "GET":

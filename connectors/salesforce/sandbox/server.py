@@ -16,7 +16,7 @@ from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 from types import TracebackType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import requests
 from aiohttp import web
@@ -28,6 +28,9 @@ from .org import Org
 from .schema import ObjectSpec, default_objects, user_id
 from .store import Store
 from .tls import generate_cert, server_context
+
+if TYPE_CHECKING:
+    from connectors.salesforce.settings import ObjectMapping
 
 #: Session token -> user name. The "integration" user is the bus itself; "staff" a human.
 DEFAULT_TOKENS: dict[str, str] = {
@@ -151,11 +154,28 @@ class SandboxAdmin:
         message: str,
         name: str = "Paybus_Bus_Seq_Guard",
         active: bool = True,
+        kind: str = "grow_only",
     ) -> None:
-        """Deploy the version-guard validation rule on ``obj`` (``field`` may only grow), as
-        an admin deploys ``deploy/salesforce``; it is org setup, not a fault."""
-        body = {"object": obj, "field": field, "message": message, "name": name, "active": active}
+        """Deploy a paybus validation rule on ``obj``, as an admin deploys
+        ``deploy/salesforce``; it is org setup, not a fault. ``kind`` ``grow_only`` (the
+        version guard: ``field`` may only grow) or ``no_create`` (no new record carries it)."""
+        body = {
+            "object": obj, "field": field, "message": message, "name": name, "active": active,
+            "kind": kind,
+        }  # fmt: skip
         self._call("POST", "/validation-rules", body)
+
+    def deploy_paybus_rules(self, mapping: ObjectMapping, no_create: bool = True) -> None:
+        """Deploy what ``deploy/salesforce`` holds for one object: the version-guard rule and,
+        with ``no_create``, the no-create rule, by their default names."""
+        from connectors.salesforce import guard_rule as g
+
+        self.deploy_guard_rule(mapping.object_name, mapping.bus_seq, g.message(mapping))
+        if no_create:
+            self.deploy_guard_rule(
+                mapping.object_name, mapping.bus_seq, g.no_create_message(mapping),
+                g.NO_CREATE_RULE_NAME, kind="no_create",
+            )  # fmt: skip
 
     def clear_faults(self) -> None:
         """Remove outages, validation rules and latency."""

@@ -20,7 +20,6 @@ from typing import Any
 import pytest
 from kafka import KafkaConsumer, KafkaProducer
 
-from connectors.salesforce.guard_rule import message
 from connectors.salesforce.poller import Watermark, parse_datetime
 from connectors.salesforce.sandbox import Sandbox, start_sandbox
 from connectors.salesforce.settings import FieldMap
@@ -147,8 +146,10 @@ def env(broker: EmbeddedBroker, tmp_path_factory: pytest.TempPathFactory) -> Ite
     smtp = _SmtpServer()
     threading.Thread(target=smtp.serve_forever, args=(0.05,), daemon=True).start()
     with start_sandbox(db_path=tmp / "sf.sqlite") as sandbox:
-        # The org-side version guard on Payment__c only: Mandate__c and Refund__c keep the read.
-        sandbox.admin.deploy_guard_rule("Payment__c", "Bus_Seq__c", message(FieldMap().payment))
+        # The org-side rules: both on Payment__c (upserts by external id), the version guard
+        # alone on Mandate__c (updates by Id unread); Refund__c keeps the read guard.
+        sandbox.admin.deploy_paybus_rules(FieldMap().payment)
+        sandbox.admin.deploy_paybus_rules(FieldMap().mandate, no_create=False)
         worker_env = paybus_env(
             broker.bootstrap, prefix, tmp, **sandbox_env(sandbox),
             PAYBUS_SALESFORCE__FLUSH_INTERVAL_S="1",
@@ -252,7 +253,9 @@ def test_with_the_orgs_rule_updates_by_id_cost_one_call_and_older_ones_are_refus
     """Payment__c has the guard rule, found at start: updates that carry the record's Id are
     written unread, and the rule refuses those older than the record (set behind the writer's
     back, as a late worker would have)."""
-    assert env.metric("paybus_crm_version_guard", object="Payment__c", mode="rule") == 1
+    assert env.metric("paybus_crm_version_guard", object="Payment__c", mode="upsert") == 1
+    assert env.metric("paybus_crm_version_guard", object="Payment__c", mode="rule") == 0
+    assert env.metric("paybus_crm_version_guard", object="Mandate__c", mode="rule") == 1
     assert env.metric("paybus_crm_version_guard", object="Refund__c", mode="read") == 1
     aggs = [f"byid-{n:03d}" for n in range(200)]
     ids = env.sandbox.admin.seed(
@@ -268,6 +271,27 @@ def test_with_the_orgs_rule_updates_by_id_cost_one_call_and_older_ones_are_refus
     assert outcomes["written"] == 150 and outcomes["skipped_older"] == 50
     stored = env.records_by_ext()
     assert [stored[a]["Bus_Seq__c"] for a in aggs] == [9] * 50 + [4] * 150
+
+
+def test_with_both_rules_updates_by_external_id_are_upserted_and_create_nothing(
+    env: Env,
+) -> None:
+    """Payment__c has the no-create rule too: updates naming their record by external id are
+    upserted unread (one call a batch, where the read guard pays a read and a write), and those
+    for payments the CRM does not have end ``not_found`` without a record being created."""
+    aggs = [f"ups-{n:03d}" for n in range(200)]
+    env.sandbox.admin.seed("Payment__c", [{"External_Id__c": a} for a in aggs], as_user="staff")
+    shop = [f"shop-{n:02d}" for n in range(50)]
+    count_before = len(env.sandbox.admin.records("Payment__c"))
+    calls, outcomes = _settle(env, [update(a, 3) for a in aggs + shop])
+    print(f"\nCRM API calls for 250 updates by external id, both rules: {calls:.0f}")
+    assert calls <= 2  # one Composite upsert per batch, no read (Faust may split the 250)
+    assert outcomes["written"] == 200 and outcomes["not_found"] == 50
+    assert outcomes["failed_permanent"] == 0
+    assert len(env.sandbox.admin.records("Payment__c")) == count_before
+    stored = env.records_by_ext()
+    assert {stored[a]["Bus_Seq__c"] for a in aggs} == {3}
+    assert not set(shop) & set(stored)
 
 
 def test_a_known_record_deleted_in_the_crm_ends_not_found(env: Env) -> None:
@@ -327,7 +351,9 @@ def test_a_refused_record_goes_to_the_dlq_and_is_e_mailed(env: Env) -> None:
     assert decoded["event_id"] == "evt-rule-bad-2"  # the original bytes, replayable
     rcpt, message = env.smtp.inbox.get(timeout=30)
     assert rcpt == ["payments-team@example.org"]
-    assert message["Subject"] == f"[paybus] Salesforce write-back failed for {bad}"
+    # Payment__c records are upserted by external id here, and a refused upsert's answer
+    # carries no record Id: the alert names the record by its external id.
+    assert message["Subject"] == "[paybus] Salesforce write-back failed for rule-bad"
     body = _body(message)
     assert "Payment period closed" in body and "rule-bad" in body
     assert PAN not in body and "[redacted]" in body

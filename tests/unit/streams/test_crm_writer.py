@@ -12,7 +12,7 @@ import pytest
 
 from connectors.errors import PermanentError, TransientError
 from connectors.salesforce.client import ApiUsage
-from connectors.salesforce.guard_rule import MARKER
+from connectors.salesforce.guard_rule import MARKER, RULE_NAME, OrgGuards
 from connectors.salesforce.writer import Outcome, UpdateResult, WriteReport
 from streams.agents import crm_writer
 from streams.agents.crm_writer import CrmWriterStage, disposition
@@ -223,14 +223,14 @@ async def test_a_failed_rule_lookup_keeps_the_read_guard_and_is_tried_again(
     )
     stage = CrmWriterStage(build_app(Settings(data_dir=clean_env / "data", salesforce=salesforce)))
     client = _Tooling()
-    assert stage._guarded(client) == frozenset()  # type: ignore[arg-type]
+    assert stage._guards(client) == OrgGuards()  # type: ignore[arg-type]
     assert stage._guard_lookup_due is not None
     client.rows = [
-        {"Active": True, "ErrorMessage": f"{MARKER}: older", "EntityDefinition": {
-            "QualifiedApiName": "Payment__c"}},
+        {"ValidationName": RULE_NAME, "Active": True, "ErrorMessage": f"{MARKER}: older",
+         "EntityDefinition": {"QualifiedApiName": "Payment__c"}},
     ]  # fmt: skip
-    assert stage._guarded(client) == frozenset({"Payment__c"})  # type: ignore[arg-type]
+    assert stage._guards(client) == OrgGuards(frozenset({"Payment__c"}))  # type: ignore[arg-type]
     due = stage._guard_lookup_due
     assert due is not None and due - time.monotonic() > crm_writer.GUARD_LOOKUP_RETRY_S
     client.rows = []  # an admin deactivated it: the hourly look-up goes back to reading
-    assert stage._guarded(client) == frozenset()  # type: ignore[arg-type]
+    assert stage._guards(client) == OrgGuards()  # type: ignore[arg-type]

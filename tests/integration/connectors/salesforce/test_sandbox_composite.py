@@ -156,3 +156,38 @@ def test_create_retrieve_and_delete_collections(sf: Salesforce, sandbox: Sandbox
     )
     assert deleted is not None and [r["success"] for r in deleted] == [True, True]
     assert sandbox.admin.records("Payment__c") == []
+
+
+def test_upsert_by_external_id_updates_inserts_and_reports_each_record(
+    sf: Salesforce, sandbox: Sandbox
+) -> None:
+    """``PATCH composite/sobjects/{obj}/{field}``: one call; an existing external id is
+    updated, a new one inserted (``created``), a repeated one and a missing one fail alone."""
+    ids = _seed(sandbox, 2)
+    sandbox.admin.reset_usage()
+    records: list[dict[str, Any]] = [
+        {"attributes": {"type": "Payment__c"}, "External_Id__c": ext, "Status__c": "confirmed"}
+        for ext in ("pay-0", "pay-new", "pay-dup", "pay-dup")
+    ] + [{"attributes": {"type": "Payment__c"}, "Status__c": "confirmed"}]
+    results = sf.restful(
+        "composite/sobjects/Payment__c/External_Id__c",
+        method="PATCH",
+        json={"allOrNone": False, "records": records},
+    )
+    assert sandbox.admin.usage()["used"] == 1
+    assert results[0] == {"id": ids[0], "success": True, "errors": [], "created": False}
+    assert results[1]["success"] and results[1]["created"] and results[1]["id"] not in ids
+    assert [r["errors"][0]["statusCode"] for r in results[2:]] == [
+        "DUPLICATE_EXTERNAL_ID", "DUPLICATE_EXTERNAL_ID", "MISSING_ARGUMENT",
+    ]  # fmt: skip
+    stored = {r["External_Id__c"]: r["Status__c"] for r in sandbox.admin.records("Payment__c")}
+    assert stored == {"pay-0": "confirmed", "pay-1": "created", "pay-new": "confirmed"}
+
+
+def test_upsert_by_a_field_that_is_not_an_external_id_is_refused(sf: Salesforce) -> None:
+    with pytest.raises(SalesforceMalformedRequest, match="not an External ID"):
+        sf.restful(
+            "composite/sobjects/Payment__c/Status__c",
+            method="PATCH",
+            json={"records": [{"attributes": {"type": "Payment__c"}, "Status__c": "x"}]},
+        )
