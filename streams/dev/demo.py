@@ -9,6 +9,7 @@ matched); otherwise the stack keeps running for exploration until Ctrl-C.
 
 from __future__ import annotations
 
+import re
 import signal
 import tempfile
 import threading
@@ -29,21 +30,35 @@ console = Console()
 OUTCOMES = ("applied", "duplicate", "stale", "held", "rejected")
 
 
+def _metrics_lines(metrics_url: str) -> list[str]:
+    """The worker's /metrics, by line (none while it does not answer)."""
+    try:
+        with urllib.request.urlopen(metrics_url, timeout=1) as resp:
+            return list(resp.read().decode().splitlines())
+    except OSError:
+        return []
+
+
 def outcome_counts(metrics_url: str) -> Counter[str]:
     """Sequencer outcomes and dead letters, read from the worker's /metrics."""
     counts: Counter[str] = Counter()
-    try:
-        with urllib.request.urlopen(metrics_url, timeout=1) as resp:
-            text = resp.read().decode()
-    except OSError:
-        return counts
-    for line in text.splitlines():
+    for line in _metrics_lines(metrics_url):
         if line.startswith("paybus_events_total{") and 'stage="sequencer"' in line:
             outcome = line.split('outcome="', 1)[1].split('"', 1)[0]
             counts[outcome] += int(float(line.rsplit(" ", 1)[1]))
         elif line.startswith("paybus_dead_letters_total{"):
             counts["dlq"] += int(float(line.rsplit(" ", 1)[1]))
     return counts
+
+
+def guard_modes(metrics_url: str) -> dict[str, str]:
+    """Where each CRM object's version guard lives (``paybus_crm_version_guard``), by object."""
+    modes: dict[str, str] = {}
+    for line in _metrics_lines(metrics_url):
+        if line.startswith("paybus_crm_version_guard{") and float(line.rsplit(" ", 1)[1]) == 1:
+            labels = dict(re.findall(r'(\w+)="([^"]*)"', line))
+            modes[labels.get("object", "?")] = labels.get("mode", "?")
+    return modes
 
 
 def _records_table(rows: list[Row], *, verdict: bool = False) -> Table:
@@ -111,6 +126,11 @@ def run_demo(settings: Settings, *, once: bool, timeout_s: float = 240.0) -> int
             "[green]every CRM record shows what its PSP shows[/]"
             if matched
             else "[red]some CRM records do not match their PSP (see the table)[/]"
+        )
+        modes = guard_modes(metrics_url)
+        console.print(
+            "CRM version guard (read / rule / upsert): "
+            + (", ".join(f"{obj} {mode}" for obj, mode in sorted(modes.items())) or "not reported")
         )
         if once:
             return 0 if matched else 1

@@ -4,7 +4,9 @@ What ``paybus dev`` (``make run``) starts so a newcomer sees payments flow with 
 credentials: the Tansu broker, localstripe (in process), the GoCardless and Salesforce
 sandboxes (in process, SQLite in a temp folder), and one ``paybus worker`` subprocess with
 every role, configured through ``PAYBUS_*`` to talk to the stand-ins; the PSPs' webhooks are
-pointed at the worker's receiver.
+pointed at the worker's receiver. The Salesforce sandbox gets paybus's validation rules
+(``deploy/salesforce``) and the worker uses them (``version_guard=rule``), as a production org
+set up as recommended does.
 """
 
 from __future__ import annotations
@@ -68,6 +70,7 @@ class DevStack:
     def start(self) -> DevStack:
         from connectors.gocardless.sandbox import start_sandbox as start_gc
         from connectors.salesforce.sandbox import Sandbox as SalesforceSandbox
+        from connectors.salesforce.settings import FieldMap
         from streams.dev.localstripe import LoopThread, start_localstripe
         from streams.dev.stripe_proxy import IdempotencyProxy
 
@@ -90,6 +93,9 @@ class DevStack:
             webhook_options={"shuffle": True, "duplicate_rate": 0.3, "batch_size": 10, "seed": 7},
         )
         self.salesforce = SalesforceSandbox(db_path=self.data_dir / "salesforce.sqlite").start()
+        # The org as deploy/salesforce leaves it: the worker runs the atomic, org-side guard.
+        for mapping in FieldMap().objects():
+            self.salesforce.admin.deploy_paybus_rules(mapping)
         self.localstripe.register_webhook(
             "paybus-dev", f"{self.worker_url}/webhooks/stripe", STRIPE_SECRET
         )
@@ -119,6 +125,7 @@ class DevStack:
             PAYBUS_SALESFORCE__SESSION_ID=sf.token_for("integration"),
             PAYBUS_SALESFORCE__CA_BUNDLE=str(sf.cert_path),
             PAYBUS_SALESFORCE__FLUSH_INTERVAL_S="0.3",
+            PAYBUS_SALESFORCE__VERSION_GUARD="rule",
             PAYBUS_SALESFORCE__POLL_INTERVAL_S="1",
             PAYBUS_CRM__INTEGRATION_USERNAME="integration@paybus.sandbox",
         )

@@ -27,6 +27,8 @@ def test_dev_once_ends_with_crm_matching_the_psps() -> None:
     out = result.stdout + result.stderr
     assert result.returncode == 0, out[-4000:]
     assert "every CRM record shows what its PSP shows" in out
+    # The sandbox org has deploy/salesforce's rules: every object is written unread.
+    assert "Mandate__c upsert, Payment__c upsert, Refund__c upsert" in out
     final = out.rsplit("vs PSPs", 1)[1]
     for record in ("demo-card-04", "demo-mandate-03", "demo-refund-card-01", "demo-debit-02"):
         assert record in final
