@@ -15,7 +15,7 @@ from aiohttp import web
 from .app import STATE, State
 from .faults import Unavailable, ValidationRule
 from .schema import ApiError, user_id
-from .setup_rules import SeqGuardRule
+from .setup_rules import SetupRule
 
 PREFIX = "/_sandbox"
 
@@ -152,7 +152,7 @@ async def validation_rules(request: web.Request) -> web.Response:
     if request.method == "DELETE":
         setup.clear()
     elif request.method == "POST":
-        setup.deploy(SeqGuardRule.from_json(await _body(request)))
+        setup.deploy(SetupRule.from_json(await _body(request)))
     return web.json_response({"rules": setup.to_json()})
 
 

@@ -31,7 +31,7 @@ _FIELDS = {"id", "validationname", "active", "errormessage", "entitydefinition.q
 
 
 @dataclass(frozen=True)
-class SeqGuardRule:
+class SetupRule:
     """A rule on ``field`` of ``object``, of one of two kinds. ``grow_only``:
     ``AND(ISCHANGED(f), NOT(ISBLANK(PRIORVALUE(f))), OR(ISBLANK(f), f < PRIORVALUE(f)))``, a
     sequence number that may only grow. ``no_create``: ``AND(ISNEW(), NOT(ISBLANK(f)))``, no
@@ -45,7 +45,7 @@ class SeqGuardRule:
     kind: str = "grow_only"
 
     @classmethod
-    def from_json(cls, data: Mapping[str, Any]) -> SeqGuardRule:
+    def from_json(cls, data: Mapping[str, Any]) -> SetupRule:
         """From the admin JSON ``{object, field, message, name?, active?, kind?}``."""
         missing = [key for key in ("object", "field", "message") if not data.get(key)]
         if missing:
@@ -97,9 +97,9 @@ class SetupRules:
     """The deployed rules, by object and rule name (deploying a name again replaces it)."""
 
     def __init__(self) -> None:
-        self.rules: dict[tuple[str, str], SeqGuardRule] = {}
+        self.rules: dict[tuple[str, str], SetupRule] = {}
 
-    def deploy(self, rule: SeqGuardRule) -> None:
+    def deploy(self, rule: SetupRule) -> None:
         """Add or replace the object's rule of that name."""
         self.rules[(rule.object.lower(), rule.name.lower())] = rule
 

@@ -23,7 +23,7 @@ from connectors.salesforce.guard_rule import (
     no_create_metadata_xml,
 )
 from connectors.salesforce.sandbox.schema import ApiError
-from connectors.salesforce.sandbox.setup_rules import SeqGuardRule, SetupRules
+from connectors.salesforce.sandbox.setup_rules import SetupRule, SetupRules
 from connectors.salesforce.settings import FieldMap, ObjectMapping
 
 DEPLOY = Path(__file__).parents[4] / "deploy" / "salesforce" / "force-app" / "main" / "default"
@@ -56,8 +56,8 @@ def test_only_the_rules_own_refusal_counts_as_older_or_absent() -> None:
         assert not is_refusal(error) and not is_no_record(error)
 
 
-def _rule(active: bool = True) -> SeqGuardRule:
-    return SeqGuardRule("Payment__c", "Bus_Seq__c", message(FieldMap().payment), active=active)
+def _rule(active: bool = True) -> SetupRule:
+    return SetupRule("Payment__c", "Bus_Seq__c", message(FieldMap().payment), active=active)
 
 
 @pytest.mark.parametrize(
@@ -100,7 +100,7 @@ def test_the_sandbox_evaluates_the_no_create_formula(
     rules = SetupRules()
     rules.deploy(_rule())
     rules.deploy(
-        SeqGuardRule("Payment__c", "Bus_Seq__c", no_create_message(FieldMap().payment),
+        SetupRule("Payment__c", "Bus_Seq__c", no_create_message(FieldMap().payment),
                      NO_CREATE_RULE_NAME, kind="no_create")
     )  # fmt: skip
     if not refused:
