@@ -236,23 +236,24 @@ class SalesforceClient:
         a failed Composite call, fails each record of the chunks it carried with the error that
         :meth:`update_records` would have raised, so earlier calls' results are kept.
         """
-        return self.save_many(object_name, [(None, chunk) for chunk in chunks])
+        return self.save_many([(object_name, None, chunk) for chunk in chunks])
 
     def save_many(
-        self, object_name: str, chunks: Sequence[tuple[str | None, Sequence[Mapping[str, Any]]]]
+        self, chunks: Sequence[tuple[str, str | None, Sequence[Mapping[str, Any]]]]
     ) -> list[list[RecordResult]]:
-        """Like :meth:`update_records_many`, but each chunk says how its records are named:
-        ``(None, records)`` updates by ``Id``; ``(field, records)`` upserts by the external id
-        ``field`` (``PATCH composite/sobjects/{object}/{field}``; a result's ``created`` says
-        it inserted). Both kinds share Composite calls, 5 chunks a call."""
-        if any(len(chunk) > MAX_COLLECTION for _, chunk in chunks):
+        """Like :meth:`update_records_many`, but each chunk names its object and how its
+        records are named: ``(object, None, records)`` updates by ``Id``; ``(object, field,
+        records)`` upserts by the external id ``field`` (``PATCH
+        composite/sobjects/{object}/{field}``; a result's ``created`` says it inserted). All
+        kinds and objects share Composite calls, 5 chunks a call."""
+        if any(len(chunk) > MAX_COLLECTION for _, _, chunk in chunks):
             raise ValueError(f"a collection takes at most {MAX_COLLECTION} records")
         results: list[list[RecordResult]] = []
         for start in range(0, len(chunks), MAX_QUERY_OR_COLLECTION):
-            group = [c for c in chunks[start : start + MAX_QUERY_OR_COLLECTION] if c[1]]
+            group = [c for c in chunks[start : start + MAX_QUERY_OR_COLLECTION] if c[2]]
             subs = [
-                ("PATCH", _collection_path(object_name, field), _collection_body(object_name, c))
-                for field, c in group
+                ("PATCH", _collection_path(obj, field), _collection_body(obj, c))
+                for obj, field, c in group
             ]
             answers: list[tuple[int, Any] | ConnectorError]
             try:
@@ -260,7 +261,7 @@ class SalesforceClient:
             except ConnectorError as err:
                 answers = [err for _ in group]
             by_chunk = iter(zip(group, answers, strict=True))
-            for _, chunk in chunks[start : start + MAX_QUERY_OR_COLLECTION]:
+            for _, _, chunk in chunks[start : start + MAX_QUERY_OR_COLLECTION]:
                 if not chunk:
                     results.append([])
                     continue

@@ -11,9 +11,10 @@ The guard needs the stored ``Bus_Seq__c`` of each record a batch touches. A boun
 process read or wrote, so only records not cached are read; replays of cached records cost no
 call at all. Reads and writes go through the REST Composite resource, which counts as one API
 call for up to 5 queries or sObject Collections: the SOQL reads of a batch (one per object,
-more only when the ids overflow one URL) share one call per 5, and each object's writes take
-one call per 1,000 records (5 collections of 200). A batch of up to 1,000 updates thus costs
-at most one read call (none when all is cached) plus one write call per object.
+more only when the ids overflow one URL) share one call per 5, and so do the writes of all
+objects: one call per 5 collections (a collection is up to 200 records of one object). A batch
+of up to 1,000 updates of one object thus costs at most one read call (none when all is cached)
+and one write call; updates spread over the three objects may need a second write call.
 
 The guard is read-then-write, not atomic, and the cache skips even the read. Both are safe
 because every update of one aggregate travels on one partition, which one writer owns at a
@@ -71,6 +72,9 @@ log = logging.getLogger(__name__)
 #: A target with its record's ``(Id, stored seq)``: the seq None when not read (the org's rule
 #: guards the write), the Id None when it is upserted by external id; and whether it was read.
 _Known = tuple[Target, tuple[str | None, float | None] | None, bool]
+#: A target to write: the fields (with its Id, or its external id for an upsert), and whether
+#: its stored version went unread.
+_Pending = tuple[Target, dict[str, Any], bool]
 
 
 class CrmWriter:
@@ -128,9 +132,9 @@ class CrmWriter:
         blind: bool,
     ) -> list[list[Target]]:
         """Write each object's targets (one group per object): the records not cached are read
-        for all objects together, then each object's records are written. With ``blind``, a
-        record of a guarded object addressed by Id is not read either. Returns, per object,
-        the targets written unread whose record turned out gone."""
+        for all objects together, then the records of all objects are written together. With
+        ``blind``, a record of a guarded object addressed by Id is not read either. Returns, per
+        object, the targets written unread whose record turned out gone."""
         known: list[list[_Known]] = []
         misses: list[list[Target]] = []
         for group in groups:
@@ -152,7 +156,7 @@ class CrmWriter:
         reads = self._read(
             [(g[0].mapping, m) for g, m in zip(groups, misses, strict=True) if m], cache
         )
-        gone: list[list[Target]] = []
+        pending: list[_Pending] = []
         for group, group_known, group_misses in zip(groups, known, misses, strict=True):
             if group_misses:
                 stored = reads.pop(0)
@@ -164,27 +168,22 @@ class CrmWriter:
                 else:
                     group_known += [(t, stored.get(record_key(t)), False) for t in group_misses]
             obj = group[0].mapping.object_name
-            lost = self._write_object(group_known, updates, results, cache, claimed[obj])
-            if lost:
-                gone.append(lost)
-        return gone
+            pending += self._guard(group_known, updates, results, claimed[obj])
+        gone: dict[str, list[Target]] = {}
+        for target in self._write(pending, updates, results, cache, claimed):
+            gone.setdefault(target.mapping.object_name, []).append(target)
+        return list(gone.values())
 
-    def _write_object(
+    def _guard(
         self,
         known: list[_Known],
         updates: Sequence[StatusUpdate],
         results: dict[int, UpdateResult],
-        cache: VersionCache,
         claimed: set[str],
-    ) -> list[Target]:
-        """Guard and write one object's targets whose stored version is known (or known
-        missing, or left to the org's rules); return those written unread by Id (cached or
-        guarded by the rule) whose record turned out gone."""
-        if not known:
-            return []
-        mapping = known[0][0].mapping
-        obj = mapping.object_name
-        pending: list[tuple[Target, dict[str, Any], bool]] = []
+    ) -> list[_Pending]:
+        """Settle one object's targets the guard decides (not found, older, a record two
+        aggregates claim); return the others with the fields to write."""
+        pending: list[_Pending] = []
         for target, version, unread in known:
             if version is None:
                 settle(updates, results, target, Outcome.NOT_FOUND, target.crm_record_id)
@@ -198,30 +197,47 @@ class CrmWriter:
             else:
                 if rid is not None:
                     claimed.add(rid)
-                pending.append((target, record_payload(mapping, rid, target.winner), unread))
+                payload = record_payload(target.mapping, rid, target.winner)
+                pending.append((target, payload, unread))
+        return pending
+
+    def _write(
+        self,
+        pending: list[_Pending],
+        updates: Sequence[StatusUpdate],
+        results: dict[int, UpdateResult],
+        cache: VersionCache,
+        claimed: dict[str, set[str]],
+    ) -> list[Target]:
+        """Write the pending records of every object, sharing Composite calls (5 collections
+        of up to 200 a call), and settle each; return those written unread by Id (cached or
+        guarded by the rule) whose record turned out gone."""
         if not pending:
             return []
-        # Records named by Id, then those upserted by external id: one collection kind a chunk.
-        kinds = ([p for p in pending if "Id" in p[1]], [p for p in pending if "Id" not in p[1]])
-        chunks = [
-            k[i : i + MAX_COLLECTION] for k in kinds for i in range(0, len(k), MAX_COLLECTION)
+        # Per object, records named by Id, then those upserted by external id: one collection
+        # kind and object a chunk.
+        kinds: dict[tuple[str, str | None], list[_Pending]] = {}
+        for item in pending:
+            mapping = item[0].mapping
+            field = None if "Id" in item[1] else mapping.external_id
+            kinds.setdefault((mapping.object_name, field), []).append(item)
+        keyed = [
+            (key, items[i : i + MAX_COLLECTION])
+            for key, items in kinds.items()
+            for i in range(0, len(items), MAX_COLLECTION)
         ]
         try:
             answered = self.client.save_many(
-                obj,
-                [
-                    (None if "Id" in chunk[0][1] else mapping.external_id, [p for _, p, _ in chunk])
-                    for chunk in chunks
-                ],
+                [(obj, field, [p for _, p, _ in chunk]) for (obj, field), chunk in keyed]
             )
         except ConnectorError as err:
             for target, payload, _ in pending:
-                if "Id" in payload:
-                    cache.evict(obj, payload["Id"])  # may or may not be written: read next time
+                if "Id" in payload:  # may or may not be written: read next time
+                    cache.evict(target.mapping.object_name, payload["Id"])
                 settle(updates, results, target, Outcome.FAILED, payload.get("Id"), err)
             return []
         gone: list[Target] = []
-        for chunk, answers in zip(chunks, answered, strict=True):
+        for ((obj, _), chunk), answers in zip(keyed, answered, strict=True):
             for (target, payload, unread), answer in zip(chunk, answers, strict=True):
                 rid = payload.get("Id") or answer.record_id
                 if answer.error is None:
@@ -242,7 +258,7 @@ class CrmWriter:
                 else:
                     settle(updates, results, target, Outcome.FAILED, rid, answer.error)
                     if unread and "Id" in payload and answer.error.code in GONE_CODES:
-                        claimed.discard(rid)
+                        claimed[obj].discard(str(rid))
                         gone.append(target)
         return gone
 

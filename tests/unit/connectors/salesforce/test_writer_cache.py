@@ -113,11 +113,11 @@ class FakeClient:
         return results
 
     def save_many(
-        self, object_name: str, chunks: Sequence[tuple[str | None, Sequence[Mapping[str, Any]]]]
+        self, chunks: Sequence[tuple[str, str | None, Sequence[Mapping[str, Any]]]]
     ) -> list[list[RecordResult]]:
         """Updates by Id only: this writer has no org-side rules, so it never upserts."""
-        assert all(field is None for field, _ in chunks)
-        return self.update_records_many(object_name, [chunk for _, chunk in chunks])
+        assert all(field is None for _, field, _ in chunks)
+        return self.update_records_many("Payment__c", [chunk for _, _, chunk in chunks])
 
     def seq(self, n: int) -> Any:
         return self.rows[_rid(n)]["Bus_Seq__c"]
