@@ -7,7 +7,7 @@ new owner has already overtaken, putting an older status back on the record.
 
 A validation rule makes the check part of the write. Salesforce evaluates it in the same
 transaction as the update, so no writer, late or not, can lower the stored sequence number. With
-the rule deployed (``deploy/salesforce/``, one rule per object) and
+the rule deployed (``deploy/salesforce/``, on each object) and
 ``PAYBUS_SALESFORCE__VERSION_GUARD=rule``, the writer skips the read for every record it can
 address by Id: one call per batch instead of two. A refused update is reported as
 ``skipped_older``, the same outcome the read guard gives.

@@ -5,7 +5,8 @@ of a batch waits at most ``salesforce.flush_interval_s`` for company, and a back
 batches of up to ``updates_per_batch`` without waiting) because the org's API allowance is
 the scarce resource: :class:`~connectors.salesforce.writer.CrmWriter` coalesces a batch per
 record and reads and writes through the Composite resource (one call for the reads of the
-records it has not seen, one per 1,000 records written), however many updates the batch held.
+records it has not seen, one per 5 collections of up to 200 records written, all objects
+together), however many updates the batch held.
 The writer caches the versions it read and wrote. The cache is safe only while this worker
 alone writes its partitions' records, so it is forgotten on every rebalance (partitions
 revoked or assigned: another worker may have written them meanwhile). The blocking HTTP work
