@@ -124,12 +124,17 @@ def _xml(name: str, description: str, condition: str, field: str, text: str) -> 
 
 def is_refusal(error: ConnectorError | None) -> bool:
     """Whether a record's write failed because the rule found its ``seq`` older."""
-    return error is not None and error.code == VALIDATION_CODE and MARKER in error.message
+    return _refused_with(error, MARKER)
 
 
 def is_no_record(error: ConnectorError | None) -> bool:
     """Whether an upsert failed because no record has its external id (the no-create rule)."""
-    return error is not None and error.code == VALIDATION_CODE and NO_RECORD_MARKER in error.message
+    return _refused_with(error, NO_RECORD_MARKER)
+
+
+def _refused_with(error: ConnectorError | None, marker: str) -> bool:
+    """A validation rule's refusal whose message carries ``marker`` (paybus's own rules)."""
+    return error is not None and error.code == VALIDATION_CODE and marker in error.message
 
 
 @dataclass(frozen=True)
