@@ -39,11 +39,16 @@ class Sizes:
     #: Runs at 1,000/s of the webhook -> CRM latency, whose median p99 is reported: single
     #: runs of one build gave 404-1,155 ms with the machine's cores all busy.
     latency_repeats: int = 3
+    #: One-record batches in the long partition of the broker-history row.
+    broker_history: int = 12_000
 
     @classmethod
     def for_run(cls, events: int, quick: bool) -> Sizes:
         if quick:
-            return cls(min(events, 4_000), 3.0, 20_000, (1, 2, 4), ratio_pairs=1, latency_repeats=1)
+            return cls(
+                min(events, 4_000), 3.0, 20_000, (1, 2, 4), ratio_pairs=1, latency_repeats=1,
+                broker_history=4_000,
+            )  # fmt: skip
         return cls(events, 10.0, 100_000, (1, 2, 4), raw_records=max(events, 50_000))
 
     @classmethod
@@ -51,7 +56,7 @@ class Sizes:
         """Just enough to run every measurement end to end (the smoke test)."""
         return cls(
             400, 1.0, 2_000, (1,), high_rate=200.0, raw_records=2_000, ratio_pairs=2,
-            latency_repeats=2,
+            latency_repeats=2, broker_history=400,
         )  # fmt: skip
 
 

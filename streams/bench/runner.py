@@ -28,7 +28,16 @@ from rich.progress import (
     TimeElapsedColumn,
 )
 
-from streams.bench import baselines, data, latency, memory, report, stages, webhook_latency
+from streams.bench import (
+    baselines,
+    broker_history,
+    data,
+    latency,
+    memory,
+    report,
+    stages,
+    webhook_latency,
+)
 from streams.bench.context import BenchContext, Sizes
 from streams.bench.report import Row
 from streams.codec import AvroCodec
@@ -98,7 +107,7 @@ def run(
 ) -> tuple[list[Row], dict[str, float]]:
     """Every measurement, in order (baselines first: the stage ratios need them)."""
     rows: list[Row] = []
-    display = _Display(console, steps=9)
+    display = _Display(console, steps=10)
     ctx = BenchContext(settings, sizes, workdir, display.update)
     codec = AvroCodec()
     with display.progress:
@@ -106,6 +115,11 @@ def run(
             _guarded(
                 rows, "raw", baselines.SECTION, "records/s", lambda: baselines.measure_raw(ctx)
             )
+        with display.step("broker: fetch cost of a partition's history"):
+            _guarded(
+                rows, "broker_history", baselines.SECTION, "ms",
+                lambda: broker_history.measure(ctx),
+            )  # fmt: skip
         with display.step(f"building {sizes.events:,} events"):
             events = data.shuffled_events(sizes.events)
             workload = data.build_workload(settings, events, codec)

@@ -23,6 +23,7 @@ MEASURED = {
     "router_vs_faust", "router_cpu", "crm_writer_vs_faust", "crm_writer_cpu", "crm_api_calls",
     "crm_api_calls_rule",
     "webhook_crm_p50_1k", "webhook_crm_p99_1k", "webhook_crm_p99_100",
+    "broker_cpu_fresh", "broker_cpu_history",
 }  # fmt: skip
 
 
@@ -44,6 +45,7 @@ def test_bench_runs_end_to_end_on_a_tiny_input(clean_env: Path) -> None:
     for hop in ("web", "normaliser", "sequencer", "crm"):  # a gap may round below 0 ms
         assert rows[f"webhook_crm_hop_{hop}_1k"]["extra"]["count"] > 0, hop
     assert rows["sequencer_vs_faust"]["ratio"] > 0
+    assert rows["broker_cpu_history"]["ratio"] > 0
     p99s = rows["webhook_crm_p99_1k"]["extra"]["p99s_ms"]  # the reported run is the median
     assert len(p99s) == 2 and rows["webhook_crm_p99_1k"]["value"] == max(p99s)
     for row in body["rows"]:
