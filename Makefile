@@ -27,8 +27,8 @@ bench: $(STAMP)  ## benchmarks (figures, not tests)
 	$(VENV)/bin/paybus bench
 
 lint: $(STAMP)
-	$(VENV)/bin/ruff check streams connectors tests
-	$(VENV)/bin/ruff format --check streams connectors tests
+	$(VENV)/bin/ruff check streams connectors schemas tests
+	$(VENV)/bin/ruff format --check streams connectors schemas tests
 	$(VENV)/bin/mypy
 
 clean:

@@ -187,7 +187,7 @@ class Org:
         if fspec.name == "Id":
             record = self.store.get(spec.name, normalize_id(value) or "")
             return [record] if record else []
-        return self.store.find(spec.name, fspec.name, value)
+        return self.store.find(spec.name, fspec.name, value, fold=True)
 
     def upsert(
         self, obj: str, field: str, value: str, data: Mapping[str, Any], user: str
@@ -324,7 +324,7 @@ class Org:
         for field in spec.fields:
             if not field.unique or field.name not in changes or record.get(field.name) is None:
                 continue
-            for other in self.store.find(spec.name, field.name, record[field.name]):
+            for other in self.store.find(spec.name, field.name, record[field.name], fold=True):
                 if other["Id"] != record.get("Id"):
                     raise ApiError(
                         400,

@@ -169,8 +169,10 @@ class Store:
             indexes[(obj, field)] = index
         return index
 
-    def find(self, obj: str, field: str, value: Any) -> list[Record]:
-        """Records whose ``field`` equals ``value`` (external id lookups and unique checks).
+    def find(self, obj: str, field: str, value: Any, *, fold: bool = False) -> list[Record]:
+        """Records whose ``field`` equals ``value`` (external id lookups and unique checks);
+        ``fold``: a text ``value`` matches whatever its case, as Salesforce matches external
+        ids and unique text fields unless they are defined case-sensitive.
 
         Answered from an index built on first use and extended by every :meth:`put`: a scan
         per lookup made seeding N records O(N^2) (50,000 took minutes). Entries are never
@@ -178,6 +180,13 @@ class Store:
         writes need no index upkeep.
         """
         table = self._records.get(obj, {})
+        if fold and isinstance(value, str):
+            text = value.lower()
+            folded = self._index(self._folded, obj, field, _fold_add)
+            held = (table.get(rid) for rid in folded.get(text, ()))
+            return [
+                dict(r) for r in held if r is not None and str(r.get(field, "")).lower() == text
+            ]
         try:
             hash(value)
         except TypeError:

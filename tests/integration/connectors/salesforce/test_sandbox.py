@@ -62,11 +62,27 @@ def test_upsert_by_external_id_creates_then_updates(sf: Salesforce) -> None:
     assert sf.query("SELECT COUNT() FROM Payment__c")["totalSize"] == 1
 
 
+def test_external_ids_match_whatever_their_case(sf: Salesforce) -> None:
+    """As in Salesforce (external ids are case-insensitive unless defined otherwise): an
+    upsert naming the record in another case updates it; it does not create a second one."""
+    sf.Payment__c.upsert("External_Id__c/Pay-Case", {"Status__c": "created"})
+    response = sf.Payment__c.upsert(
+        "External_Id__c/PAY-CASE", {"Status__c": "confirmed"}, raw_response=True
+    )
+    assert response.status_code == 200 and response.json()["created"] is False
+    found = sf.Payment__c.get_by_custom_id("External_Id__c", "pay-case")
+    assert found["Status__c"] == "confirmed" and found["External_Id__c"] == "Pay-Case"
+    assert sf.query("SELECT COUNT() FROM Payment__c")["totalSize"] == 1
+
+
 def test_unique_external_id_and_field_checks(sf: Salesforce) -> None:
     sf.Payment__c.create({"External_Id__c": "dup"})
     with pytest.raises(SalesforceMalformedRequest) as dup:
         sf.Payment__c.create({"External_Id__c": "dup"})
     assert dup.value.content[0]["errorCode"] == "DUPLICATE_VALUE"
+    with pytest.raises(SalesforceMalformedRequest) as folded:
+        sf.Payment__c.create({"External_Id__c": "DUP"})  # unique text: case-insensitive
+    assert folded.value.content[0]["errorCode"] == "DUPLICATE_VALUE"
     with pytest.raises(SalesforceMalformedRequest) as unknown:
         sf.Payment__c.create({"Nope__c": 1})
     assert unknown.value.content[0]["errorCode"] == "INVALID_FIELD"
