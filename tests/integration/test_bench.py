@@ -15,7 +15,7 @@ from streams.bench.context import Sizes
 from streams.bench.runner import main
 from streams.settings import Settings
 
-pytestmark = [pytest.mark.broker, pytest.mark.slow, pytest.mark.timeout(300)]
+pytestmark = [pytest.mark.broker, pytest.mark.slow, pytest.mark.timeout(480)]
 
 MEASURED = {
     "raw_produce", "raw_consume", "faust_ceiling", "plain_loop", "sequencer_vs_faust",
@@ -46,6 +46,10 @@ def test_bench_runs_end_to_end_on_a_tiny_input(clean_env: Path) -> None:
         assert rows[f"webhook_crm_hop_{hop}_1k"]["extra"]["count"] > 0, hop
     assert rows["sequencer_vs_faust"]["ratio"] > 0
     assert rows["broker_cpu_history"]["ratio"] > 0
+    window = rows["webhook_crm_p99_1k_window"]  # the same rate, the CRM flushing sooner
+    assert window["value"] > 0 and window["target"] is None
+    assert window["extra"]["flush_interval_s"] == 0.05
+    assert rows["webhook_crm_p99_1k"]["extra"]["flush_interval_s"] is None
     p99s = rows["webhook_crm_p99_1k"]["extra"]["p99s_ms"]  # the reported run is the median
     assert len(p99s) == 2 and rows["webhook_crm_p99_1k"]["value"] == max(p99s)
     for row in body["rows"]:
