@@ -30,7 +30,8 @@ from streams.topics import TopicMap, TopicSpec
 SECTION = "baselines"
 
 
-def _spec(name: str, partitions: int) -> TopicSpec:
+def topic_spec(name: str, partitions: int) -> TopicSpec:
+    """A plain bench topic (bytes values, deleted by retention)."""
     return TopicSpec(name, name, "key", "bytes", "delete", partitions, 1, "bench", "bench")
 
 
@@ -41,7 +42,7 @@ def measure_raw(ctx: BenchContext) -> list[Row]:
     records = data.raw_records(n)
     with procs.fresh_broker(ctx.settings, ctx.workdir, "raw") as bootstrap:
         topic = f"{ctx.prefix('raw')}.raw"
-        create_topics(bootstrap, [_spec(topic, parts)])
+        create_topics(bootstrap, [topic_spec(topic, parts)])
         ctx.progress(0, n, "raw produce")
         started = time.perf_counter()
         asyncio.run(data.produce(bootstrap, topic, records, lambda c: ctx.progress(c, n, None)))
@@ -195,7 +196,7 @@ def measure_plain_loop(ctx: BenchContext, workload: data.Workload) -> list[Row]:
     n = len(workload.records)
     with procs.fresh_broker(ctx.settings, ctx.workdir, "plain") as bootstrap:
         tm = TopicMap(ctx.prefix("plain"), ctx.settings.partitions, 1)
-        create_topics(bootstrap, [*tm.all(), _spec(f"{tm.prefix}-plain-state-changelog", 8)])
+        create_topics(bootstrap, [*tm.all(), topic_spec(f"{tm.prefix}-plain-state-changelog", 8)])
         ctx.progress(0, n, "plain loop: filling")
         data.fill(bootstrap, tm.payment_events.name, workload.records)
         ctx.progress(0, n, "plain loop: judging")

@@ -24,10 +24,10 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
 from streams.admin import create_topics
 from streams.bench import procs
-from streams.bench.baselines import SECTION, _spec
+from streams.bench.baselines import SECTION, topic_spec
 from streams.bench.context import BenchContext
 from streams.bench.report import Row
-from streams.broker import EmbeddedBroker
+from streams.broker import embedded_broker
 
 PARTITIONS = 4
 ROUND_TRIPS = 300
@@ -79,18 +79,16 @@ def measure(ctx: BenchContext) -> list[Row]:
         return []
     history = ctx.sizes.broker_history
     trips = min(ROUND_TRIPS, max(history // 4, 50))
-    broker = EmbeddedBroker(log_path=ctx.workdir / "tansu-history.log").start()
-    try:
+    with embedded_broker(log_path=ctx.workdir / "tansu-history.log") as broker:
         assert broker.process is not None
         pid = broker.process.pid
         short, long = (f"{ctx.prefix('history')}.{name}" for name in ("short", "long"))
-        create_topics(broker.bootstrap, [_spec(short, PARTITIONS), _spec(long, PARTITIONS)])
+        specs = [topic_spec(short, PARTITIONS), topic_spec(long, PARTITIONS)]
+        create_topics(broker.bootstrap, specs)
         ctx.progress(0, None, f"broker history: writing {history:,} batches")
         asyncio.run(_fill(broker.bootstrap, long, history))
         fresh = asyncio.run(_round_trips(broker.bootstrap, short, pid, trips))
         aged = asyncio.run(_round_trips(broker.bootstrap, long, pid, trips))
-    finally:
-        broker.stop()
     note = (
         f"{trips} records produced and read by a consumer waiting at the end, {PARTITIONS} "
         f"partitions holding {history:,} one-record batches between them; baseline: fresh "
