@@ -20,12 +20,35 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TYPE_CHECKING, ClassVar
 
+from connectors.errors import PermanentError
 from streams.records import PaymentCommand, PaymentEvent
 
 if TYPE_CHECKING:
     from streams.settings import Settings
 
 OPERATIONS = ("create_payment", "create_mandate", "cancel", "refund")
+
+
+def header_value(headers: Mapping[str, str], name: str) -> str | None:
+    """Case-insensitive header lookup (HTTP header names are case-insensitive): every PSP's
+    signature header reaches ``verify_webhook`` spelt however the web server passed it on."""
+    wanted = name.lower()
+    for key, value in headers.items():
+        if key.lower() == wanted:
+            return value
+    return None
+
+
+def require_fields(command: PaymentCommand, psp: str, *names: str) -> None:
+    """Refuse a command lacking any of ``names`` before calling the PSP: a permanent error
+    (``invalid_command``), as retrying the same command can never supply them."""
+    missing = [n for n in names if getattr(command, n) in (None, "")]
+    if missing:
+        raise PermanentError(
+            f"{command.operation} command {command.command_id} lacks {', '.join(missing)}",
+            psp=psp,
+            code="invalid_command",
+        )
 
 
 def idempotency_key(command_id: str, psp: str) -> str:

@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from connectors.base import require_fields
 from connectors.errors import PermanentError
 from connectors.gocardless.settings import (
     META_AGGREGATE_ID,
@@ -27,16 +28,6 @@ __all__ = ["METHOD", "build_metadata", "mandate_params", "payment_params", "refu
 
 #: The only method GoCardless collects.
 METHOD = "direct_debit"
-
-
-def _require(command: PaymentCommand, *names: str) -> None:
-    missing = [n for n in names if getattr(command, n) in (None, "")]
-    if missing:
-        raise PermanentError(
-            f"{command.operation} command {command.command_id} lacks {', '.join(missing)}",
-            psp=PSP,
-            code="invalid_command",
-        )
 
 
 def build_metadata(
@@ -68,7 +59,7 @@ def _ours(command: PaymentCommand) -> dict[str, str]:
 
 def mandate_params(command: PaymentCommand) -> tuple[dict[str, Any], list[str]]:
     """Mandate create params: the command's ``payment_method_ref`` is the bank account token."""
-    _require(command, "payment_method_ref")
+    require_fields(command, PSP, "payment_method_ref")
     metadata, dropped = build_metadata(_ours(command), command.metadata)
     params = {"links": {"customer_bank_account": command.payment_method_ref}, "metadata": metadata}
     return params, dropped
@@ -76,7 +67,7 @@ def mandate_params(command: PaymentCommand) -> tuple[dict[str, Any], list[str]]:
 
 def payment_params(command: PaymentCommand) -> tuple[dict[str, Any], list[str]]:
     """Payment create params: amount in minor units against ``mandate_ref`` on ``charge_date``."""
-    _require(command, "amount_minor", "currency", "mandate_ref")
+    require_fields(command, PSP, "amount_minor", "currency", "mandate_ref")
     if command.method not in (None, METHOD):
         raise PermanentError(
             f"gocardless cannot collect method {command.method!r}", psp=PSP, code="invalid_command"
@@ -100,7 +91,7 @@ def refund_params(
 ) -> tuple[dict[str, Any], list[str]]:
     """Refund create params. ``total_amount_confirmation`` (what will have been refunded in
     all) makes GoCardless refuse a second refund even if an idempotency key were lost."""
-    _require(command, "psp_object_id")
+    require_fields(command, PSP, "psp_object_id")
     ours = {META_AGGREGATE_ID: command.aggregate_id, META_AGGREGATE_TYPE: "refund"}
     if command.payment_id:
         ours[META_PAYMENT_ID] = command.payment_id

@@ -23,7 +23,7 @@ from typing import Any
 from gocardless_pro import webhooks as gc_webhooks
 from gocardless_pro.errors import InvalidSignatureError
 
-from connectors.base import VerifiedWebhook
+from connectors.base import VerifiedWebhook, header_value
 from connectors.errors import WebhookVerificationError
 from connectors.gocardless.settings import SIGNATURE_HEADER
 from connectors.gocardless.transformers import linked_id
@@ -44,15 +44,6 @@ MAX_WEBHOOK_BYTES = 256 * 1024
 #: A hex HMAC-SHA256. Checked before the SDK compares it: ``hmac.compare_digest`` raises
 #: TypeError on non-ASCII text, which must never be mistaken for anything but a bad signature.
 _SIGNATURE = re.compile(r"[0-9a-fA-F]{64}")
-
-
-def header_value(headers: Mapping[str, str], name: str) -> str | None:
-    """Case-insensitive header lookup (HTTP header names are case-insensitive)."""
-    wanted = name.lower()
-    for key, value in headers.items():
-        if key.lower() == wanted:
-            return value
-    return None
 
 
 def _valid_event(event: Any) -> bool:

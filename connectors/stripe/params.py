@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from connectors.base import require_fields
 from connectors.errors import PermanentError
 from connectors.stripe.settings import (
     META_AGGREGATE_ID,
@@ -28,19 +29,9 @@ __all__ = ["STRIPE_PM_TYPE", "payment_intent_params", "refund_params"]
 STRIPE_PM_TYPE: Mapping[str, str] = {"card": "card", "direct_debit": "sepa_debit"}
 
 
-def _require(command: PaymentCommand, *names: str) -> None:
-    missing = [n for n in names if getattr(command, n) in (None, "")]
-    if missing:
-        raise PermanentError(
-            f"{command.operation} command {command.command_id} lacks {', '.join(missing)}",
-            psp=PSP,
-            code="invalid_command",
-        )
-
-
 def payment_intent_params(command: PaymentCommand) -> dict[str, Any]:
     """PaymentIntent create params: an off-session charge of a saved card or SEPA mandate."""
-    _require(command, "amount_minor", "currency", "payment_method_ref")
+    require_fields(command, PSP, "amount_minor", "currency", "payment_method_ref")
     method = command.method or "card"
     if method not in STRIPE_PM_TYPE:
         raise PermanentError(
@@ -72,7 +63,7 @@ def payment_intent_params(command: PaymentCommand) -> dict[str, Any]:
 
 def refund_params(command: PaymentCommand) -> dict[str, Any]:
     """Refund create params: full when the command has no amount, partial otherwise."""
-    _require(command, "psp_object_id")
+    require_fields(command, PSP, "psp_object_id")
     payment_id = command.payment_id or ""
     params: dict[str, Any] = {
         "payment_intent": command.psp_object_id,

@@ -16,7 +16,7 @@ import time
 from collections.abc import Mapping
 from typing import Any
 
-from connectors.base import VerifiedWebhook
+from connectors.base import VerifiedWebhook, header_value
 from connectors.errors import WebhookVerificationError
 from connectors.stripe.settings import SIGNATURE_HEADER
 
@@ -48,15 +48,6 @@ def sign(body: bytes, secret: str, timestamp: int | None = None) -> str:
     """A ``Stripe-Signature`` header value for ``body`` (for tests and local stand-ins)."""
     ts = int(time.time()) if timestamp is None else timestamp
     return f"t={ts},{_SCHEME}={compute_signature(body, secret, ts)}"
-
-
-def header_value(headers: Mapping[str, str], name: str) -> str | None:
-    """Case-insensitive header lookup (HTTP header names are case-insensitive)."""
-    wanted = name.lower()
-    for key, value in headers.items():
-        if key.lower() == wanted:
-            return value
-    return None
 
 
 def _parse_header(header: str) -> tuple[int, list[str]]:

@@ -100,54 +100,41 @@ async def _publish_paced(
 
 
 async def _measure(
-    ctx: BenchContext, bootstrap: str, tm: TopicMap, rates: list[float]
-) -> list[LatencyRun]:
+    ctx: BenchContext, bootstrap: str, tm: TopicMap, rate: float, n: int
+) -> LatencyRun:
     codec = AvroCodec()
     sub = _Subscriber(bootstrap, tm)
     producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all")
     await producer.start()
     await sub.start()
-    runs: list[LatencyRun] = []
     try:
         # Warm-up: every partition has been fetched and the group is settled.
-        warm = _encode(codec, data.in_order_events(200, prefix="warm"))
+        warm = _encode(codec, data.in_order_events(200, prefix=f"warm{n}"))
         for _event_id, key, value in warm:
             await producer.send(tm.payment_events.name, value, key=key)
         await producer.flush()
         await _wait_arrivals(sub, [w[0] for w in warm], 60.0)
-        for n, rate in enumerate(rates):
-            count = int(rate * ctx.sizes.latency_s)
-            records = _encode(codec, data.in_order_events(count, prefix=f"lat{n}"))
-            ctx.progress(0, len(records), f"latency at {rate:,.0f}/s")
-            sent_at, achieved = await _publish_paced(
-                producer, tm.payment_events.name, records, rate
-            )
-            ids = list(sent_at)
-            await _wait_arrivals(sub, ids, 30.0 + count / 1000, allow_missing=True)
-            in_order = [(sub.arrived[i] - sent_at[i]) * 1000 for i in ids if i in sub.arrived]
-            lat = sorted(in_order)
-            # Latency of the last fifth of the run: far above the whole run's p50 means the
-            # worker fell behind (the rate is not sustainable), not that it is slow per event.
-            tail = statistics.median(in_order[-max(len(in_order) // 5, 1) :]) if in_order else 0
-            ctx.progress(len(lat), len(records), None)
-            if not lat:
-                raise procs.BenchError(f"no status update arrived at {rate}/s")
-            runs.append(
-                LatencyRun(
-                    rate,
-                    achieved,
-                    len(ids),
-                    len(lat),
-                    statistics.median(lat),
-                    percentile(lat, 0.99),
-                    lat[-1],
-                    tail,
-                )
-            )
+        count = int(rate * ctx.sizes.latency_s)
+        records = _encode(codec, data.in_order_events(count, prefix=f"lat{n}"))
+        ctx.progress(0, len(records), f"latency at {rate:,.0f}/s")
+        sent_at, achieved = await _publish_paced(producer, tm.payment_events.name, records, rate)
+        ids = list(sent_at)
+        await _wait_arrivals(sub, ids, 30.0 + count / 1000, allow_missing=True)
     finally:
         await sub.stop()
         await producer.stop()
-    return runs
+    in_order = [(sub.arrived[i] - sent_at[i]) * 1000 for i in ids if i in sub.arrived]
+    lat = sorted(in_order)
+    # Latency of the last fifth of the run: far above the whole run's p50 means the worker
+    # fell behind (the rate is not sustainable), not that it is slow per event.
+    tail = statistics.median(in_order[-max(len(in_order) // 5, 1) :]) if in_order else 0
+    ctx.progress(len(lat), len(records), None)
+    if not lat:
+        raise procs.BenchError(f"no status update arrived at {rate}/s")
+    return LatencyRun(
+        rate, achieved, len(ids), len(lat), statistics.median(lat), percentile(lat, 0.99),
+        lat[-1], tail,
+    )  # fmt: skip
 
 
 def _encode(codec: AvroCodec, events: list[HistoryEvent]) -> list[tuple[str, bytes, bytes]]:
@@ -178,19 +165,27 @@ def second_rate(ctx: BenchContext) -> tuple[float, str]:
     return rate, f"70% of the sequencer's measured {measured:,.0f}/s (5,000/s is not sustainable)"
 
 
-def measure_latency(ctx: BenchContext) -> list[Row]:
-    """p50/p99 at 1,000 events/s and at a higher sustainable rate, one worker."""
-    high, why = second_rate(ctx)
-    rates = [1000.0, high]
-    with procs.fresh_broker(ctx.settings, ctx.workdir, "latency") as bootstrap:
-        prefix = ctx.prefix("lat")
+def _run_rate(ctx: BenchContext, rate: float, n: int) -> LatencyRun:
+    """One rate on a broker and a worker of its own: Tansu's cost per delivered record grows
+    with what the partitions hold (:mod:`streams.bench.broker_history`), so a run sharing the
+    broker with an earlier one would measure that history too."""
+    name = f"latency{n}"
+    with procs.fresh_broker(ctx.settings, ctx.workdir, name) as bootstrap:
+        prefix = ctx.prefix(name)
         tm = TopicMap(prefix, ctx.settings.partitions, 1)
         create_topics(bootstrap, tm.all())
-        env = procs.worker_env(ctx.settings, bootstrap, prefix, ctx.scratch("latency"))
-        worker = procs.Worker.sequencer(env, ctx.workdir / "latency.log")
+        env = procs.worker_env(ctx.settings, bootstrap, prefix, ctx.scratch(name))
+        worker = procs.Worker.sequencer(env, ctx.workdir / f"{name}.log")
         ctx.progress(0, None, "latency: worker starting")
         with procs.running([worker]):
-            runs = asyncio.run(_measure(ctx, bootstrap, tm, rates))
+            return asyncio.run(_measure(ctx, bootstrap, tm, rate, n))
+
+
+def measure_latency(ctx: BenchContext) -> list[Row]:
+    """p50/p99 at 1,000 events/s and at a higher sustainable rate, one worker each."""
+    high, why = second_rate(ctx)
+    rates = [1000.0, high]
+    runs = [_run_rate(ctx, rate, n) for n, rate in enumerate(rates)]
     rows: list[Row] = []
     for run in runs:
         label = f"{run.rate:,.0f}/s"

@@ -11,16 +11,15 @@ from __future__ import annotations
 import contextlib
 import os
 import re
-import signal
-import subprocess
 import sys
 import time
-import urllib.request
 from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
+from streams import processes
 from streams.broker import EmbeddedBroker, free_port
+from streams.processes import ChildProcess
 from streams.settings import Settings
 
 _CLK_TCK = os.sysconf("SC_CLK_TCK")
@@ -88,14 +87,8 @@ def worker_env(settings: Settings, bootstrap: str, prefix: str, data_dir: Path) 
     return env
 
 
-@dataclass
-class Worker:
+class Worker(ChildProcess):
     """One worker subprocess (log in a file) and what the bench reads from it."""
-
-    args: list[str]
-    env: Mapping[str, str]
-    log_path: Path
-    proc: subprocess.Popen[bytes] | None = field(default=None, repr=False)
 
     @classmethod
     def sequencer(cls, env: Mapping[str, str], log_path: Path) -> Worker:
@@ -112,38 +105,9 @@ class Worker:
     def module(cls, module: str, env: Mapping[str, str], log_path: Path) -> Worker:
         return cls([sys.executable, "-m", module], env, log_path)
 
-    @property
-    def pid(self) -> int:
-        assert self.proc is not None
-        return self.proc.pid
-
-    @property
-    def web_port(self) -> int:
-        return int(self.env["PAYBUS_WEB_PORT"])
-
-    def start(self) -> Worker:
-        log = open(self.log_path, "ab")  # noqa: SIM115 - lives as long as the process
-        self.proc = subprocess.Popen(
-            self.args,
-            env=dict(self.env),
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-        return self
-
     def check_alive(self) -> None:
-        if self.proc is not None and self.proc.poll() is not None:
-            tail = self.log_path.read_text(errors="replace")[-2000:]
-            raise BenchError(f"worker {self.args[2:]} exited {self.proc.returncode}: {tail}")
-
-    def metrics_text(self) -> str | None:
-        try:
-            url = f"http://127.0.0.1:{self.web_port}/metrics"
-            with urllib.request.urlopen(url, timeout=2) as resp:
-                return str(resp.read().decode())
-        except OSError:
-            return None
+        if (gone := self.exit_message()) is not None:
+            raise BenchError(f"worker {gone}")
 
     def counters(self) -> tuple[float, dict[str, float]]:
         """(events judged by any stage, bench_* gauges) from the worker's metrics page."""
@@ -158,23 +122,7 @@ class Worker:
         return judged, gauges
 
     def wait_ready(self, timeout_s: float = 90) -> None:
-        def up() -> bool:
-            self.check_alive()
-            return self.metrics_text() is not None
-
-        wait_for(up, timeout_s, f"worker web port {self.web_port}")
-
-    def stop(self, timeout_s: float = 10) -> None:
-        if self.proc is None or self.proc.poll() is not None:
-            return
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(self.proc.pid, signal.SIGTERM)
-        try:
-            self.proc.wait(timeout_s)
-        except subprocess.TimeoutExpired:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(self.proc.pid, signal.SIGKILL)
-            self.proc.wait(timeout_s)
+        self.wait_serving(timeout_s, BenchError)
 
 
 @contextlib.contextmanager
@@ -195,12 +143,7 @@ def wait_for(
     predicate: Callable[[], bool], timeout_s: float, what: str, every_s: float = 0.2
 ) -> None:
     """Poll ``predicate`` until it holds; raise :class:`BenchError` after ``timeout_s``."""
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(every_s)
-    raise BenchError(f"timed out after {timeout_s:.0f}s waiting for {what}")
+    processes.wait_for(predicate, timeout_s, what, every_s, error=BenchError)
 
 
 @dataclass

@@ -12,7 +12,6 @@ set up as recommended does.
 from __future__ import annotations
 
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -24,6 +23,7 @@ from typing import Any
 
 from streams.admin import create_topics
 from streams.broker import EmbeddedBroker, free_port
+from streams.processes import stop_group
 from streams.settings import Settings
 from streams.topics import TopicMap
 
@@ -176,13 +176,7 @@ class DevStack:
         raise RuntimeError(f"worker did not answer on {self.worker_url} within {timeout_s}s")
 
     def stop(self) -> None:
-        if self.worker is not None and self.worker.poll() is None:
-            os.killpg(self.worker.pid, signal.SIGTERM)
-            try:
-                self.worker.wait(15)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.worker.pid, signal.SIGKILL)
-                self.worker.wait(5)
+        stop_group(self.worker, 15)
         for stoppable in (self.salesforce, self.gocardless):
             if stoppable is not None:
                 stoppable.stop()

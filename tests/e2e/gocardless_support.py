@@ -157,7 +157,7 @@ class GcBus:
 
     def metric(self, line_prefix: str) -> float:
         """The value of the first exposition line starting with ``line_prefix`` (0 if none)."""
-        for line in (self.worker.metrics() or "").splitlines():
+        for line in (self.worker.metrics_text() or "").splitlines():
             if line.startswith(line_prefix):
                 return float(line.rsplit(" ", 1)[1])
         return 0.0

@@ -109,7 +109,7 @@ def test_card_payment_confirmed_through_webhook(
         ]  # fmt: skip
         assert received, "the PaymentIntent's webhook never came through the receiver"
         assert proxy.created["payment_intents"] == 1
-        metrics = worker.metrics() or ""
+        metrics = worker.metrics_text() or ""
         assert 'paybus_webhooks_total{outcome="accepted",psp="stripe"}' in metrics
     finally:
         reader.close()

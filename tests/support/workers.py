@@ -3,16 +3,13 @@
 from __future__ import annotations
 
 import os
-import signal
-import subprocess
 import sys
-import time
-import urllib.request
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
 from pathlib import Path
 
+from streams import processes
 from streams.broker import free_port
+from streams.processes import ChildProcess
 
 
 def paybus_env(bootstrap: str, prefix: str, data_dir: Path, **extra: str) -> dict[str, str]:
@@ -37,76 +34,18 @@ def wait_for(
     predicate: Callable[[], bool], timeout_s: float, what: str, every_s: float = 0.2
 ) -> None:
     """Poll ``predicate`` until it holds; fail with ``what`` after ``timeout_s``."""
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(every_s)
-    raise AssertionError(f"timed out after {timeout_s}s waiting for {what}")
+    processes.wait_for(predicate, timeout_s, what, every_s, error=AssertionError)
 
 
-@dataclass
-class WorkerProcess:
+class WorkerProcess(ChildProcess):
     """A worker subprocess with its log in a file."""
-
-    args: list[str]
-    env: Mapping[str, str]
-    log_path: Path
-    proc: subprocess.Popen[bytes] | None = field(default=None, repr=False)
 
     @classmethod
     def paybus(cls, env: Mapping[str, str], log_path: Path, *args: str) -> WorkerProcess:
         return cls([sys.executable, "-m", "streams.cli", "worker", *args], env, log_path)
 
-    @property
-    def web_port(self) -> int:
-        return int(self.env["PAYBUS_WEB_PORT"])
-
-    def start(self) -> WorkerProcess:
-        log = open(self.log_path, "ab")  # noqa: SIM115 - lives as long as the process
-        self.proc = subprocess.Popen(
-            self.args,
-            env=dict(self.env),
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-        return self
-
-    def metrics(self) -> str | None:
-        try:
-            with urllib.request.urlopen(
-                f"http://127.0.0.1:{self.web_port}/metrics", timeout=2
-            ) as r:
-                return r.read().decode()
-        except OSError:
-            return None
-
     def wait_ready(self, timeout_s: float = 60) -> None:
-        def up() -> bool:
-            if self.proc is not None and self.proc.poll() is not None:
-                raise AssertionError(f"worker exited {self.proc.returncode}: {self.log_tail()}")
-            return self.metrics() is not None
-
-        wait_for(up, timeout_s, f"worker web port {self.web_port}")
-
-    def log_tail(self, n: int = 3000) -> str:
-        try:
-            return self.log_path.read_text(errors="replace")[-n:]
-        except OSError:
-            return ""
-
-    def kill(self) -> None:
-        """SIGKILL, no goodbye: what a crash looks like."""
-        if self.proc is not None and self.proc.poll() is None:
-            os.killpg(self.proc.pid, signal.SIGKILL)
-            self.proc.wait(10)
+        self.wait_serving(timeout_s, AssertionError)
 
     def stop(self, timeout_s: float = 15) -> None:
-        if self.proc is None or self.proc.poll() is not None:
-            return
-        os.killpg(self.proc.pid, signal.SIGTERM)
-        try:
-            self.proc.wait(timeout_s)
-        except subprocess.TimeoutExpired:
-            self.kill()
+        super().stop(timeout_s)

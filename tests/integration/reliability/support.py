@@ -22,7 +22,7 @@ from kafka import KafkaConsumer
 
 from connectors.gocardless.sandbox import RunningSandbox, start_sandbox
 from streams.codec import AvroCodec
-from tests.support.workers import paybus_env
+from tests.support.workers import paybus_env, wait_for
 
 TOKEN = "reliability_token"
 SECRET = "reliability_webhook_secret"
@@ -202,12 +202,7 @@ def statuses(updates: list[dict[str, Any]]) -> dict[str, dict[str, dict[str, Any
 
 
 def wait_until(predicate: Any, timeout_s: float, what: str, every_s: float = 0.5) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(every_s)
-    raise AssertionError(f"timed out after {timeout_s}s waiting for {what}")
+    wait_for(predicate, timeout_s, what, every_s)
 
 
 def trace_missing(

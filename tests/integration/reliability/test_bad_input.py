@@ -116,7 +116,7 @@ def test_poison_and_bad_input_never_block_or_crash(
 
             wait_until(replayed_completed, 60, "the fixed poison record to complete")
             assert collect(read_dlq(broker.bootstrap, tm.dlq.name))[poison_letter.id].replayed
-            metrics = worker.metrics() or ""
+            metrics = worker.metrics_text() or ""
             assert "paybus_decode_errors_total" in metrics
         finally:
             producer.close()

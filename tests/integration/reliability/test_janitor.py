@@ -88,7 +88,7 @@ def _fresh_lookups(at: list[datetime], updates: list[dict[str, Any]]) -> list[st
 def _metric(worker: WorkerProcess, name: str, **labels: str) -> float:
     """Sum of the samples of ``name`` whose labels include ``labels``."""
     total = 0.0
-    for line in (worker.metrics() or "").splitlines():
+    for line in (worker.metrics_text() or "").splitlines():
         if not line.startswith(name + "{"):
             continue
         head, value = line.rsplit(" ", 1)

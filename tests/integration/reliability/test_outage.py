@@ -91,7 +91,7 @@ def test_outage_then_recovery_keeps_each_payments_order(
                 )
 
             wait_until(all_cancelled, 150 + OUTAGE_S, "every payment cancelled after the outage")
-            metrics = worker.metrics() or ""
+            metrics = worker.metrics_text() or ""
         finally:
             reader.close()
             worker.stop()

@@ -25,7 +25,7 @@ pytestmark = [pytest.mark.broker]
 
 
 def _metric(worker: WorkerProcess, name: str) -> float:
-    for line in (worker.metrics() or "").splitlines():
+    for line in (worker.metrics_text() or "").splitlines():
         if line.startswith(name):
             return float(line.rsplit(" ", 1)[1])
     return 0.0
@@ -71,7 +71,7 @@ def test_due_collection_submitted_future_one_held(
             try:
                 wait_for(submitted, 60, "the due collection submitted")
             except AssertionError:
-                lines = (second.metrics() or "").splitlines()
+                lines = (second.metrics_text() or "").splitlines()
                 raise AssertionError(
                     [
                         x

@@ -89,7 +89,7 @@ class Env:
 
     def metric(self, name: str, **labels: str) -> float:
         """Sum of the worker's samples of ``name`` whose labels include ``labels``."""
-        text = self.worker.metrics() or ""
+        text = self.worker.metrics_text() or ""
         total = 0.0
         for line in text.splitlines():
             match = re.match(rf"^{name}(?:\{{(.*)\}})? (\S+)$", line)

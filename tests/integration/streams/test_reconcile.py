@@ -83,7 +83,7 @@ def test_held_event_is_reconciled_with_inferred_stages(
             inferred = {u["to_status"]: u["inferred"] for u in updates}
             assert inferred["pending_submission"] is False
             assert inferred["submitted"] is True
-            metrics = worker.metrics() or ""
+            metrics = worker.metrics_text() or ""
             assert 'paybus_reconciles_total{result="requested"}' in metrics
         finally:
             reader.close()

@@ -97,7 +97,7 @@ def test_shuffled_duplicated_histories_end_in_order(
         assert len(ids) == len(set(ids))
         assert reader.dead[0]["stage"] == "sequencer"
         assert "teleported" in str(reader.dead[0]["reason"])
-        metrics = worker.metrics() or ""
+        metrics = worker.metrics_text() or ""
         assert 'outcome="duplicate"' in metrics and 'outcome="applied"' in metrics
     finally:
         reader.close()

@@ -60,7 +60,7 @@ def test_second_worker_recovers_state_written_by_the_agent(
         wait_for(first_half_applied, 90, "one status update per event of the first half")
         # Committed offsets must not matter here, only the changelog: give the commit a
         # moment so the second worker starts after the first half, then kill without a stop.
-        wait_for(lambda: bool(worker.metrics()), 10, "worker metrics")
+        wait_for(lambda: bool(worker.metrics_text()), 10, "worker metrics")
         worker.kill()
 
         changelog = _changelog(broker.bootstrap, f"{topic_prefix}-app-sequencer-state-changelog")
@@ -90,7 +90,7 @@ def test_second_worker_recovers_state_written_by_the_agent(
         by_id = {(str(u["event_id"]), int(str(u["seq"]))) for u in reader.updates}
         missing = {e.event_id for evs in hist.values() for e in evs} - set(ids)
         counted = [
-            line for line in (worker.metrics() or "").splitlines()
+            line for line in (worker.metrics_text() or "").splitlines()
             if line.startswith("paybus_") and not line.endswith(" 0.0")
         ]  # fmt: skip
         outcomes = [line for line in counted if line.startswith("paybus_events_total")]

@@ -82,7 +82,7 @@ def test_receiver_status_codes_and_what_gets_published(tmp_path: Path) -> None:
         values = _published(broker.bootstrap, tm.psp_webhooks.name)
         assert len(values) == 1, "only the correctly signed webhook may be published"
         assert b"pi_good" in values[0]
-        metrics = worker.metrics() or ""
+        metrics = worker.metrics_text() or ""
         assert 'paybus_webhooks_total{outcome="bad_signature",psp="stripe"} 4.0' in metrics
 
         broker.stop()
