@@ -50,12 +50,14 @@ def run_sequence(
     *,
     max_seen: int = 64,
     max_held: int = 32,
+    source: str | None = None,
 ) -> int:
     """Judge every event line in order; print outcomes, then each aggregate's final state.
 
     Output (JSON lines on ``out``): one ``outcome`` record per judgement, so a held event that
     later applies or turns stale gets a second line, then one ``final`` record per aggregate in
-    order of first appearance. Invalid lines go to ``err`` as ``line N: reason`` (1-based).
+    order of first appearance. Invalid lines go to ``err`` as ``line N: reason`` (1-based), or
+    ``SOURCE:N: reason`` given the file's name as ``source`` (the form editors jump to).
     Returns 0, or 1 if any line was invalid.
     """
     sequencer = Sequencer(max_seen=max_seen, max_held=max_held)
@@ -67,7 +69,8 @@ def run_sequence(
         try:
             event = _parse(line)
         except InvalidEvent as exc:
-            err.write(f"line {number}: {exc}\n")
+            where = f"line {number}" if source is None else f"{source}:{number}"
+            err.write(f"{where}: {exc}\n")
             status = 1
             continue
         result = sequencer.judge(states.get(event.aggregate_id), event)

@@ -101,14 +101,13 @@ def sequence(
     """Judge a history offline with the bus's own sequencer: outcomes, then final states."""
     from streams.offline import run_sequence
 
+    limits = {"max_seen": max_seen, "max_held": max_held}
     if input_path == "-":
-        code = run_sequence(sys.stdin, sys.stdout, sys.stderr, max_seen=max_seen, max_held=max_held)
+        code = run_sequence(sys.stdin, sys.stdout, sys.stderr, source="<stdin>", **limits)
     else:
         try:
             with open(input_path, encoding="utf-8") as fh:
-                code = run_sequence(
-                    fh, sys.stdout, sys.stderr, max_seen=max_seen, max_held=max_held
-                )
+                code = run_sequence(fh, sys.stdout, sys.stderr, source=input_path, **limits)
         except OSError as exc:
             fail(f"cannot read {input_path}: {exc.strerror}")
     raise typer.Exit(code)

@@ -141,3 +141,19 @@ def test_evicted_held_event_is_reported_rejected() -> None:
 
 def test_empty_input() -> None:
     assert sequence([]) == (0, [], [])
+
+
+def test_cli_names_the_file_and_line_of_a_bad_event(tmp_path: Any) -> None:
+    from typer.testing import CliRunner
+
+    from streams.cli import app
+
+    path = tmp_path / "history.jsonl"
+    path.write_text(line("e1", "created", 1) + "\n{not json\n" + line("e2", "settled", 3) + "\n")
+    result = CliRunner().invoke(app, ["sequence", "-i", str(path)])
+    assert result.exit_code == 1
+    errors = result.stderr.splitlines()
+    assert errors[0].startswith(f"{path}:2: bad JSON"), errors
+    assert errors[1].startswith(f"{path}:3: ") and "unknown status 'settled'" in errors[1]
+    outcomes = [json.loads(x) for x in result.stdout.splitlines()]
+    assert [o["outcome"] for o in outcomes if o["type"] == "outcome"] == ["applied"]
