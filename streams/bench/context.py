@@ -41,13 +41,16 @@ class Sizes:
     latency_repeats: int = 3
     #: One-record batches in the long partition of the broker-history row.
     broker_history: int = 12_000
+    #: Tries of the bisection for the highest sustained webhook -> CRM rate, when the high
+    #: rate was not sustained (:mod:`streams.bench.rate_search`).
+    rate_search_steps: int = 3
 
     @classmethod
     def for_run(cls, events: int, quick: bool) -> Sizes:
         if quick:
             return cls(
                 min(events, 4_000), 3.0, 20_000, (1, 2, 4), ratio_pairs=1, latency_repeats=1,
-                broker_history=4_000,
+                broker_history=4_000, rate_search_steps=2,
             )  # fmt: skip
         return cls(events, 10.0, 100_000, (1, 2, 4), raw_records=max(events, 50_000))
 
@@ -56,7 +59,7 @@ class Sizes:
         """Just enough to run every measurement end to end (the smoke test)."""
         return cls(
             400, 1.0, 2_000, (1,), high_rate=200.0, raw_records=2_000, ratio_pairs=2,
-            latency_repeats=2, broker_history=400,
+            latency_repeats=2, broker_history=400, rate_search_steps=1,
         )  # fmt: skip
 
 

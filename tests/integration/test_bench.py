@@ -22,7 +22,7 @@ MEASURED = {
     "sequencer_cpu", "latency_p50_1k", "latency_p99_1k", "memory_rss", "scale_1",
     "router_vs_faust", "router_cpu", "crm_writer_vs_faust", "crm_writer_cpu", "crm_api_calls",
     "crm_api_calls_rule",
-    "webhook_crm_p50_1k", "webhook_crm_p99_1k", "webhook_crm_p99_100",
+    "webhook_crm_p50_1k", "webhook_crm_p99_1k", "webhook_crm_p99_100", "webhook_crm_sustained_rate",
     "broker_cpu_fresh", "broker_cpu_history",
 }  # fmt: skip
 
@@ -50,6 +50,8 @@ def test_bench_runs_end_to_end_on_a_tiny_input(clean_env: Path) -> None:
     assert window["value"] > 0 and window["target"] is None
     assert window["extra"]["flush_interval_s"] == 0.05
     assert rows["webhook_crm_p99_1k"]["extra"]["flush_interval_s"] is None
+    tried = rows["webhook_crm_sustained_rate"]["extra"]["tried"]  # bounds and bisection tries
+    assert tried and tried[0]["sustained"] and rows["webhook_crm_sustained_rate"]["note"]
     p99s = rows["webhook_crm_p99_1k"]["extra"]["p99s_ms"]  # the reported run is the median
     assert len(p99s) == 2 and rows["webhook_crm_p99_1k"]["value"] == max(p99s)
     for row in body["rows"]:
