@@ -123,6 +123,10 @@ def measure_crm_writer(ctx: BenchContext, workload: data.Workload) -> list[Row]:
             note=note, extra={"polled_rate": n / trace.polled_s, "saves": len(run.saves)},
         ),
         Row(
+            "crm_writer_vs_plain", SECTION, "CRM writer agent vs plain loop", rate, "events/s",
+            baseline="plain loop", baseline_value=ctx.figures.get("plain_loop"),
+        ),
+        Row(
             "crm_writer_cpu", SECTION, "CRM writer CPU", cpu, "CPU s/100k events",
             baseline="Faust ceiling", baseline_value=ctx.figures.get("faust_cpu_100k"),
         ),

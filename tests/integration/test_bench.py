@@ -20,8 +20,8 @@ pytestmark = [pytest.mark.broker, pytest.mark.slow, pytest.mark.timeout(480)]
 MEASURED = {
     "raw_produce", "raw_consume", "faust_ceiling", "plain_loop", "sequencer_vs_faust",
     "sequencer_cpu", "latency_p50_1k", "latency_p99_1k", "memory_rss", "scale_1",
-    "router_vs_faust", "router_cpu", "crm_writer_vs_faust", "crm_writer_cpu", "crm_api_calls",
-    "crm_api_calls_rule",
+    "router_vs_faust", "router_vs_plain", "router_cpu", "crm_writer_vs_faust",
+    "crm_writer_vs_plain", "crm_writer_cpu", "crm_api_calls", "crm_api_calls_rule",
     "webhook_crm_p50_1k", "webhook_crm_p99_1k", "webhook_crm_p99_100", "webhook_crm_sustained_rate",
     "broker_cpu_fresh", "broker_cpu_history",
 }  # fmt: skip
