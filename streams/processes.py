@@ -1,4 +1,4 @@
-"""Child processes started by paybus's own tooling: workers, the embedded broker, sandboxes.
+"""Child processes started by paybus's own tooling: workers and the embedded broker.
 
 Each runs in a session of its own (``start_new_session``), so stopping it reaches whatever it
 started in turn (a Faust worker's threads, a shell wrapper's child): SIGTERM to the whole
@@ -18,6 +18,7 @@ import urllib.request
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Self
 
 
 def stop_group(proc: subprocess.Popen[bytes] | None, timeout_s: float = 10.0) -> None:
@@ -76,7 +77,7 @@ class ChildProcess:
         """The port of a paybus worker's web server (its ``PAYBUS_WEB_PORT``)."""
         return int(self.env["PAYBUS_WEB_PORT"])
 
-    def start(self) -> ChildProcess:
+    def start(self) -> Self:
         log = open(self.log_path, "ab")  # noqa: SIM115 - lives as long as the process
         self.proc = subprocess.Popen(
             self.args,
