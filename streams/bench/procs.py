@@ -170,15 +170,25 @@ class CpuTrace:
         return sum(cpu_seconds(p) for p in self.pids)
 
 
+def start_trace(workers: list[Worker]) -> CpuTrace:
+    """A CPU trace of ``workers`` from now: call it before their input is published when they
+    already run, so the work they do while it is published is counted."""
+    trace = CpuTrace([w.pid for w in workers])
+    trace.idle_cpu, trace.idle_at = trace.total(), time.monotonic()
+    return trace
+
+
 def wait_counted(
     workers: list[Worker],
     expected: float,
     timeout_s: float,
     progress: Callable[[float], None] | None = None,
+    trace: CpuTrace | None = None,
 ) -> tuple[CpuTrace, dict[str, float]]:
-    """Poll the workers until their judged counters sum to ``expected``; trace their CPU."""
-    trace = CpuTrace([w.pid for w in workers])
-    trace.idle_cpu = trace.total()
+    """Poll the workers until their judged counters sum to ``expected``; trace their CPU
+    (from ``trace``'s start if given, else from now; from the last poll with nothing judged
+    if later)."""
+    trace = trace or start_trace(workers)
     gauges: dict[str, float] = {}
     deadline = time.monotonic() + timeout_s
     while True:

@@ -74,9 +74,11 @@ def run_sequencers(
             pool.append(procs.Worker.sequencer(wenv, ctx.workdir / f"{name}-{i}.log"))
         ctx.progress(0, workload.judgements, f"sequencer x{workers}: workers starting")
         with procs.running(pool):
+            started = None
             if not prefill:
                 _settle(ctx)
                 ctx.progress(0, workload.judgements, f"sequencer x{workers}: filling")
+                started = procs.start_trace(pool)  # they judge while the topic fills
                 data.fill(bootstrap, tm.payment_events.name, workload.records)
             ctx.progress(0, workload.judgements, f"sequencer x{workers}: judging")
             trace, _ = procs.wait_counted(
@@ -84,6 +86,7 @@ def run_sequencers(
                 workload.judgements,
                 180 + n / 200,
                 lambda c: ctx.progress(c, workload.judgements, None),
+                trace=started,
             )
             read = asyncio.run(
                 read_topic(bootstrap, tm.status_updates.name, tm.partitions, workload.updates)
@@ -170,10 +173,13 @@ def measure_scale(ctx: BenchContext, workload: data.Workload) -> list[Row]:
     for count in ctx.sizes.scale_workers:
         run = run_sequencers(ctx, workload, count, prefill=False)
         single = single or run.rate
-        note = ""
+        # One worker does not keep a core busy (it waits on fetches and acks), so more
+        # workers than cores can still add throughput until the cores are full.
+        busy = run.rate * run.cpu_100k / 100_000
+        note = f"the workers kept {busy:.2f} of {cores} cores busy"
         if count == ctx.sizes.scale_workers[-1]:
-            note = (
-                f"{cores} cores shared by the workers, the broker and this bench: above "
+            note += (
+                f"; {cores} cores shared by the workers, the broker and this bench: above "
                 f"{cores} workers they only share the same CPUs (scale is by partitions, "
                 "on more machines)"
             )

@@ -45,6 +45,7 @@ def test_bench_runs_end_to_end_on_a_tiny_input(clean_env: Path) -> None:
     for hop in ("web", "normaliser", "sequencer", "crm"):  # a gap may round below 0 ms
         assert rows[f"webhook_crm_hop_{hop}_1k"]["extra"]["count"] > 0, hop
     assert rows["sequencer_vs_faust"]["ratio"] > 0
+    assert "cores busy" in rows["scale_1"]["note"]  # what one worker leaves of the cores
     assert rows["broker_cpu_history"]["ratio"] > 0
     window = rows["webhook_crm_p99_1k_window"]  # the same rate, the CRM flushing sooner
     assert window["value"] > 0 and window["target"] is None
