@@ -206,9 +206,7 @@ def measure(ctx: BenchContext) -> list[Row]:
         for n, plan in enumerate(plans):
             tries = []
             for r in range(plan.repeats):
-                run_n = n * 10 + r
-                with _stack(ctx, sf, run_n, plan.flush_s) as (bus, url, crm):
-                    tries.append(_run_rate(ctx, bus, sf, url, crm, plan.rate, run_n))
+                tries.append(_fresh_run(ctx, sf, plan.rate, n * 10 + r, plan.flush_s))
             runs.append((plan, _median_run(tries)))
         runs, rate_row = _sustained(ctx, sf, runs)
     return [*_rows(ctx, runs), rate_row]
@@ -232,13 +230,10 @@ def _sustained(
     base = by_key["1k"][1]
     low = base.rate if rate_search.sustained(base) else LOW_RATE
     tries = iter(range(100, 200))
-
-    def measure_at(rate: float) -> Run:
-        run_n = next(tries)
-        with _stack(ctx, sf, run_n) as (bus, url, crm):
-            return _run_rate(ctx, bus, sf, url, crm, rate, run_n)
-
-    found = rate_search.search(measure_at, low, high.achieved, ctx.sizes.rate_search_steps)
+    found = rate_search.search(
+        lambda rate: _fresh_run(ctx, sf, rate, next(tries)), low, high.achieved,
+        ctx.sizes.rate_search_steps,
+    )  # fmt: skip
     best = found.best.rate if found.best is not None else low
     note = (
         f"{high.rate:,.0f}/s was not sustained ({rate_search.why_not(high)}); bisected "
@@ -256,6 +251,14 @@ def _rate_row(rate: float, note: str, tried: list[tuple[float, bool]]) -> Row:
         "webhook_crm_sustained_rate", SECTION, "webhook -> CRM: highest sustained rate", rate,
         "events/s", note=note, extra={"tried": [{"rate": r, "sustained": ok} for r, ok in tried]},
     )  # fmt: skip
+
+
+def _fresh_run(
+    ctx: BenchContext, sf: SalesforceProc, rate: float, run_n: int, flush_s: float | None = None
+) -> Run:
+    """One timed run at ``rate`` on a stack of its own (:func:`_stack`)."""
+    with _stack(ctx, sf, run_n, flush_s) as (bus, url, crm):
+        return _run_rate(ctx, bus, sf, url, crm, rate, run_n)
 
 
 @contextlib.contextmanager
