@@ -77,6 +77,11 @@ class ChildProcess:
         """The port of a paybus worker's web server (its ``PAYBUS_WEB_PORT``)."""
         return int(self.env["PAYBUS_WEB_PORT"])
 
+    @property
+    def web_url(self) -> str:
+        """Where the worker's web server answers (``PAYBUS_WEB_HOST``, loopback by default)."""
+        return f"http://{self.env.get('PAYBUS_WEB_HOST', '127.0.0.1')}:{self.web_port}"
+
     def start(self) -> Self:
         log = open(self.log_path, "ab")  # noqa: SIM115 - lives as long as the process
         self.proc = subprocess.Popen(
@@ -91,8 +96,7 @@ class ChildProcess:
     def metrics_text(self) -> str | None:
         """The worker's ``/metrics`` page, or None while it does not answer."""
         try:
-            url = f"http://127.0.0.1:{self.web_port}/metrics"
-            with urllib.request.urlopen(url, timeout=2) as resp:
+            with urllib.request.urlopen(f"{self.web_url}/metrics", timeout=2) as resp:
                 return str(resp.read().decode())
         except OSError:
             return None
@@ -117,7 +121,7 @@ class ChildProcess:
                 raise error(f"worker {gone}")
             return self.metrics_text() is not None
 
-        wait_for(up, timeout_s, f"worker web port {self.web_port}", error=error)
+        wait_for(up, timeout_s, f"the worker's web server at {self.web_url}", error=error)
 
     def stop(self, timeout_s: float = 10.0) -> None:
         stop_group(self.proc, timeout_s)

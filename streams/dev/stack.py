@@ -12,10 +12,7 @@ set up as recommended does.
 from __future__ import annotations
 
 import os
-import subprocess
 import sys
-import time
-import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
@@ -23,7 +20,7 @@ from typing import Any
 
 from streams.admin import create_topics
 from streams.broker import EmbeddedBroker, free_port
-from streams.processes import stop_group
+from streams.processes import ChildProcess
 from streams.settings import Settings
 from streams.topics import TopicMap
 
@@ -46,7 +43,7 @@ class DevStack:
     stripe_proxy: Any = None
     gocardless: Any = None
     salesforce: Any = None
-    worker: subprocess.Popen[bytes] | None = None
+    worker: ChildProcess | None = None
     _cms: list[Any] = field(default_factory=list)
 
     @property
@@ -153,30 +150,16 @@ class DevStack:
         )
 
     def _start_worker(self, timeout_s: float = 90.0) -> None:
-        log = open(self.data_dir / "worker.log", "ab")  # noqa: SIM115 - lives with the worker
-        self.worker = subprocess.Popen(
+        self.worker = ChildProcess(
             [sys.executable, "-m", "streams.cli", "worker"],
-            env=self.worker_env(),
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            if self.worker.poll() is not None:
-                raise RuntimeError(
-                    f"worker exited with status {self.worker.returncode}; "
-                    f"see {self.data_dir / 'worker.log'}"
-                )
-            try:
-                with urllib.request.urlopen(f"{self.worker_url}/metrics", timeout=1):
-                    return
-            except OSError:
-                time.sleep(0.2)
-        raise RuntimeError(f"worker did not answer on {self.worker_url} within {timeout_s}s")
+            self.worker_env(),
+            self.data_dir / "worker.log",
+        ).start()
+        self.worker.wait_serving(timeout_s, RuntimeError)
 
     def stop(self) -> None:
-        stop_group(self.worker, 15)
+        if self.worker is not None:
+            self.worker.stop(15)
         for stoppable in (self.salesforce, self.gocardless):
             if stoppable is not None:
                 stoppable.stop()
