@@ -80,12 +80,22 @@ def hops(
     (raw webhooks, canonical events, status updates) and the CRM save times, all by
     aggregate; each over the webhooks seen at both of its ends."""
     points = [posted, *stamps, saved]
-    out = []
-    for name, start, end in zip(HOPS, points[:-1], points[1:], strict=True):
-        gaps = sorted((end[a] - start[a]) * 1000 for a in end if a in start)
-        if gaps:
-            out.append(Hop(name, len(gaps), statistics.median(gaps), percentile(gaps, 0.99)))
-    return out
+    spans = (span(n, a, b) for n, a, b in zip(HOPS, points[:-1], points[1:], strict=True))
+    return [hop for hop in spans if hop is not None]
+
+
+def before_writer(posted: Mapping[str, float], stamps: Sequence[Mapping[str, float]]) -> Hop | None:
+    """POST -> status update produced: the path before the CRM writer, whose batching the
+    API-call target sizes (the last of ``stamps`` is the status updates')."""
+    return span("before_writer", posted, stamps[-1]) if stamps else None
+
+
+def span(name: str, start: Mapping[str, float], end: Mapping[str, float]) -> Hop | None:
+    """``end - start`` in ms over the webhooks seen at both; None when none was."""
+    gaps = sorted((end[a] - start[a]) * 1000 for a in end if a in start)
+    if not gaps:
+        return None
+    return Hop(name, len(gaps), statistics.median(gaps), percentile(gaps, 0.99))
 
 
 def read_stamps(
@@ -100,10 +110,12 @@ def read_stamps(
     return asyncio.run(read_all())
 
 
-def hop_row(section: str, key: str, label: str, hop: Hop) -> Row:
-    """A hop's row: the p50 as the figure, the p99 in the note."""
+def hop_row(section: str, key: str, label: str, hop: Hop, title: str | None = None) -> Row:
+    """A hop's row (or a span's, given its ``title``): the p50 as the figure, the p99 in the
+    note."""
+    name = title or f"of which {hop.name}"
     return Row(
-        f"webhook_crm_hop_{hop.name}_{key}", section, f"  of which {hop.name} (p50) at {label}",
+        f"webhook_crm_hop_{hop.name}_{key}", section, f"  {name} (p50) at {label}",
         hop.p50_ms, "ms", note=f"p99 {hop.p99_ms:.0f} ms over {hop.count:,} webhooks",
         extra={"p50_ms": hop.p50_ms, "p99_ms": hop.p99_ms, "count": hop.count},
     )  # fmt: skip

@@ -48,3 +48,17 @@ def test_busy_cores_is_the_busy_share_of_all_ticks_times_the_cores() -> None:
     assert procs.busy_cores(None, (1, 2)) is None  # no /proc/stat
     now = procs.machine_ticks()
     assert now is not None and 0 <= now[0] <= now[1]
+
+
+def test_before_writer_spans_post_to_status_update() -> None:
+    from streams.bench.hops import before_writer
+
+    posted = {"a": 10.0, "b": 20.0}
+    stamps = [{"a": 10.001}, {"a": 10.05}, {"a": 10.08, "b": 20.02}]
+    span = before_writer(posted, stamps)
+    assert span is not None and span.count == 2
+    assert round(span.p50_ms, 3) == 50.0 and round(span.p99_ms, 3) == 80.0
+    assert before_writer(posted, []) is None  # an untimed run read no topics
+    row = hop_row("latency", "1k", "1,000/s", span, "webhook -> status update")
+    assert row.key == "webhook_crm_hop_before_writer_1k"
+    assert row.measure.startswith("  webhook -> status update (p50)")

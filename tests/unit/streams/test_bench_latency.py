@@ -1,8 +1,12 @@
-"""The webhook -> CRM latency rows of ``make bench``: which of the repeated runs is reported."""
+"""The webhook -> CRM latency rows of ``make bench``: which of the repeated runs is reported,
+and what the API-call target leaves of the p99 target."""
 
 from __future__ import annotations
 
-from streams.bench.webhook_latency import Run, _median_run
+from dataclasses import replace
+
+from streams.bench.hops import Hop
+from streams.bench.webhook_latency import Run, _median_run, cost_floor_note, write_interval_ms
 
 
 def _run(p99: float) -> Run:
@@ -16,3 +20,17 @@ def test_the_latency_row_reports_the_run_with_the_median_p99() -> None:
     two = [_run(900.0), _run(400.0)]
     assert _median_run(two) is two[0]  # the higher of two: the p99 target is a ceiling
     assert _median_run([_run(500.0)]).p99s == []  # a single run lists nothing
+
+
+def test_the_call_target_spaces_writes_by_the_rate() -> None:
+    assert round(write_interval_ms(1000.0), 1) == 166.7  # 6 calls per 1,000 updates at 1,000/s
+    assert round(write_interval_ms(5000.0), 1) == 33.3
+    assert write_interval_ms(100.0, calls_per_1000=10.0) == 1000.0
+
+
+def test_the_floor_note_names_the_gap_and_what_is_left_of_250_ms() -> None:
+    bare = cost_floor_note(_run(300.0))
+    assert "allow a write every 167 ms at most" in bare and "here" not in bare
+    timed = replace(_run(300.0), before_writer=Hop("before_writer", 10, 51.0, 87.0))
+    note = cost_floor_note(timed)
+    assert "p50 51, p99 87 ms here" in note and "stay under 83 ms" in note
