@@ -111,7 +111,10 @@ class ChildProcess:
         """Why the process is gone (exit status and the end of its log), or None if running."""
         if self.proc is None or self.proc.poll() is None:
             return None
-        return f"{self.args[2:]} exited {self.proc.returncode}: {self.log_tail(2000)}"
+        return (
+            f"{self.args[2:]} exited {self.proc.returncode} (log {self.log_path}): "
+            f"{self.log_tail(2000)}"
+        )
 
     def wait_serving(self, timeout_s: float, error: type[Exception]) -> None:
         """Wait until the worker's web page answers; ``error`` if it exits or times out."""

@@ -389,6 +389,7 @@ def cost_floor_note(run: Run) -> str:
         note += (
             f", after webhook -> status update (p50 {run.before_writer.p50_ms:.0f}, p99 "
             f"{run.before_writer.p99_ms:.0f} ms here): both targets hold together only while "
-            f"that path and the write stay under {P99_TARGET.limit - gap:.0f} ms"
+            f"that path, the CRM writer's fetch and its write stay under "
+            f"{P99_TARGET.limit - gap:.0f} ms"
         )
     return note
