@@ -17,6 +17,7 @@ Only this module constructs a ``faust.App``. It also adapts Faust to the embedde
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from dataclasses import dataclass, field
 from typing import Any
@@ -87,6 +88,32 @@ class PaybusApp(faust.App):
 
     def _new_transport(self) -> TransportT:
         return Transport(self.conf.broker_consumer, self)
+
+    #: Loop time by which a stopping app gives up on unacknowledged records (None: running).
+    stop_deadline: float | None = None
+
+    def stop_wait_left(self) -> float:
+        """Seconds left to wait on Kafka while stopping (see ``stop_flush_timeout_s``)."""
+        if self.stop_deadline is None:
+            self.stop_deadline = self.loop.time() + self.settings.stop_flush_timeout_s
+        return max(self.stop_deadline - self.loop.time(), 0.1)
+
+    async def on_stop(self) -> None:
+        self.stop_wait_left()  # starts the countdown shared with the producer's stop
+        await super().on_stop()
+
+    async def _producer_flush(self, logger: Any) -> None:
+        """Flush the producer; when stopping, for at most ``stop_flush_timeout_s``.
+
+        A rebalance flushes without a bound. Giving up when stopping loses nothing: a stage
+        acks an input only once its outputs are acknowledged, and Faust flushes again before
+        any commit (see ``Settings.stop_flush_timeout_s``)."""
+        if self.stop_deadline is None:
+            return await super()._producer_flush(logger)
+        try:
+            await asyncio.wait_for(super()._producer_flush(logger), self.stop_wait_left())
+        except TimeoutError:
+            log.warning("stopping with records Kafka has not acknowledged")
 
 
 @dataclass

@@ -50,7 +50,36 @@ GAP_REPAIR_S = 30.0
 
 
 class _ConsumerThread(faust_aiokafka.AIOKafkaConsumerThread):
-    """Consumer thread whose fetch max wait comes from settings (Faust hard-codes 1.5 s)."""
+    """Consumer thread whose fetch max wait comes from settings (Faust hard-codes 1.5 s), and
+    that stops when its broker is gone.
+
+    With the broker unreachable, aiokafka's fetch task spends nearly all its time in a retry
+    backoff sleep that its own ``CancelledError`` handler does not cover, so
+    ``Fetcher.close`` (which cancels each pending fetch and awaits it) re-raises the
+    cancellation from ``consumer.stop()``. mode's thread treats only ``Exception`` as a failed
+    thread, so the parent never hears that the thread shut down and the worker ignores
+    SIGTERM and SIGINT for good (measured: still running minutes later, as Kubernetes would
+    see a pod that only SIGKILL ends). Both holes are closed here.
+    """
+
+    def _start_thread(self) -> None:
+        try:
+            super()._start_thread()
+        except asyncio.CancelledError:
+            self.set_shutdown()  # what mode does for an Exception: let the parent go on
+            raise
+
+    async def on_thread_stop(self) -> None:
+        try:
+            await super().on_thread_stop()
+        except asyncio.CancelledError:
+            task = asyncio.current_task()
+            if task is not None and task.cancelling():
+                raise  # the thread itself is being cancelled
+            log.warning("Kafka consumer stopped with fetches still retrying an unreachable broker")
+            consumer = self._consumer
+            if consumer is not None:
+                await consumer._client.close()  # what consumer.stop() did not get to
 
     def _create_worker_consumer(self, transport: Any) -> aiokafka.AIOKafkaConsumer:
         consumer = super()._create_worker_consumer(transport)
@@ -242,7 +271,23 @@ class _Consumer(HoleTracking, faust_aiokafka.Consumer):
         return _ConsumerThread(self, loop=self.loop, beacon=self.beacon)
 
 
+class _Producer(faust_aiokafka.Producer):
+    """Faust's producer, whose stop gives up on unacknowledged records when the app's
+    ``stop_flush_timeout_s`` is up (aiokafka's ``stop`` flushes without a bound)."""
+
+    async def on_stop(self) -> None:
+        producer = self._producer
+        paybus: PaybusApp = self.app  # type: ignore[assignment]
+        try:
+            await asyncio.wait_for(super().on_stop(), paybus.stop_wait_left())
+        except TimeoutError:
+            log.warning("Kafka producer stopped with records unacknowledged")
+            if producer is not None:
+                await producer.client.close()
+
+
 class Transport(faust_aiokafka.Transport):
-    """Faust's aiokafka transport with the consumer above."""
+    """Faust's aiokafka transport with the consumer and producer above."""
 
     Consumer = _Consumer
+    Producer = _Producer

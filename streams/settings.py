@@ -165,6 +165,15 @@ class Settings(BaseSettings):
     session_timeout_s: float | None = None
     #: Consumer fetch max wait (Faust fixes 1.5 s; Tansu holds an empty fetch that long).
     fetch_max_wait_ms: int | None = None
+    #: How long a stopping worker waits for Kafka to acknowledge what it already sent. With the
+    #: broker unreachable, Faust's producer would wait out its 20-minute request timeout and
+    #: the worker would outlive any SIGTERM grace period. Nothing is lost by giving up: a
+    #: stage acks its input only once its outputs are acknowledged, so what was not is
+    #: processed again after the restart.
+    stop_flush_timeout_s: float = Field(default=10.0, gt=0)
+    #: Longest a worker takes to stop after SIGTERM or SIGINT before it exits anyway, logged
+    #: (:mod:`streams.stop_watchdog`); below Kubernetes' default 30 s grace period.
+    stop_timeout_s: float = Field(default=25.0, gt=0)
     #: Where end offsets come from: ``fetch`` high-water marks (Tansu's ListOffsets is short by
     #: the last batch) or ``list_offsets`` (right on Apache Kafka, cheaper). ``None``: by profile.
     end_offsets: Literal["fetch", "list_offsets"] | None = None

@@ -62,13 +62,21 @@ def worker(
 
 
 def worker_class(base: type[Any]) -> type[Any]:
-    """Faust's worker, settling the garbage collector once start-up (and recovery) is done."""
-    from streams import gc_policy
+    """Faust's worker, settling the garbage collector once start-up (and recovery) is done and
+    stopping within ``stop_timeout_s`` of a stop signal."""
+    from streams import gc_policy, stop_watchdog
 
     class PaybusWorker(base):  # type: ignore[misc]
         async def on_startup_finished(self) -> None:
             await super().on_startup_finished()
             gc_policy.settle()
+
+        def _schedule_shutdown(self, signal: Any) -> None:
+            """The first stop signal also arms the watchdog (:mod:`streams.stop_watchdog`)."""
+            settings = getattr(self.app, "settings", None)
+            if not self._signal_stop_time and settings is not None:
+                stop_watchdog.arm(settings.stop_timeout_s)
+            super()._schedule_shutdown(signal)
 
     return PaybusWorker
 

@@ -8,6 +8,9 @@ right status and never reach ``paybus.psp.webhooks``; with the broker gone, the 
 from __future__ import annotations
 
 import json
+import os
+import signal
+import subprocess
 import time
 import urllib.error
 import urllib.request
@@ -61,7 +64,7 @@ def test_receiver_status_codes_and_what_gets_published(tmp_path: Path) -> None:
     env = paybus_env(
         broker.bootstrap, "rcv", tmp_path,
         PAYBUS_STRIPE__WEBHOOK_SECRET=SECRET, PAYBUS_WEBHOOK_MAX_BODY_BYTES="4096",
-        PAYBUS_WEBHOOK_PUBLISH_TIMEOUT_S="2",
+        PAYBUS_WEBHOOK_PUBLISH_TIMEOUT_S="2", PAYBUS_STOP_FLUSH_TIMEOUT_S="2",
     )  # fmt: skip
     worker = WorkerProcess.paybus(env, tmp_path / "w.log", "--role", "web").start()
     url = f"http://127.0.0.1:{worker.web_port}/webhooks"
@@ -88,6 +91,16 @@ def test_receiver_status_codes_and_what_gets_published(tmp_path: Path) -> None:
         broker.stop()
         late, late_headers = _webhook("pi_late")
         assert _post(f"{url}/stripe", late, late_headers) == 503
+
+        # With its broker gone (and the late webhook still unsent) the worker stops on SIGTERM
+        # as Kubernetes stops a pod, by itself and not by the stop watchdog (25 s, exit 70).
+        # It used to hang until SIGKILL: in the consumer thread's stop, and in the producer's.
+        assert worker.proc is not None
+        os.killpg(worker.pid, signal.SIGTERM)
+        try:
+            assert worker.proc.wait(20) == 0
+        except subprocess.TimeoutExpired:
+            raise AssertionError("the worker ignored SIGTERM with its broker gone") from None
     finally:
-        worker.kill()  # with its broker gone a graceful stop only waits to time out
+        worker.kill()
         broker.stop()
