@@ -70,6 +70,42 @@ def _currency(change: Mapping[str, Any]) -> str:
     return currency
 
 
+def check_intent(change: Mapping[str, Any]) -> None:
+    """Raise IntentError if ``change`` (a CrmChange as a dict) can never become a command,
+    whatever the bus's gateways and rules: an unknown intent, a wrong aggregate type, a bad
+    amount or currency, a missing reference the PSP needs.
+
+    Publishers run this before sending (a record that could only fail is refused at the
+    source, with its reason); the router runs it again, then the checks that depend on the
+    bus's configuration (which gateway takes it), which a publisher cannot know.
+    """
+    intent = change.get("intent")
+    if intent not in INTENTS:
+        raise IntentError(f"unknown intent {intent!r}; expected one of {', '.join(INTENTS)}")
+    expected_type = INTENTS[intent]
+    agg_type = change.get("aggregate_type")
+    if expected_type is not None and agg_type != expected_type:
+        raise IntentError(f"intent {intent} needs aggregate_type {expected_type}, got {agg_type!r}")
+    if intent == "create_payment":
+        method = change.get("method") or "card"
+        if method not in METHODS:
+            raise IntentError(f"method must be one of {', '.join(METHODS)}, got {method!r}")
+        _amount(change, required=True)
+        _currency(change)
+        if method == "direct_debit" and not change.get("mandate_ref"):
+            raise IntentError("a direct debit needs mandate_ref (the PSP mandate id)")
+        if method == "card" and not change.get("payment_method_ref"):
+            raise IntentError("a card payment needs payment_method_ref (a saved card token)")
+    elif intent == "create_mandate":
+        if not change.get("payment_method_ref"):
+            raise IntentError("a mandate needs payment_method_ref (the bank account token)")
+    elif intent == "refund":
+        if not change.get("payment_id"):
+            raise IntentError("a refund needs payment_id (the payment to refund)")
+        if _amount(change, required=False) is not None:
+            _currency(change)
+
+
 def route(
     change: Mapping[str, Any],
     *,
@@ -83,18 +119,13 @@ def route(
     ``known_gateway`` is the gateway the aggregate (or, for a refund, its payment) was routed to
     before; cancellations and refunds must go where the payment went.
     """
-    intent = change.get("intent")
-    if intent not in INTENTS:
-        raise IntentError(f"unknown intent {intent!r}; expected one of {', '.join(INTENTS)}")
-    expected_type = INTENTS[intent]
-    agg_type = change.get("aggregate_type")
-    if expected_type is not None and agg_type != expected_type:
-        raise IntentError(f"intent {intent} needs aggregate_type {expected_type}, got {agg_type!r}")
+    check_intent(change)
+    intent = str(change["intent"])
     by_name = {g.name: g for g in gateways}
     command: dict[str, Any] = {
-        "command_id": command_id(str(change["change_id"]), str(intent)),
+        "command_id": command_id(str(change["change_id"]), intent),
         "aggregate_id": change["aggregate_id"],
-        "aggregate_type": agg_type,
+        "aggregate_type": change.get("aggregate_type"),
         "operation": intent,
         "issued_at": now,
         "change_id": change["change_id"],
@@ -109,15 +140,9 @@ def route(
     }
     if intent == "create_payment":
         method = change.get("method") or "card"
-        if method not in METHODS:
-            raise IntentError(f"method must be one of {', '.join(METHODS)}, got {method!r}")
         amount = _amount(change, required=True)
         currency = _currency(change)
         assert amount is not None
-        if method == "direct_debit" and not change.get("mandate_ref"):
-            raise IntentError("a direct debit needs mandate_ref (the PSP mandate id)")
-        if method == "card" and not change.get("payment_method_ref"):
-            raise IntentError("a card payment needs payment_method_ref (a saved card token)")
         try:
             gateway = choose_gateway(
                 method=method, currency=currency, amount_minor=amount,
@@ -129,13 +154,9 @@ def route(
         command.update(amount_minor=amount, currency=currency, method=method)
         return Routed(gateway, {**command, "psp": gateway.connector})
     if intent == "create_mandate":
-        if not change.get("payment_method_ref"):
-            raise IntentError("a mandate needs payment_method_ref (the bank account token)")
         name = change.get("gateway") or known_gateway or "gocardless"
     else:
         if intent == "refund":
-            if not change.get("payment_id"):
-                raise IntentError("a refund needs payment_id (the payment to refund)")
             amount = _amount(change, required=False)
             command.update(amount_minor=amount)
             if amount is not None:

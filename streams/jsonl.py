@@ -8,7 +8,7 @@ RFC 3339 strings in JSON and datetimes in Avro, unknown fields are refused rathe
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -70,8 +70,14 @@ def to_record(codec: AvroCodec, schema_name: str, obj: Any) -> dict[str, Any]:
     return record
 
 
-def parse_lines(codec: AvroCodec, schema_name: str, lines: Iterable[str]) -> Iterator[ParsedLine]:
-    """Parse JSON lines (blank lines skipped), one :class:`ParsedLine` per non-blank line."""
+def parse_lines(
+    codec: AvroCodec,
+    schema_name: str,
+    lines: Iterable[str],
+    check: Callable[[dict[str, Any]], None] | None = None,
+) -> Iterator[ParsedLine]:
+    """Parse JSON lines (blank lines skipped), one :class:`ParsedLine` per non-blank line;
+    ``check`` (raising ValidationError) runs on each record that fits the schema."""
     for number, line in enumerate(lines, start=1):
         if not line.strip():
             continue
@@ -81,6 +87,10 @@ def parse_lines(codec: AvroCodec, schema_name: str, lines: Iterable[str]) -> Ite
             yield ParsedLine(number, None, f"invalid JSON: {exc.msg} (column {exc.colno})")
             continue
         try:
-            yield ParsedLine(number, to_record(codec, schema_name, obj))
+            record = to_record(codec, schema_name, obj)
+            if check is not None:
+                check(record)
         except ValidationError as exc:
             yield ParsedLine(number, None, str(exc))
+        else:
+            yield ParsedLine(number, record)

@@ -1,8 +1,11 @@
 """Publisher SDK for upstream systems: put validated ``CrmChange`` records on the bus.
 
-Records are validated against the Avro schema before anything is sent (a bad record never
-reaches Kafka), keyed by aggregate id so every change of one payment lands on one partition,
-and sent with ``acks=all``; each call returns where the record landed.
+Records are validated before anything is sent (a bad record never reaches Kafka): against the
+Avro schema, and as intents (:func:`streams.intents.check_intent`: a card payment without a
+card token, a refund without its payment, a negative amount are refused here with their
+reason rather than failed by the router later). They are keyed by aggregate id so every change
+of one payment lands on one partition, and sent with ``acks=all``; each call returns where the
+record landed.
 
     from streams.publisher import Publisher
     with Publisher("127.0.0.1:9092") as pub:
@@ -20,8 +23,19 @@ from typing import Any
 from kafka import KafkaProducer
 
 from streams.codec import AvroCodec
+from streams.errors import ValidationError
+from streams.intents import IntentError, check_intent
 from streams.jsonl import to_record
 from streams.topics import partition_key
+
+
+def check_crm_change(record: Mapping[str, Any]) -> None:
+    """The intent checks a publisher can make (those needing no bus configuration), as a
+    ValidationError like the schema's."""
+    try:
+        check_intent(record)
+    except IntentError as exc:
+        raise ValidationError(str(exc)) from None
 
 
 @dataclass(frozen=True)
@@ -67,6 +81,8 @@ class Publisher:
         Validation happens before the first send, so a bad record in the batch publishes none.
         """
         records = [to_record(self.codec, "CrmChange", dict(c)) for c in changes]
+        for record in records:
+            check_crm_change(record)
         futures = []
         for record in records:
             key = partition_key(

@@ -57,7 +57,7 @@ def publish_crm_changes(
     """Validate every line, publish the valid ones, report the invalid ones by line number."""
     from streams.app import build_avro_codec
     from streams.jsonl import parse_lines
-    from streams.publisher import Publisher
+    from streams.publisher import Publisher, check_crm_change
 
     settings = settings_of(ctx)
     codec = build_avro_codec(settings)
@@ -68,7 +68,7 @@ def publish_crm_changes(
             lines = file.read_text().splitlines()
         except OSError as exc:
             fail(f"cannot read {file}: {exc.strerror}")
-    parsed = list(parse_lines(codec, "CrmChange", lines))
+    parsed = list(parse_lines(codec, "CrmChange", lines, check=check_crm_change))
     bad = [p for p in parsed if p.error is not None]
     good = [p for p in parsed if p.record is not None]
     for p in bad:

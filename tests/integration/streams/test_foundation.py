@@ -30,6 +30,7 @@ def _change(i: int, **over: object) -> dict[str, object]:
         "source": "test",
         "amount_minor": 100 + i,
         "currency": "EUR",
+        "payment_method_ref": "pm_card_visa",
         **over,
     }
 
@@ -108,14 +109,17 @@ def test_publish_file_with_good_and_bad_lines(
     env = paybus_env(broker.bootstrap, topic_prefix, tmp_path)
     create_topics(broker.bootstrap, TopicMap(topic_prefix, 8, 1).all())
     good = [json.dumps({**_change(i), "occurred_at": f"2026-11-22T10:0{i}:00Z"}) for i in range(3)]
-    lines = [good[0], '{"change_id": "x"', good[1], json.dumps({"change_id": 5}), good[2]]
+    no_card = json.dumps({**json.loads(good[0]), "change_id": "chg-9", "payment_method_ref": None})
+    lines = [good[0], '{"change_id": "x"', good[1], json.dumps({"change_id": 5}), good[2], no_card]
     path = tmp_path / "changes.jsonl"
     path.write_text("\n".join(lines) + "\n")
     result = _paybus(env, "publish", "crm-changes", str(path))
     assert result.returncode == 1
     assert f"{path}:2: invalid JSON" in result.stderr
     assert f"{path}:4:" in result.stderr and "change_id" in result.stderr
-    assert "published 3, invalid 2" in result.stdout
+    # Fits the schema, yet could only be failed by the router: refused at the source.
+    assert f"{path}:6: a card payment needs payment_method_ref" in result.stderr
+    assert "published 3, invalid 3" in result.stdout
 
     from kafka import KafkaConsumer
 

@@ -7,7 +7,9 @@ from typing import Any
 
 import pytest
 
-from streams.intents import IntentError, command_id, route
+from streams.errors import ValidationError
+from streams.intents import IntentError, check_intent, command_id, route
+from streams.publisher import check_crm_change
 from streams.routing import (
     DEFAULT_GATEWAYS,
     DEFAULT_RULES,
@@ -98,9 +100,7 @@ def test_valid_card_intent_becomes_a_stripe_command() -> None:
     assert _route(CHANGE).command["command_id"] == cmd["command_id"]  # deterministic
 
 
-@pytest.mark.parametrize(
-    ("change", "message"),
-    [
+INVALID = [
         ({"amount_minor": -5}, "must be positive"),
         ({"amount_minor": 0}, "must be positive"),
         ({"amount_minor": "12"}, "whole number"),
@@ -111,11 +111,37 @@ def test_valid_card_intent_becomes_a_stripe_command() -> None:
         ({"aggregate_type": "mandate"}, "needs aggregate_type payment"),
         ({"payment_method_ref": None}, "saved card token"),
         ({"method": "direct_debit", "currency": "GBP"}, "mandate_ref"),
-    ],
-)
+        ({"intent": "refund", "aggregate_type": "refund"}, "needs payment_id"),
+        ({"intent": "create_mandate", "aggregate_type": "mandate", "payment_method_ref": ""},
+         "bank account token"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("change", "message"), INVALID)
 def test_invalid_intents_are_refused_with_the_reason(change: dict[str, Any], message: str) -> None:
     with pytest.raises(IntentError, match=message):
-        _route({**CHANGE, **change})
+        _route({**CHANGE, **change}, known="stripe")
+
+
+@pytest.mark.parametrize(("change", "message"), INVALID)
+def test_publishers_refuse_the_same_intents_without_the_bus_configuration(
+    change: dict[str, Any], message: str
+) -> None:
+    with pytest.raises(IntentError, match=message):
+        check_intent({**CHANGE, **change})
+    with pytest.raises(ValidationError, match=message):
+        check_crm_change({**CHANGE, **change})
+
+
+def test_what_depends_on_the_bus_configuration_is_left_to_the_router() -> None:
+    for change in (
+        {**CHANGE, "intent": "cancel"},  # which gateway took the payment: the router knows
+        {**CHANGE, "gateway": "adyen"},  # not configured in this test's bus, maybe in another
+        {**CHANGE, "currency": "JPY"},  # no gateway here takes JPY
+    ):
+        check_intent(change)
+        with pytest.raises(IntentError):
+            _route(change)
 
 
 def test_refund_and_cancel_follow_the_payment_gateway() -> None:
