@@ -1,13 +1,27 @@
-"""What every command shares: the settings in the context, and error reporting."""
+"""What every command shares: the settings in the context, and error reporting.
+
+Errors reach the user one way: :func:`fail` prints ``error: <message>`` on stderr and exits
+non-zero. Commands call it for what they check themselves; :class:`PaybusGroup` calls it for a
+:class:`~streams.errors.PaybusError` a command lets escape (a named failure is the user's to
+fix and deserves its message, not a traceback), and :func:`state_callback` for settings that
+do not load.
+"""
 
 from __future__ import annotations
 
-from typing import Annotated, NoReturn
+import json
+import os
+import re
+from typing import Annotated, Any, NoReturn
 
 import typer
 from pydantic import ValidationError as PydanticValidationError
+from pydantic_settings import SettingsError
 from rich.console import Console
+from rich.markup import escape
+from typer.core import TyperGroup
 
+from streams.errors import ConfigurationError, PaybusError
 from streams.settings import Settings
 
 console = Console()
@@ -36,6 +50,25 @@ def state_callback(
         ctx.obj = Settings(**overrides)  # type: ignore[arg-type]
     except PydanticValidationError as exc:
         fail(f"invalid configuration:\n{exc}")
+    except SettingsError as exc:  # a complex field's variable is not JSON
+        fail(f"invalid configuration: {settings_error_message(exc)}")
+
+
+def settings_error_message(exc: SettingsError) -> str:
+    """What pydantic-settings' "error parsing value for field" means in the user's terms: which
+    ``PAYBUS_*`` variable is not JSON, and the decoder's complaint."""
+    found = re.search(r'field "([^"]+)"', str(exc))
+    if found is None:
+        return str(exc)
+    var = f"PAYBUS_{found.group(1).upper()}"
+    set_now = sorted(k for k in os.environ if k.upper() == var or k.upper().startswith(var + "__"))
+    name = " or ".join(set_now) or var
+    cause = exc.__cause__
+    if isinstance(cause, json.JSONDecodeError):
+        detail = f"{cause.msg} (column {cause.colno})"
+    else:
+        detail = str(cause or exc)
+    return f"{name}: bad JSON: {detail}"
 
 
 def settings_of(ctx: typer.Context) -> Settings:
@@ -45,5 +78,20 @@ def settings_of(ctx: typer.Context) -> Settings:
 
 
 def fail(message: str, code: int = 1) -> NoReturn:
-    err_console.print(f"[bold red]error:[/] {message}", highlight=False)
+    """Print ``error: <message>`` on stderr and exit with ``code`` (the message is printed
+    as-is: file names and JSON in it are not Rich markup, and a long ``FILE:LINE: ...`` line
+    is not wrapped, so tools that parse it see one line)."""
+    err_console.print(f"[bold red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)
     raise typer.Exit(code)
+
+
+class PaybusGroup(TyperGroup):
+    """The root command group: a :class:`PaybusError` escaping any command becomes
+    ``error: <message>`` through :func:`fail`, exit 2 for a :class:`ConfigurationError` (the
+    same as a command that finds its configuration missing) and 1 otherwise."""
+
+    def invoke(self, ctx: Any) -> Any:  # Any: typer's Context type lives in a private module
+        try:
+            return super().invoke(ctx)
+        except PaybusError as exc:
+            fail(str(exc), code=2 if isinstance(exc, ConfigurationError) else 1)

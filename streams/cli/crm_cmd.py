@@ -5,7 +5,7 @@ from __future__ import annotations
 import typer
 from rich.table import Table
 
-from streams.cli.common import console, err_console, settings_of
+from streams.cli.common import console, err_console, fail, settings_of
 
 _SHOWN = {True: "[green]ok[/]", False: "[red]FAIL[/]", None: "[yellow]note[/]"}
 
@@ -29,12 +29,13 @@ def check(ctx: typer.Context) -> None:
 
     sf = settings_of(ctx).salesforce
     if not sf.instance_url and not sf.username:
-        err_console.print(
+        fail(
             "no Salesforce org configured: set PAYBUS_SALESFORCE__INSTANCE_URL with __SESSION_ID,"
             " or __USERNAME, __PASSWORD and __SECURITY_TOKEN",
-            highlight=False,
+            code=2,
         )
-        raise typer.Exit(2)
+    # a half-configured org (a URL without a session id, ...) is a ConfigurationError from
+    # build_salesforce: the CLI reports it like the case above (error: ..., exit 2)
     try:
         client = SalesforceClient(build_salesforce(sf), timeout_s=15.0)
         findings = check_org(

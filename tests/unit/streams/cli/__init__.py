@@ -1,0 +1,1 @@
+"""Tests of the ``paybus`` command line (streams/cli), without a broker."""

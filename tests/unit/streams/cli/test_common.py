@@ -1,0 +1,64 @@
+"""One way to report errors: ``error: <message>``, a non-zero exit, never a traceback."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import typer
+from typer.testing import CliRunner
+
+from streams.cli import app
+from streams.errors import ConfigurationError, PaybusError
+
+
+def test_a_routing_rules_variable_that_is_not_json_names_the_variable(
+    clean_env: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("PAYBUS_PARTITIONS", "abc")
+    other = CliRunner().invoke(app, ["config"])
+    monkeypatch.delenv("PAYBUS_PARTITIONS")
+    monkeypatch.setenv("PAYBUS_ROUTING_RULES", "not json")
+    result = CliRunner().invoke(app, ["config"])
+    assert isinstance(result.exception, SystemExit), result.exception  # not a SettingsError
+    assert result.exit_code == other.exit_code == 1
+    assert result.stderr.startswith(
+        "error: invalid configuration: PAYBUS_ROUTING_RULES: bad JSON: Expecting value"
+    ), result.stderr
+
+
+def test_a_paybus_error_from_a_command_is_reported_not_raised() -> None:
+    from streams.cli.common import PaybusGroup
+
+    demo = typer.Typer(cls=PaybusGroup)
+
+    @demo.command("named")
+    def named(config: bool = False) -> None:
+        raise (ConfigurationError if config else PaybusError)("the thing is wrong")
+
+    @demo.command("other")
+    def other() -> None:
+        pass
+
+    for args, code in ((["named"], 1), (["named", "--config"], 2)):
+        result = CliRunner().invoke(demo, args)
+        assert isinstance(result.exception, SystemExit), result.exception
+        assert result.exit_code == code
+        assert result.stderr == "error: the thing is wrong\n"
+
+
+def test_crm_check_with_half_a_salesforce_login_is_a_clean_configuration_error(
+    clean_env: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("PAYBUS_SALESFORCE__INSTANCE_URL", "https://x.invalid")
+    result = CliRunner().invoke(app, ["crm", "check"])
+    assert isinstance(result.exception, SystemExit), result.exception
+    assert result.exit_code == 2  # as with no Salesforce settings at all
+    assert result.stderr.startswith("error: Salesforce needs PAYBUS_SALESFORCE__INSTANCE_URL")
+    assert "SESSION_ID" in result.stderr
+
+
+def test_crm_check_with_no_salesforce_at_all_says_error_too(clean_env: Path) -> None:
+    result = CliRunner().invoke(app, ["crm", "check"])
+    assert result.exit_code == 2
+    assert result.stderr.startswith("error: no Salesforce org configured")
