@@ -43,3 +43,11 @@ class DecodeError(PaybusError):
 
 class ValidationError(PaybusError):
     """A record that does not fit its schema (before it is ever published)."""
+
+
+class InputError(PaybusError):
+    """A file the user named that cannot be used: missing, unreadable, not UTF-8, not JSON.
+
+    The message starts with where (``FILE``, ``FILE:LINE`` or ``FILE:LINE:COL``), so the CLI
+    prints it as it is and an editor can jump there.
+    """

@@ -13,6 +13,7 @@ import json
 from collections.abc import Iterable
 from typing import Any, TextIO
 
+from streams.jsonl import BadJSON, load_json, location
 from streams.sequencing import AggregateState, Event, InvalidEvent, Judgement, Sequencer
 
 __all__ = ["run_sequence"]
@@ -33,11 +34,8 @@ def _outcome(judgement: Judgement) -> dict[str, Any]:
     }
 
 
-def _parse(line: str) -> Event:
-    try:
-        data = json.loads(line)
-    except json.JSONDecodeError as exc:
-        raise InvalidEvent(f"bad JSON: {exc}") from None
+def _parse(line: str, number: int) -> Event:
+    data = load_json(line.rstrip("\r\n"), number)
     if not isinstance(data, dict):
         raise InvalidEvent(f"expected a JSON object, got {type(data).__name__}")
     return Event.from_dict(data)
@@ -57,7 +55,8 @@ def run_sequence(
     Output (JSON lines on ``out``): one ``outcome`` record per judgement, so a held event that
     later applies or turns stale gets a second line, then one ``final`` record per aggregate in
     order of first appearance. Invalid lines go to ``err`` as ``line N: reason`` (1-based), or
-    ``SOURCE:N: reason`` given the file's name as ``source`` (the form editors jump to).
+    ``SOURCE:N: reason`` given the file's name as ``source`` (the form editors jump to); a
+    line that is not JSON gets its column too (``SOURCE:N:COL: bad JSON: ...``).
     Returns 0, or 1 if any line was invalid.
     """
     sequencer = Sequencer(max_seen=max_seen, max_held=max_held)
@@ -67,10 +66,13 @@ def run_sequence(
         if not line.strip():
             continue
         try:
-            event = _parse(line)
+            event = _parse(line, number)
+        except BadJSON as exc:
+            err.write(exc.at(source) + "\n")
+            status = 1
+            continue
         except InvalidEvent as exc:
-            where = f"line {number}" if source is None else f"{source}:{number}"
-            err.write(f"{where}: {exc}\n")
+            err.write(f"{location(source, number)}: {exc}\n")
             status = 1
             continue
         result = sequencer.judge(states.get(event.aggregate_id), event)

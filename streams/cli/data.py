@@ -56,23 +56,20 @@ def publish_crm_changes(
 ) -> None:
     """Validate every line, publish the valid ones, report the invalid ones by line number."""
     from streams.app import build_avro_codec
-    from streams.jsonl import parse_lines
+    from streams.jsonl import UserLines, parse_lines
     from streams.publisher import Publisher, check_crm_change
 
     settings = settings_of(ctx)
+    source = UserLines(file)
     codec = build_avro_codec(settings)
-    if str(file) == "-":
-        lines = sys.stdin.read().splitlines()
-    else:
-        try:
-            lines = file.read_text().splitlines()
-        except OSError as exc:
-            fail(f"cannot read {file}: {exc.strerror}")
-    parsed = list(parse_lines(codec, "CrmChange", lines, check=check_crm_change))
+    # every line is read before anything is published: a file that is not text publishes none
+    parsed = list(parse_lines(codec, "CrmChange", source, check=check_crm_change))
     bad = [p for p in parsed if p.error is not None]
     good = [p for p in parsed if p.record is not None]
     for p in bad:
-        err_console.print(f"{file}:{p.number}: {p.error}", highlight=False, markup=False)
+        err_console.print(  # one unwrapped line per error: editors and grep read FILE:LINE
+            f"{p.where(source.name)}: {p.error}", highlight=False, markup=False, soft_wrap=True
+        )
     if good:
         try:
             with Publisher(
@@ -99,15 +96,12 @@ def sequence(
     max_held: Annotated[int, typer.Option(help="Held events kept per aggregate.")] = 32,
 ) -> None:
     """Judge a history offline with the bus's own sequencer: outcomes, then final states."""
+    from streams.jsonl import UserLines
     from streams.offline import run_sequence
 
-    limits = {"max_seen": max_seen, "max_held": max_held}
-    if input_path == "-":
-        code = run_sequence(sys.stdin, sys.stdout, sys.stderr, source="<stdin>", **limits)
-    else:
-        try:
-            with open(input_path, encoding="utf-8") as fh:
-                code = run_sequence(fh, sys.stdout, sys.stderr, source=input_path, **limits)
-        except OSError as exc:
-            fail(f"cannot read {input_path}: {exc.strerror}")
+    source = UserLines(input_path)
+    code = run_sequence(
+        source, sys.stdout, sys.stderr, source=source.name,
+        max_seen=max_seen, max_held=max_held,
+    )  # fmt: skip
     raise typer.Exit(code)

@@ -18,6 +18,7 @@ from rich.table import Table
 from streams.cli.common import console, fail, settings_of
 from streams.codec import AvroCodec
 from streams.dlq_store import Letter, collect, read_dlq, replay, replay_order, select
+from streams.jsonl import read_json
 from streams.settings import Settings
 from streams.topics import TopicMap
 
@@ -114,6 +115,9 @@ def replay_cmd(
         fail("name exactly one of: a letter id, --all, --aggregate A")
     if value_json is not None and letter_id is None:
         fail("--value-json fixes one letter: give its id")
+    # read before Kafka is asked anything: a missing or malformed file is the user's to fix,
+    # named as FILE or FILE:LINE:COL (InputError, reported by the CLI), not a schema mismatch
+    fixed = read_json(value_json) if value_json is not None else None
     letters = _letters(settings)
     try:
         chosen = select(
@@ -127,13 +131,17 @@ def replay_cmd(
         return
     values: dict[str, bytes] = {}
     if value_json is not None and letter_id is not None:
-        tm = TopicMap.from_settings(settings)
+        if not isinstance(fixed, dict):
+            fail(f"{value_json}: expected a JSON object (the record), got {type(fixed).__name__}")
         topic = chosen[0].record["original_topic"]
         try:
-            schema = tm.by_name(topic).value_schema
-            values[letter_id] = AvroCodec().encode(schema, json.loads(value_json.read_text()))
+            schema = TopicMap.from_settings(settings).by_name(topic).value_schema
+        except KeyError:
+            fail(f"{topic} is not a topic of this bus's topic map: no schema to encode with")
+        try:
+            values[letter_id] = AvroCodec().encode(schema, fixed)
         except Exception as exc:
-            fail(f"the fixed record does not fit {topic}'s schema: {exc}")
+            fail(f"the fixed record in {value_json} does not fit {topic}'s schema: {exc}")
     done = replay(settings.bootstrap_servers, TopicMap.from_settings(settings).dlq.name,
                   replay_order(chosen), values=values)  # fmt: skip
     for lt in done:

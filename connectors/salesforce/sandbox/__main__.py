@@ -7,12 +7,14 @@ script can ``eval``/parse them) and serves until SIGINT/SIGTERM.
 from __future__ import annotations
 
 import argparse
-import json
 import signal
 import sys
 import threading
 from pathlib import Path
 from types import FrameType
+
+from streams.errors import InputError
+from streams.jsonl import read_json
 
 from .schema import default_objects, objects_from_json, user_id
 from .server import DEFAULT_TOKENS, Sandbox
@@ -51,9 +53,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--cert-dir", type=Path, help="where to write cert.pem/key.pem")
     args = parser.parse_args(argv)
 
-    objects = (
-        objects_from_json(json.loads(args.schema.read_text())) if args.schema else default_objects()
-    )
+    try:  # the paybus reader: a missing, non-UTF-8 or non-JSON file is a usage error, located
+        objects = objects_from_json(read_json(args.schema)) if args.schema else default_objects()
+    except InputError as exc:
+        parser.error(str(exc))
     sandbox = Sandbox(
         host=args.host,
         port=args.port,

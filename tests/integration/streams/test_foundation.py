@@ -115,7 +115,7 @@ def test_publish_file_with_good_and_bad_lines(
     path.write_text("\n".join(lines) + "\n")
     result = _paybus(env, "publish", "crm-changes", str(path))
     assert result.returncode == 1
-    assert f"{path}:2: invalid JSON" in result.stderr
+    assert f"{path}:2:18: bad JSON: Expecting ',' delimiter" in result.stderr
     assert f"{path}:4:" in result.stderr and "change_id" in result.stderr
     # Fits the schema, yet could only be failed by the router: refused at the source.
     assert f"{path}:6: a card payment needs payment_method_ref" in result.stderr
@@ -146,4 +146,4 @@ def test_publish_missing_file_is_a_clear_error(
         str(tmp_path / "nope.jsonl"),
     )
     assert result.returncode == 1
-    assert "cannot read" in result.stderr and "nope.jsonl" in result.stderr
+    assert f"error: {tmp_path / 'nope.jsonl'}: no such file" in result.stderr

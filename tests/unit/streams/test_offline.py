@@ -88,7 +88,7 @@ def test_bad_lines_are_reported_and_the_rest_still_judged() -> None:
     code, records, errors = sequence(lines)
     assert code == 1
     assert [e.split(":", 1)[0] for e in errors] == [
-        "line 2",
+        "line 2, column 2",
         "line 4",
         "line 5",
         "line 6",
@@ -97,7 +97,9 @@ def test_bad_lines_are_reported_and_the_rest_still_judged() -> None:
         "line 9",
         "line 10",
     ]
-    assert errors[0].startswith("line 2: bad JSON")
+    assert (
+        errors[0] == "line 2, column 2: bad JSON: Expecting property name enclosed in double quotes"
+    )
     assert "unknown status 'settled'" in errors[1]
     assert "unknown aggregate_type 'invoice'" in errors[2]
     assert "unknown method 'cash'" in errors[3]
@@ -122,6 +124,15 @@ def test_bad_lines_are_reported_and_the_rest_still_judged() -> None:
         },
         {"type": "final", "aggregate_id": "p1", "status": "pending_submission", "held": []},
     ]
+
+
+def test_a_json_line_cut_short_is_located_on_its_own_line() -> None:
+    # lines as a file yields them, terminators included: the decoder alone would put the error
+    # on "line 2 column 1" of the one line, past its end
+    cut = line("e2", "pending_submission", 1)[:-1]
+    code, _, errors = sequence([line("e1", "created", 0) + "\n", cut + "\n"], source="h.jsonl")
+    assert code == 1
+    assert errors == [f"h.jsonl:2:{len(cut) + 1}: bad JSON: Expecting ',' delimiter"]
 
 
 def test_evicted_held_event_is_reported_rejected() -> None:
@@ -153,7 +164,7 @@ def test_cli_names_the_file_and_line_of_a_bad_event(tmp_path: Any) -> None:
     result = CliRunner().invoke(app, ["sequence", "-i", str(path)])
     assert result.exit_code == 1
     errors = result.stderr.splitlines()
-    assert errors[0].startswith(f"{path}:2: bad JSON"), errors
+    assert errors[0] == f"{path}:2:2: bad JSON: Expecting property name enclosed in double quotes"
     assert errors[1].startswith(f"{path}:3: ") and "unknown status 'settled'" in errors[1]
     outcomes = [json.loads(x) for x in result.stdout.splitlines()]
     assert [o["outcome"] for o in outcomes if o["type"] == "outcome"] == ["applied"]

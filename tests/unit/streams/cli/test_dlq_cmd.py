@@ -1,0 +1,86 @@
+"""``paybus dlq replay --value-json FILE``: a bad file is named as such, not as a schema misfit."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+from typer.testing import CliRunner
+
+from streams.cli import app, dlq_cmd
+from streams.dlq_store import Letter
+
+FIXED = {
+    "change_id": "c1",
+    "aggregate_id": "pay-1",
+    "aggregate_type": "payment",
+    "intent": "create_payment",
+    "occurred_at": 1_700_000_000_000,
+    "source": "crm",
+    "amount_minor": 1000,
+    "currency": "EUR",
+}
+
+
+@pytest.fixture
+def replayed(monkeypatch: pytest.MonkeyPatch, clean_env: Path) -> list[dict[str, bytes]]:
+    """One letter from paybus.crm.changes; replays are recorded, not sent (no broker)."""
+    letter = Letter(
+        {
+            "dead_letter_id": "L1",
+            "original_topic": "paybus.crm.changes",
+            "original_partition": 0,
+            "original_offset": 7,
+            "failed_at": datetime(2026, 1, 1, tzinfo=UTC),
+        }
+    )
+    monkeypatch.setattr(dlq_cmd, "_letters", lambda settings: {"L1": letter})
+    calls: list[dict[str, bytes]] = []
+
+    def replay(bootstrap: str, topic: str, letters: Any, *, values: dict[str, bytes]) -> list[Any]:
+        calls.append(values)
+        return list(letters)
+
+    monkeypatch.setattr(dlq_cmd, "replay", replay)
+    return calls
+
+
+def _replay(path: Path) -> Any:
+    return CliRunner().invoke(app, ["dlq", "replay", "L1", "--value-json", str(path)])
+
+
+def test_a_missing_file_is_named_as_missing(replayed: list[Any], clean_env: Path) -> None:
+    result = _replay(clean_env / "fixed.json")
+    assert result.exit_code == 1
+    assert result.stderr == f"error: {clean_env / 'fixed.json'}: no such file\n"
+    assert replayed == []
+
+
+def test_bad_json_is_located_in_the_file(replayed: list[Any], clean_env: Path) -> None:
+    path = clean_env / "fixed.json"
+    path.write_text('{\n  "change_id": "c1",\n  oops\n}\n')
+    result = _replay(path)
+    assert result.exit_code == 1
+    assert result.stderr.startswith(f"error: {path}:3:3: bad JSON: Expecting property name")
+    assert "schema" not in result.stderr and replayed == []
+
+
+def test_only_a_real_misfit_says_it_does_not_fit_the_schema(
+    replayed: list[Any], clean_env: Path
+) -> None:
+    path = clean_env / "fixed.json"
+    path.write_text(json.dumps({**FIXED, "amount_minor": "lots"}))
+    result = _replay(path)
+    assert result.exit_code == 1
+    assert "does not fit paybus.crm.changes's schema" in result.stderr and replayed == []
+
+
+def test_a_fitting_record_is_replayed_encoded(replayed: list[Any], clean_env: Path) -> None:
+    path = clean_env / "fixed.json"
+    path.write_text(json.dumps(FIXED))
+    result = _replay(path)
+    assert result.exit_code == 0, result.output
+    assert [set(v) for v in replayed] == [{"L1"}] and replayed[0]["L1"]
