@@ -9,6 +9,7 @@ settings profile is built around them.
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import socket
 import subprocess
@@ -45,6 +46,25 @@ def free_port(host: str = "127.0.0.1") -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind((host, 0))
         return int(sock.getsockname()[1])
+
+
+def port_taken(host: str, port: int) -> bool:
+    """True when something already listens on ``host:port`` (we cannot bind it).
+
+    Checked before Tansu starts on a port the user chose: Tansu on a taken port exits (with
+    status 0), and meanwhile whatever owns the port may answer the readiness probe, so the
+    probe alone would report another process's broker as ours. ``SO_REUSEADDR`` as servers
+    set it, so a port with only TIME_WAIT connections left counts as free.
+    """
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((host, port))
+        except OSError as exc:
+            if exc.errno == errno.EADDRINUSE:
+                return True
+            raise
+    return False
 
 
 def kafka_answers(bootstrap: str, timeout_s: float = 2.0) -> bool:
@@ -86,6 +106,10 @@ class EmbeddedBroker:
         """Start the broker and return once it answers a metadata request."""
         if self.port == 0:
             self.port = free_port(self.host)
+        elif port_taken(self.host, self.port):
+            raise BrokerUnavailable(
+                f"port {self.port} is already in use on {self.host} (--port 0 picks a free one)"
+            )
         url = f"tcp://{self.host}:{self.port}"
         cmd = [
             tansu_binary(),
@@ -109,8 +133,8 @@ class EmbeddedBroker:
                     f"tansu exited with status {self.process.returncode} on {url}"
                     + (f" (log: {self.log_path})" if self.log_path else "")
                 )
-            if kafka_answers(self.bootstrap, timeout_s=1.0):
-                return self
+            if kafka_answers(self.bootstrap, timeout_s=1.0) and self.process.poll() is None:
+                return self  # answered, and by our child (one that exited cannot have)
             time.sleep(0.1)
         self.stop()
         raise BrokerUnavailable(f"tansu did not answer on {self.bootstrap} within {timeout_s}s")

@@ -1,0 +1,31 @@
+"""``paybus broker`` on a taken port."""
+
+from __future__ import annotations
+
+import signal
+import socket
+from collections.abc import Iterator
+
+import pytest
+from typer.testing import CliRunner
+
+from streams.cli import app
+
+
+@pytest.fixture
+def taken_port() -> Iterator[int]:
+    """A loopback port something else is listening on."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        sock.listen()
+        yield int(sock.getsockname()[1])
+
+
+def test_broker_on_a_taken_port_says_so_and_never_claims_ready(
+    taken_port: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(signal, "signal", lambda *args: None)  # keep pytest's own handlers
+    result = CliRunner().invoke(app, ["broker", "--port", str(taken_port)])
+    assert result.exit_code == 1
+    assert result.stderr.startswith(f"error: port {taken_port} is already in use")
+    assert "ready" not in result.stdout
