@@ -142,3 +142,13 @@ class PspConnector(abc.ABC):
     def backfill(self, since: datetime) -> Iterator[PaymentEvent]:
         """Canonical events since ``since`` from the PSP's event log (optional)."""
         raise NotImplementedError(f"{self.name} has no event backfill")
+
+
+def supports_backfill(connector: object) -> bool:
+    """Whether ``connector`` overrides :meth:`PspConnector.backfill` (reads a PSP event log).
+
+    ``paybus backfill`` asks before it connects to Kafka, so a PSP without an event log is
+    refused at once (exit 2) rather than after a producer is set up.
+    """
+    method = getattr(type(connector), "backfill", None)
+    return method is not None and method is not PspConnector.backfill

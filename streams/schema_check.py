@@ -97,7 +97,13 @@ def check(directory: Path = SCHEMA_DIR) -> list[CheckResult]:
 
 
 def freeze(version: str, directory: Path = SCHEMA_DIR) -> Path:
-    """Record the current schemas as the release ``version``."""
+    """Record the current schemas as the release ``version``.
+
+    A blank version is refused: the file would say nothing about which release it pins, and
+    the next ``schemas check`` failure could not be traced to one.
+    """
+    if not version.strip():
+        raise ValueError("the release version is empty: give one, e.g. paybus schemas freeze 1.4.0")
     current, errors = _load_current(directory)
     if errors:
         raise ValueError("; ".join(e.detail for e in errors))

@@ -17,13 +17,20 @@ from streams.app import PaybusApp
 ROLES = ("sequencer", "router", "connectors", "normaliser", "web", "retry", "crm", "ops")
 
 
-def attach(app: PaybusApp, roles: Iterable[str] = ROLES) -> dict[str, Any]:
-    """Attach the stages named in ``roles`` to ``app``; return them by role."""
-    stages: dict[str, Any] = {}
+def check_roles(roles: Iterable[str]) -> list[str]:
+    """``roles`` as a list, or ValueError naming the unknown ones; the CLI calls it before it
+    touches Kafka, so a typo in ``--role`` creates no topics."""
     wanted = list(roles)
     unknown = sorted(set(wanted) - set(ROLES))
     if unknown:
         raise ValueError(f"unknown role(s) {', '.join(unknown)}; known: {', '.join(ROLES)}")
+    return wanted
+
+
+def attach(app: PaybusApp, roles: Iterable[str] = ROLES) -> dict[str, Any]:
+    """Attach the stages named in ``roles`` to ``app``; return them by role."""
+    stages: dict[str, Any] = {}
+    wanted = check_roles(roles)
     if "sequencer" in wanted:
         from streams.agents.sequencer import SequencerStage
 

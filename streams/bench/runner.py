@@ -199,15 +199,28 @@ def main(
     return 1 if any(r.verdict == "error" for r in rows) else 0
 
 
-if __name__ == "__main__":  # python -m streams.bench.runner [--quick] [events]
+def run_from_argv(argv: list[str]) -> int:
+    """``python -m streams.bench.runner [--quick] [EVENTS]``: the benchmark without the CLI.
+
+    Parsed with argparse (``--help`` prints the usage, a bad EVENTS is a usage error, exit 2)
+    rather than read from ``sys.argv`` by hand, which turned ``--help`` into a ValueError.
+    """
+    import argparse
+
+    parser = argparse.ArgumentParser(
+        prog="python -m streams.bench.runner",
+        description="paybus bench without the CLI (same run as `paybus bench`).",
+    )
+    parser.add_argument(
+        "events", nargs="?", type=int, default=DEFAULT_EVENTS, help="events per measurement"
+    )
+    parser.add_argument("--quick", action="store_true", help="small counts: ~2 minutes")
+    parser.add_argument("--out-dir", type=Path, default=Path("bench/results"))
+    args = parser.parse_args(argv)
+    return main(Settings(), events=args.events, quick=args.quick, out_dir=args.out_dir)
+
+
+if __name__ == "__main__":
     import sys
 
-    args = [a for a in sys.argv[1:] if a != "--quick"]
-    raise SystemExit(
-        main(
-            Settings(),
-            events=int(args[0]) if args else DEFAULT_EVENTS,
-            quick="--quick" in sys.argv,
-            out_dir=Path("bench/results"),
-        )
-    )
+    raise SystemExit(run_from_argv(sys.argv[1:]))

@@ -33,7 +33,10 @@ def register(app: typer.Typer) -> None:
 
 def backfill(
     ctx: typer.Context,
-    psp: Annotated[str, typer.Argument(help="Connector whose event log to read (gocardless).")],
+    psp: Annotated[
+        # the installed connectors that implement backfill (a unit test keeps this in step)
+        str, typer.Argument(help="Connector whose event log to read (gocardless or stripe).")
+    ],
     since: Annotated[
         str,
         typer.Option(
@@ -48,6 +51,7 @@ def backfill(
     from kafka import KafkaProducer
 
     from connectors import registry
+    from connectors.base import supports_backfill
     from connectors.errors import ConnectorError, UnknownConnectorError
     from streams.app import build_avro_codec
     from streams.backfill import BackfillReport, event_record, parse_since, run_backfill
@@ -68,6 +72,8 @@ def backfill(
         connector = registry.load(psp, settings)
     except UnknownConnectorError as exc:
         fail(str(exc), code=2)
+    if not supports_backfill(connector):
+        fail(f"{psp} has no event log paybus can read", code=2)
     topic = TopicMap.from_settings(settings).payment_events.name
     codec = build_avro_codec(settings)
     producer: Any = None

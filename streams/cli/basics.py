@@ -15,7 +15,9 @@ from streams.broker import BrokerUnavailable, EmbeddedBroker
 from streams.cli.common import console, fail, settings_of
 from streams.topics import TopicMap
 
-topics_app = typer.Typer(help="Create and list the bus's topics.", no_args_is_help=True)
+topics_app = typer.Typer(
+    help="Create, list and render (as deploy files) the bus's topics.", no_args_is_help=True
+)
 
 
 def register(app: typer.Typer) -> None:

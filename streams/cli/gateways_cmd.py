@@ -38,4 +38,5 @@ def check(ctx: typer.Context) -> None:
     console.print(
         f"ok: {len(settings.gateways)} gateway(s) [{names}], {len(settings.routing_rules)} rule(s)",
         highlight=False,
+        markup=False,  # "[stripe (stripe)]" is the list, not a Rich style tag
     )

@@ -27,13 +27,16 @@ def worker(
     import faust
 
     from streams.admin import create_topics
-    from streams.agents import ROLES, attach
+    from streams.agents import ROLES, attach, check_roles
     from streams.app import build_app
+    from streams.cli.gateways_cmd import config_errors
     from streams.topics import TopicMap
 
     settings = settings_of(ctx)
-    from streams.cli.gateways_cmd import config_errors
-
+    try:  # every check that needs no broker comes before create_topics touches one
+        roles = check_roles(role or ROLES)
+    except ValueError as exc:
+        fail(str(exc))
     if errors := config_errors(settings):
         fail("invalid gateway configuration (see `paybus gateways check`):\n" + "\n".join(errors))
     try:
@@ -48,10 +51,7 @@ def worker(
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
     app = build_app(settings)
-    try:
-        attach(app, role or ROLES)
-    except ValueError as exc:
-        fail(str(exc))
+    attach(app, roles)
     worker_class(faust.Worker)(
         app,
         loglevel=settings.log_level,

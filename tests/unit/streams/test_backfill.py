@@ -150,6 +150,40 @@ def test_cli_reports_a_connector_without_backfill(
     assert result.exit_code == 2 and "no event log" in result.output
 
 
+def test_cli_help_names_exactly_the_connectors_that_can_backfill() -> None:
+    import typer
+
+    from connectors import registry
+    from connectors.base import supports_backfill
+    from streams.cli import app
+
+    command = typer.main.get_command(app).commands["backfill"]  # type: ignore[attr-defined]
+    help_text = next(p.help for p in command.params if p.name == "psp")
+    for name in registry.available():
+        named = name in help_text
+        # a connector class is enough to ask: supports_backfill looks at the type
+        able = supports_backfill(object.__new__(registry.connector_class(name)))
+        assert named == able, f"help {'names' if named else 'omits'} {name}: {help_text!r}"
+
+
+def test_cli_refuses_a_connector_without_backfill_before_connecting_to_kafka(
+    monkeypatch: pytest.MonkeyPatch, clean_env: Any
+) -> None:
+    import kafka
+
+    from connectors.base import PspConnector
+
+    class NoLog(PspConnector):  # inherits the base backfill: no event log
+        name = "nolog"
+
+    NoLog.__abstractmethods__ = frozenset()
+    producers: list[Any] = []
+    monkeypatch.setattr(kafka, "KafkaProducer", lambda **kw: producers.append(kw))
+    result = _cli(monkeypatch, object.__new__(NoLog), "nolog", "--since", "1h")
+    assert result.exit_code == 2 and "nolog has no event log" in result.output
+    assert producers == []
+
+
 # --- the scheduled stage -------------------------------------------------------------------
 
 

@@ -14,7 +14,9 @@ from streams.cli import app
 def test_default_gateways_pass(clean_env: Path) -> None:
     result = CliRunner().invoke(app, ["gateways", "check"])
     assert result.exit_code == 0, result.output
-    assert "ok: 2 gateway(s)" in result.output
+    assert "ok: 2 gateway(s) [stripe (stripe), gocardless (gocardless)], 2 rule(s)" in (
+        result.output
+    )  # the bracketed list is text, not Rich markup to be swallowed
 
 
 def test_bad_gateways_fail_with_what_to_change(

@@ -1,4 +1,4 @@
-"""``paybus broker`` on a taken port."""
+"""``paybus broker`` on a taken port; ``paybus topics`` help naming what the group does."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ import socket
 from collections.abc import Iterator
 
 import pytest
+import typer
 from typer.testing import CliRunner
 
 from streams.cli import app
@@ -29,3 +30,10 @@ def test_broker_on_a_taken_port_says_so_and_never_claims_ready(
     assert result.exit_code == 1
     assert result.stderr.startswith(f"error: port {taken_port} is already in use")
     assert "ready" not in result.stdout
+
+
+def test_the_topics_group_help_names_each_of_its_commands() -> None:
+    group = typer.main.get_command(app).commands["topics"]  # type: ignore[attr-defined]
+    help_text = (group.help or "").lower()
+    for name in group.commands:
+        assert name in help_text, f"`paybus topics --help` does not mention {name}"

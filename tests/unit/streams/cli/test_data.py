@@ -1,8 +1,9 @@
-"""``paybus publish`` and ``paybus sequence`` given a bad file."""
+"""``paybus publish`` and ``paybus sequence`` given a bad file; ``paybus schemas freeze``."""
 
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -88,3 +89,35 @@ def test_sequence_names_the_line_of_a_byte_that_is_not_utf8(clean_env: Path, std
     assert result.exit_code == 1
     name = "<stdin>" if stdin else str(path)
     assert result.stderr.startswith(f"error: {name}:2: not UTF-8 text"), result.stderr
+
+
+def _release_copy(tmp: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Freeze into a copy of schemas/ (never the repository's release file)."""
+    from streams import schema_check
+
+    copy = tmp / "schemas"
+    shutil.copytree(schema_check.SCHEMA_DIR, copy)
+    real = schema_check.freeze
+    monkeypatch.setattr(schema_check, "freeze", lambda version: real(version, copy))
+    return copy / "release.json"
+
+
+@pytest.mark.parametrize("version", ["", "  "])
+def test_schemas_freeze_refuses_an_empty_version(
+    clean_env: Path, monkeypatch: pytest.MonkeyPatch, version: str
+) -> None:
+    release = _release_copy(clean_env, monkeypatch)
+    before = release.read_text()
+    result = CliRunner().invoke(app, ["schemas", "freeze", version])
+    assert result.exit_code == 1
+    assert "release version is empty" in result.stderr
+    assert release.read_text() == before
+
+
+def test_schemas_freeze_writes_a_named_version(
+    clean_env: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    release = _release_copy(clean_env, monkeypatch)
+    result = CliRunner().invoke(app, ["schemas", "freeze", "9.9.9"])
+    assert result.exit_code == 0, result.output
+    assert json.loads(release.read_text())["release"] == "9.9.9"
