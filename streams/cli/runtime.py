@@ -26,6 +26,7 @@ def worker(
     """Run a paybus worker (Faust) with the configured stages."""
     import faust
 
+    from streams import log_throttle
     from streams.admin import create_topics
     from streams.agents import ROLES, attach, check_roles
     from streams.app import build_app
@@ -50,6 +51,8 @@ def worker(
         stream=sys.stderr,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+    for handler in logging.getLogger().handlers:
+        log_throttle.install(handler)  # an unreachable broker: one line per kind per 10 s
     app = build_app(settings)
     attach(app, roles)
     worker_class(faust.Worker)(
