@@ -14,7 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from connectors.errors import ConnectorError
+from connectors.errors import AuthenticationError, ConnectorError
 
 from .client import SalesforceClient
 from .guard_rule import NO_CREATE_RULE_NAME, OrgGuards, org_guards
@@ -83,6 +83,8 @@ def _object_findings(client: SalesforceClient, mapping: ObjectMapping) -> list[F
     obj = mapping.object_name
     try:
         described = client.describe(obj)
+    except AuthenticationError:
+        raise  # about the login, not this object: one error for the whole check
     except ConnectorError as err:
         return [Finding(obj, "object", False, f"cannot describe it: {err}")]
     by_name: dict[str, dict[str, Any]] = {

@@ -22,7 +22,7 @@ def check(ctx: typer.Context) -> None:
     import requests
     from simple_salesforce.exceptions import SalesforceError
 
-    from connectors.errors import ConnectorError
+    from connectors.errors import AuthenticationError, ConnectorError
     from connectors.salesforce.client import SalesforceClient
     from connectors.salesforce.org_check import check_org
     from connectors.salesforce.settings import FieldMap, build_salesforce
@@ -42,6 +42,8 @@ def check(ctx: typer.Context) -> None:
             client, FieldMap.from_settings(sf), sf.guard_rule, sf.version_guard == "rule",
             sf.no_create_rule,
         )  # fmt: skip
+    except AuthenticationError as exc:  # a session expired or revoked, a password changed
+        fail(f"cannot check the org: the login was refused ({exc})")
     except (ConnectorError, SalesforceError, requests.RequestException) as exc:  # a login
         # refused, an unreachable instance, a certificate not trusted
         err_console.print(f"cannot check the org: {type(exc).__name__}: {exc}", highlight=False)

@@ -79,3 +79,13 @@ def test_no_org_configured_says_what_to_set(clean_env: Path) -> None:
     code, out = _check()
     assert code == 2
     assert "PAYBUS_SALESFORCE__INSTANCE_URL" in out
+
+
+def test_a_refused_login_is_one_error_not_a_row_per_object(
+    org_env: Sandbox, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("PAYBUS_SALESFORCE__SESSION_ID", "00Dexpired!session")
+    code, out = _check()
+    assert code == 1
+    assert "cannot check the org: the login was refused" in out
+    assert "FAIL" not in out and "cannot describe" not in out
