@@ -13,6 +13,7 @@ works on Tansu; ``describe_groups`` does not, so nothing here depends on group m
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -126,13 +127,13 @@ def committed_offsets(bootstrap: str, group: str) -> dict[TopicPartition, int]:
     return {TopicPartition(tp.topic, tp.partition): int(o.offset) for tp, o in offsets.items()}
 
 
-def _consumer(bootstrap: str) -> KafkaConsumer:
+def _consumer(bootstrap: str, client_id: str = "paybus-lag") -> KafkaConsumer:
     # No group: nothing joins, nothing commits. A short fetch wait because Tansu holds an
     # empty fetch for the whole wait, and an empty fetch is exactly what we expect here.
     return KafkaConsumer(
         bootstrap_servers=bootstrap,
         group_id=None,
-        client_id="paybus-lag",
+        client_id=client_id,
         enable_auto_commit=False,
         auto_offset_reset="earliest",
         fetch_max_wait_ms=50,
@@ -174,6 +175,72 @@ def _fetch_highwaters(
         consumer.poll(timeout_ms=100)
 
 
+class EndOffsetReader:
+    """End offsets read again and again through one consumer, for code that polls them.
+
+    The worker reads end offsets every few seconds (the lag metrics, the CRM poller's
+    watermark). A consumer made and closed per read costs a bootstrap, two connections and two
+    metadata requests each time, and its close lands while the metadata refresh that
+    ``assign()`` asked for is on the wire (kafka-python sends it ``retry_backoff_ms`` after the
+    bootstrap, about when a read of an idle partition ends): kafka-python then cancels it and
+    logs ``ERROR kafka.cluster: Metadata refresh: failed Cancelled``, once per read, drowning
+    the worker's real warnings. Kept open, that refresh simply completes.
+
+    After a fetch-based read the consumer gives its partitions up, so the next read's
+    high-water marks come from a new fetch, not from what the last read saw. A failed read
+    drops the consumer (the next read starts afresh). Reads are serialised by a lock: the lag
+    timer runs them on executor threads. One-shot callers use :func:`end_offsets`.
+    """
+
+    def __init__(
+        self, bootstrap: str, source: Source = "fetch", client_id: str = "paybus-lag"
+    ) -> None:
+        if source not in SOURCES:
+            raise ValueError(f"unknown end-offset source {source!r}; known: {', '.join(SOURCES)}")
+        self.bootstrap = bootstrap
+        self.source: Source = source
+        self.client_id = client_id
+        self._consumer: KafkaConsumer | None = None
+        self._lock = threading.Lock()
+
+    def read(
+        self,
+        tps: Sequence[TopicPartition],
+        start: Mapping[TopicPartition, int | None] | None = None,
+        timeout_s: float = 10.0,
+    ) -> dict[TopicPartition, int]:
+        """End offset of each of ``tps`` (see :func:`end_offsets` for ``start``)."""
+        if not tps:
+            return {}
+        with self._lock:
+            if self._consumer is None:
+                self._consumer = _consumer(self.bootstrap, self.client_id)
+            consumer = self._consumer
+            try:
+                if self.source == "fetch":
+                    ends = _fetch_highwaters(consumer, tps, start or {}, timeout_s)
+                    consumer.unsubscribe()
+                    return ends
+                answer = consumer.end_offsets(list(tps), timeout_ms=int(timeout_s * 1000))
+                return {tp: int(o) for tp, o in answer.items()}
+            except Exception:
+                self._consumer = None
+                consumer.close()
+                raise
+
+    def close(self) -> None:
+        with self._lock:
+            if self._consumer is not None:
+                self._consumer.close()
+                self._consumer = None
+
+    def __enter__(self) -> EndOffsetReader:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
 def end_offsets_from_fetch(
     bootstrap: str,
     tps: Sequence[TopicPartition],
@@ -185,13 +252,7 @@ def end_offsets_from_fetch(
     ``start`` gives known positions (e.g. committed offsets) to fetch from; the fetch begins
     at whichever of it and ListOffsets LATEST is further on, so it moves at most one batch.
     """
-    if not tps:
-        return {}
-    consumer = _consumer(bootstrap)
-    try:
-        return _fetch_highwaters(consumer, tps, start or {}, timeout_s)
-    finally:
-        consumer.close()
+    return end_offsets(bootstrap, tps, "fetch", start, timeout_s)
 
 
 def end_offsets(
@@ -201,19 +262,12 @@ def end_offsets(
     start: Mapping[TopicPartition, int | None] | None = None,
     timeout_s: float = 10.0,
 ) -> dict[TopicPartition, int]:
-    """End offsets from the fetch high-water mark or (Apache Kafka) from ListOffsets."""
-    if source == "fetch":
-        return end_offsets_from_fetch(bootstrap, tps, start, timeout_s)
-    if source != "list_offsets":
-        raise ValueError(f"unknown end-offset source {source!r}; known: {', '.join(SOURCES)}")
-    if not tps:
-        return {}
-    consumer = _consumer(bootstrap)
-    try:
-        answer = consumer.end_offsets(list(tps), timeout_ms=int(timeout_s * 1000))
-        return {tp: int(o) for tp, o in answer.items()}
-    finally:
-        consumer.close()
+    """End offsets from the fetch high-water mark or (Apache Kafka) from ListOffsets, once.
+
+    Code that reads them repeatedly keeps an :class:`EndOffsetReader` instead.
+    """
+    with EndOffsetReader(bootstrap, source) as reader:
+        return reader.read(tps, start, timeout_s)
 
 
 def partition_lag(
@@ -222,12 +276,20 @@ def partition_lag(
     tps: Sequence[TopicPartition],
     source: Source = "fetch",
     timeout_s: float = 10.0,
+    reader: EndOffsetReader | None = None,
 ) -> list[PartitionLag]:
-    """Lag of ``group`` on exactly the partitions ``tps`` (what a worker owns)."""
+    """Lag of ``group`` on exactly the partitions ``tps`` (what a worker owns).
+
+    ``reader`` (its source wins over ``source``) keeps one consumer across calls; without it
+    the end offsets are read once with a consumer of their own.
+    """
     if not tps:
         return []
     done: dict[TopicPartition, int | None] = dict(committed_offsets(bootstrap, group))
-    end = end_offsets(bootstrap, tps, source, start=done, timeout_s=timeout_s)
+    if reader is not None:
+        end = reader.read(tps, start=done, timeout_s=timeout_s)
+    else:
+        end = end_offsets(bootstrap, tps, source, start=done, timeout_s=timeout_s)
     return compute_lag(group, done, end)
 
 

@@ -17,13 +17,12 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from functools import partial
 
 from kafka import TopicPartition
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
-from streams.lag import PartitionLag, Source, partition_lag
+from streams.lag import EndOffsetReader, PartitionLag, Source, partition_lag
 
 LAG = "paybus_consumer_lag"
 COMMITTED = "paybus_consumer_committed_offset"
@@ -38,9 +37,31 @@ AssignmentProvider = Callable[[], Iterable[TopicPartition]]
 LagReader = Callable[[str, Sequence[TopicPartition]], list[PartitionLag]]
 
 
-def kafka_reader(bootstrap: str, source: Source = "fetch", timeout_s: float = 5.0) -> LagReader:
-    """A reader that asks the cluster (committed offsets + fetch high-water marks)."""
-    return partial(partition_lag, bootstrap, source=source, timeout_s=timeout_s)
+class KafkaLagReader:
+    """A :data:`LagReader` that asks the cluster: committed offsets, then end offsets.
+
+    The end offsets go through one :class:`~streams.lag.EndOffsetReader` kept for the reader's
+    life: the worker refreshes lag every ``lag_refresh_s``, and a consumer made and closed per
+    refresh logged a cancelled metadata request each time (see that class).
+    """
+
+    def __init__(self, bootstrap: str, source: Source = "fetch", timeout_s: float = 5.0) -> None:
+        self.bootstrap = bootstrap
+        self.timeout_s = timeout_s
+        self.ends = EndOffsetReader(bootstrap, source)
+
+    def __call__(self, group: str, tps: Sequence[TopicPartition]) -> list[PartitionLag]:
+        return partition_lag(self.bootstrap, group, tps, timeout_s=self.timeout_s, reader=self.ends)
+
+    def close(self) -> None:
+        self.ends.close()
+
+
+def kafka_reader(
+    bootstrap: str, source: Source = "fetch", timeout_s: float = 5.0
+) -> KafkaLagReader:
+    """A reader that asks the cluster (committed offsets + end offsets from ``source``)."""
+    return KafkaLagReader(bootstrap, source, timeout_s)
 
 
 def _owned(assignment: AssignmentProvider) -> list[TopicPartition]:

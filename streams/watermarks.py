@@ -9,7 +9,8 @@ Loading reads the topic up to the high-water mark taken from a fetch response (T
 ListOffsets LATEST is short by the last batch, see :mod:`streams.lag`) and keeps the last value
 of the key; the read position is remembered, so later loads only read what is new (the saves
 of another leader, or our own). Saving produces with ``acks=all`` and waits, so a commit that
-returned is durable.
+returned is durable. The poller loads every few seconds, so the store keeps its consumers
+open between loads (see :class:`streams.lag.EndOffsetReader` for what closing each one cost).
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 
 from connectors.salesforce.poller import Watermark
 from streams.admin import create_topics
-from streams.lag import end_offsets_from_fetch
+from streams.lag import EndOffsetReader
 from streams.topics import TopicSpec
 
 
@@ -76,6 +77,8 @@ class KafkaWatermarkStore:
         self._positions: dict[TopicPartition, int] = {}
         self._value: bytes | None = None
         self._producer: KafkaProducer | None = None
+        self._consumer: KafkaConsumer | None = None
+        self._ends = EndOffsetReader(bootstrap, "fetch", client_id="paybus-crm-watermarks")
         self._lock = threading.Lock()
         self._ensured = False
 
@@ -112,31 +115,40 @@ class KafkaWatermarkStore:
             if self._producer is not None:
                 self._producer.close(self.timeout_s)
                 self._producer = None
+            self._drop_consumer()
+            self._ends.close()
 
     def _catch_up(self) -> None:
         """Read every partition from the remembered position to its high-water mark."""
-        consumer = KafkaConsumer(
-            bootstrap_servers=self.bootstrap,
-            group_id=None,
-            client_id="paybus-crm-watermarks",
-            enable_auto_commit=False,
-            auto_offset_reset="earliest",
-            fetch_max_wait_ms=50,
-        )
+        if self._consumer is None:
+            self._consumer = KafkaConsumer(
+                bootstrap_servers=self.bootstrap,
+                group_id=None,
+                client_id="paybus-crm-watermarks",
+                enable_auto_commit=False,
+                auto_offset_reset="earliest",
+                fetch_max_wait_ms=50,
+            )
+        consumer = self._consumer
         try:
             partitions = self._partitions(consumer)
-            ends = end_offsets_from_fetch(
-                self.bootstrap, partitions, dict(self._positions), self.timeout_s
-            )
+            ends = self._ends.read(partitions, dict(self._positions), self.timeout_s)
             behind = [tp for tp in partitions if self._positions.get(tp, 0) < ends[tp]]
             if not behind:
                 return
+            # Positions are ours (seeked every time), so a kept assignment carries nothing over.
             consumer.assign(behind)
             for tp in behind:
                 consumer.seek(tp, self._positions.get(tp, 0))
             self._read_until(consumer, behind, ends)
-        finally:
-            consumer.close()
+        except Exception:
+            self._drop_consumer()  # broker trouble: the next load starts with a fresh client
+            raise
+
+    def _drop_consumer(self) -> None:
+        if self._consumer is not None:
+            self._consumer.close()
+            self._consumer = None
 
     def _partitions(self, consumer: KafkaConsumer) -> list[TopicPartition]:
         found: Any = None

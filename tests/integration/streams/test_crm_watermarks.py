@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import datetime as dt
+import logging
+import time
 
 import pytest
 
@@ -41,3 +43,24 @@ def test_saved_watermark_survives_a_new_store_and_the_newest_wins(
     finally:
         first.close()
         other.close()
+
+
+def test_loading_every_poll_logs_no_kafka_errors(
+    broker: EmbeddedBroker, topic_prefix: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    # The CRM poller loads the watermark every poll (each second in `paybus dev`); a consumer
+    # made and closed per load logged "ERROR kafka.cluster: Metadata refresh: failed
+    # Cancelled" each time.
+    caplog.set_level(logging.ERROR, logger="kafka")
+    store = KafkaWatermarkStore(
+        broker.bootstrap, f"{topic_prefix}.crm.watermarks", "paybus/salesforce", timeout_s=10
+    )
+    try:
+        for n in range(5):
+            store.save(_mark(n))
+            assert store.load() == _mark(n)
+            time.sleep(0.2)  # the poller waits between loads too (poll_interval_s)
+        errors = [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
+        assert errors == []
+    finally:
+        store.close()

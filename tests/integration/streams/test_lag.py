@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import shutil
 import subprocess
 import time
@@ -20,7 +21,7 @@ from kafka.structs import OffsetAndMetadata
 from prometheus_client import CollectorRegistry, start_http_server
 
 from streams.broker import EmbeddedBroker, free_port
-from streams.lag import end_offsets, group_lag, list_groups, partition_lag
+from streams.lag import EndOffsetReader, end_offsets, group_lag, list_groups, partition_lag
 from streams.lag_metrics import ConsumerLagCollector, kafka_reader
 
 pytestmark = pytest.mark.broker
@@ -83,6 +84,48 @@ def test_lag_of_given_partitions_and_after_catching_up(broker: EmbeddedBroker, t
     commit(broker.bootstrap, group, {p0: N, p1: 0})
     rows = partition_lag(broker.bootstrap, group, [p0, p1])
     assert [(r.partition, r.committed, r.end, r.lag) for r in rows] == [(0, N, N, 0), (1, 0, 1, 1)]
+
+
+def kafka_errors(caplog: pytest.LogCaptureFixture) -> list[str]:
+    return [
+        r.getMessage()
+        for r in caplog.records
+        if r.name.startswith("kafka") and r.levelno >= logging.ERROR
+    ]
+
+
+def test_a_reader_read_again_and_again_logs_no_kafka_errors(
+    broker: EmbeddedBroker, topic: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    # The worker's lag timer reads every few seconds, mostly partitions it has caught up on;
+    # a consumer made and closed per read had its metadata refresh cancelled by the close:
+    # "ERROR kafka.cluster: Metadata refresh: failed Cancelled" once per read, the whole of
+    # the dev worker's log.
+    caplog.set_level(logging.ERROR, logger="kafka")
+    group = f"{topic}.again"
+    p0, p2 = TopicPartition(topic, 0), TopicPartition(topic, 2)
+    commit(broker.bootstrap, group, {p0: N})  # caught up; p2 is empty
+    reader = kafka_reader(broker.bootstrap)
+    try:
+        for _ in range(6):
+            rows = reader(group, [p0, p2])
+            assert [(r.partition, r.end, r.lag) for r in rows] == [(0, N, 0), (2, 0, None)]
+            time.sleep(0.2)  # the worker waits between reads too (lag_refresh_s)
+        assert kafka_errors(caplog) == []
+    finally:
+        reader.close()
+
+
+def test_a_reader_sees_records_produced_between_reads(broker: EmbeddedBroker, topic: str) -> None:
+    # One consumer across reads must not answer from the high-water mark it saw last time.
+    p2 = TopicPartition(topic, 2)
+    with EndOffsetReader(broker.bootstrap) as reader:
+        assert reader.read([p2]) == {p2: 0}
+        producer = KafkaProducer(bootstrap_servers=broker.bootstrap)
+        producer.send(topic, value=b"late", partition=2)
+        producer.flush()
+        producer.close()
+        assert reader.read([p2]) == {p2: 1}
 
 
 # --- a real Prometheus scraping the collector ---------------------------------------------------
