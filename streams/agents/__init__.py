@@ -85,6 +85,7 @@ def _attach_lag_collector(app: PaybusApp) -> None:
 
     from prometheus_client import REGISTRY
 
+    from streams.lag import Source
     from streams.lag_metrics import ConsumerLagCollector, kafka_reader
 
     names = {spec.name for spec in app.topic_map.all()}
@@ -95,8 +96,14 @@ def _attach_lag_collector(app: PaybusApp) -> None:
         except Exception:  # consumer not started yet
             return []
 
+    # PAYBUS_END_OFFSETS (by profile: fetch on Tansu, ListOffsets on Apache Kafka); the
+    # collector used to fetch whatever the setting said.
+    source: Source = "fetch" if app.settings.effective_end_offsets == "fetch" else "list_offsets"
     collector = ConsumerLagCollector(
-        app.conf.id, owned, kafka_reader(app.settings.bootstrap_servers), refresh_on_collect=False
+        app.conf.id,
+        owned,
+        kafka_reader(app.settings.bootstrap_servers, source),
+        refresh_on_collect=False,
     )
     REGISTRY.register(collector)
 
