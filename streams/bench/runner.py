@@ -42,6 +42,7 @@ from streams.bench.context import BenchContext, Sizes
 from streams.bench.report import Row
 from streams.codec import AvroCodec
 from streams.settings import Settings
+from streams.terminal import make_console
 
 DEFAULT_EVENTS = 40_000
 _QUIET = ("aiokafka", "faust", "mode", "kafka", "asyncio")
@@ -171,9 +172,7 @@ def main(
     ``quick`` choose (the smoke test runs everything on a tiny input).
     """
     silence_client_loggers()
-    console = Console()
-    if not console.is_terminal:  # a log file or CI: do not wrap the table at 80 columns
-        console = Console(width=150)
+    console = make_console()  # a log file or CI: wide, plain (streams.terminal)
     sizes = sizes or Sizes.for_run(events, quick)
     started = datetime.now()
     t0 = time.monotonic()

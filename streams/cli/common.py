@@ -17,15 +17,15 @@ from typing import Annotated, Any, NoReturn
 import typer
 from pydantic import ValidationError as PydanticValidationError
 from pydantic_settings import SettingsError
-from rich.console import Console
 from rich.markup import escape
 from typer.core import TyperGroup
 
 from streams.errors import ConfigurationError, PaybusError
 from streams.settings import Settings
+from streams.terminal import make_console
 
-console = Console()
-err_console = Console(stderr=True)
+console = make_console()
+err_console = make_console(stderr=True)
 
 
 def state_callback(

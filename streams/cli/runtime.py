@@ -66,10 +66,21 @@ def worker(
 
 def worker_class(base: type[Any]) -> type[Any]:
     """Faust's worker, settling the garbage collector once start-up (and recovery) is done and
-    stopping within ``stop_timeout_s`` of a stop signal."""
+    stopping within ``stop_timeout_s`` of a stop signal.
+
+    Its start-up spinner is dropped when stdout is not a terminal: Faust ends the spinner with
+    a cursor escape (``ESC[?25h``) whatever the stream, so every worker log file (the dev
+    stack's, a container's) began with one.
+    """
     from streams import gc_policy, stop_watchdog
+    from streams.terminal import is_terminal
 
     class PaybusWorker(base):  # type: ignore[misc]
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            super().__init__(*args, **kwargs)
+            if not is_terminal(self.stdout):
+                self.spinner = None
+
         async def on_startup_finished(self) -> None:
             await super().on_startup_finished()
             gc_policy.settle()

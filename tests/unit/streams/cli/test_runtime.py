@@ -1,7 +1,9 @@
-"""``paybus worker``: what can be checked without Kafka is checked before Kafka is touched."""
+"""``paybus worker``: what can be checked without Kafka is checked before Kafka is touched,
+and what the worker's Faust subclass changes about Faust's start-up (no broker)."""
 
 from __future__ import annotations
 
+import io
 from pathlib import Path
 from typing import Any
 
@@ -9,6 +11,7 @@ import pytest
 from typer.testing import CliRunner
 
 from streams.cli import app
+from streams.cli.runtime import worker_class
 
 
 def test_an_unknown_role_is_refused_before_any_topic_is_created(
@@ -22,3 +25,25 @@ def test_an_unknown_role_is_refused_before_any_topic_is_created(
     assert result.exit_code == 1
     assert result.stderr.startswith("error: unknown role(s) bogus; known: sequencer")
     assert created == []
+
+
+class Tty(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+class FaustWorker:
+    """What worker_class needs of faust.Worker: it builds a spinner on ``stdout``."""
+
+    def __init__(self, stdout: Any) -> None:
+        self.stdout = stdout
+        self.spinner: object | None = object()
+
+
+def test_no_spinner_when_stdout_is_a_file() -> None:
+    # Faust finishes the spinner with ESC[?25h whatever the stream: worker logs began with it.
+    assert worker_class(FaustWorker)(io.StringIO()).spinner is None
+
+
+def test_the_spinner_stays_on_a_terminal() -> None:
+    assert worker_class(FaustWorker)(Tty()).spinner is not None

@@ -1,0 +1,54 @@
+"""Consoles on output that is not a terminal: plain text, wide enough, no escapes."""
+
+from __future__ import annotations
+
+import io
+
+import pytest
+from rich.live import Live
+from rich.table import Table
+
+from streams.terminal import PLAIN_WIDTH, is_live, make_console, plain_width
+
+
+class Tty(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+def wide_table() -> Table:
+    table = Table(title="dead letters")
+    for col in ("id", "stage", "where", "aggregate", "reason", "attempts", "failed_at"):
+        table.add_column(col)
+    table.add_row(
+        "dl-0001", "sequencer", "paybus.payments.events[3]@1234", "demo-mandate-01",
+        "rejected: transition", "3", "2026-03-01T12:00:00+00:00",
+    )  # fmt: skip
+    return table
+
+
+def test_a_file_gets_plain_text_wide_enough_for_a_table(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("COLUMNS", raising=False)
+    monkeypatch.setenv("FORCE_COLOR", "1")  # asks rich for escapes even into a file
+    out = io.StringIO()
+    console = make_console(stream=out)
+    with Live(wide_table(), console=console):
+        pass
+    console.print("[red]done[/]")
+    text = out.getvalue()
+    assert "\x1b" not in text  # no cursor (ESC[?25h), redraw or colour codes
+    assert "demo-mandate-01" in text and "2026-03-01T12:00:00+00:00" in text
+    assert console.width == PLAIN_WIDTH and not is_live(console)
+
+
+def test_columns_sets_the_width_of_plain_output() -> None:
+    assert plain_width({"COLUMNS": "200"}) == 200
+    assert plain_width({"COLUMNS": "wide"}) == plain_width({}) == PLAIN_WIDTH
+
+
+def test_a_terminal_keeps_rich_own_console(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("TTY_COMPATIBLE", raising=False)
+    monkeypatch.delenv("FORCE_COLOR", raising=False)
+    monkeypatch.setenv("TERM", "xterm-256color")
+    console = make_console(stream=Tty())
+    assert console.is_terminal and is_live(console)
