@@ -101,11 +101,18 @@ def dev(
         bool, typer.Option(help="Run the story to the end and exit: 0 only if CRM matches PSPs.")
     ] = False,
     timeout: Annotated[float, typer.Option(help="Give up on the story after this long (s).")] = 240,
+    keep_logs: Annotated[
+        bool,
+        typer.Option(
+            help="Keep the run's folder (worker and broker logs, sandbox databases) in the temp "
+            "directory after a clean exit; a failed run always keeps it and prints its path."
+        ),
+    ] = False,
 ) -> None:
     """The embedded default: broker, PSP and CRM stand-ins, worker, demo story, live table."""
     from streams.dev.demo import run_demo
 
-    raise typer.Exit(run_demo(settings_of(ctx), once=once, timeout_s=timeout))
+    raise typer.Exit(run_demo(settings_of(ctx), once=once, timeout_s=timeout, keep_logs=keep_logs))
 
 
 def bench(

@@ -194,6 +194,10 @@ class Scenario:
             return False
         return all(self._final(r) for r in self.rows.values())
 
+    def settled(self) -> int:
+        """How many records are in a final status (the plain progress line counts them)."""
+        return sum(self._final(r) for r in self.rows.values())
+
     @staticmethod
     def _final(row: Row) -> bool:
         if row.external_id.startswith("demo-debit"):

@@ -28,6 +28,8 @@ STRIPE_KEY = "sk_test_paybus_dev"
 STRIPE_SECRET = "whsec_paybus_dev"
 GC_TOKEN = "gc_sandbox_token_dev"
 GC_SECRET = "gc_webhook_secret_dev"
+#: Pinned (not the settings default) so what ``paybus dev`` prints is what the worker checks.
+CRM_INGEST_SECRET = "crm_ingest_secret_dev"
 
 
 @dataclass
@@ -125,6 +127,7 @@ class DevStack:
             PAYBUS_SALESFORCE__VERSION_GUARD="rule",
             PAYBUS_SALESFORCE__POLL_INTERVAL_S="1",
             PAYBUS_CRM__INTEGRATION_USERNAME="integration@paybus.sandbox",
+            PAYBUS_CRM__INGEST_SECRET=CRM_INGEST_SECRET,
         )
         return env
 
