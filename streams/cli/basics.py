@@ -31,6 +31,8 @@ def broker(
     host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
 ) -> None:
     """Run the embedded Kafka-protocol broker (Tansu, in memory) until Ctrl-C."""
+    from streams.dev.guide import export_line  # the dev stack prints the same line
+
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
@@ -39,7 +41,7 @@ def broker(
     except BrokerUnavailable as exc:
         fail(str(exc))
     console.print(f"embedded broker ready: [bold]{running.bootstrap}[/]", highlight=False)
-    console.print(f"export PAYBUS_BOOTSTRAP_SERVERS={running.bootstrap}", highlight=False)
+    console.print(export_line(running.bootstrap), highlight=False)
     try:
         while not stop.wait(0.5):
             if running.process is not None and running.process.poll() is not None:
