@@ -21,6 +21,17 @@ STAGE_ERRORS = Counter(
 DEAD_LETTERS = Counter(
     "paybus_dead_letters_total", "Messages sent to the DLQ, by stage.", ["stage"]
 )
+
+
+def expect_dead_letters(stage: str) -> None:
+    """Export ``stage``'s dead-letter count from start-up, at 0.
+
+    A counter series that first appears at 1 has no earlier sample, so ``increase()`` over it
+    is 0 and the DLQ alert would miss the first dead letter of every stage in every process
+    (most of them: dead letters are rare and pods restart on every deploy)."""
+    DEAD_LETTERS.labels(stage)
+
+
 DECODE_ERRORS = Counter(
     "paybus_decode_errors_total", "Records that could not be decoded, by topic.", ["topic"]
 )

@@ -70,6 +70,11 @@ def attach(app: PaybusApp, roles: Iterable[str] = ROLES) -> dict[str, Any]:
         from streams.agents.backfill import BackfillStage
 
         stages["backfill"] = BackfillStage(app, psps)
+    from streams import metrics
+
+    metrics.expect_dead_letters(
+        "decode"
+    )  # every worker's topics dead-letter what they cannot decode
     _attach_metrics_view(app)
     _attach_lag_collector(app)
     return stages

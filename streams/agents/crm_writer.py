@@ -134,6 +134,7 @@ class CrmWriterStage:
     _guard_lookup_due: float | None = None
 
     def __init__(self, app: PaybusApp, budget: CallBudget | None = None) -> None:
+        metrics.expect_dead_letters(STAGE)
         self.app = app
         self.budget = budget
         sf = app.settings.salesforce

@@ -37,6 +37,7 @@ class NormaliserStage:
     """The normaliser agent and its table of links (see the module doc)."""
 
     def __init__(self, app: PaybusApp) -> None:
+        metrics.expect_dead_letters(STAGE)
         self.app = app
         self.connectors = Connectors(app)
         tm = app.topic_map

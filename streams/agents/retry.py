@@ -46,6 +46,7 @@ BUG_BACKOFF_S = 5.0
 
 class RetryStage:
     def __init__(self, app: PaybusApp, *_: Any) -> None:
+        metrics.expect_dead_letters("retry")
         self.app = app
         self.shared = Shared.of(app)
         self.queue = RetryQueue()

@@ -63,6 +63,7 @@ class SequencerStage:
     """Wires the engine into a Faust agent, a table and a reconcile timer."""
 
     def __init__(self, app: PaybusApp) -> None:
+        metrics.expect_dead_letters(STAGE)
         self.app = app
         settings = app.settings
         self.engine = Sequencer(max_seen=settings.max_seen_ids, max_held=settings.max_held_events)

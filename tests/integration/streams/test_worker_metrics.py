@@ -1,4 +1,5 @@
-"""A real Prometheus scrapes a running worker and sees its lag and outcome series."""
+"""A real Prometheus scrapes a running worker and sees its lag and outcome series, and the
+shipped alert rules fire on what the worker exports (deploy/prometheus/rules.yml)."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from kafka import KafkaProducer
 
 from streams.admin import create_topics
 from streams.broker import EmbeddedBroker, free_port
@@ -17,6 +19,8 @@ from streams.topics import TopicMap
 from tests.integration.streams.test_lag import PROMETHEUS, query
 from tests.integration.streams.test_sequencer_agent import publish_events
 from tests.support.workers import WorkerProcess, paybus_env
+
+RULES = Path(__file__).parents[3] / "deploy" / "prometheus" / "rules.yml"
 
 pytestmark = [
     pytest.mark.broker,
@@ -35,6 +39,7 @@ def test_prometheus_scrapes_worker_lag_and_outcomes(
     config = tmp_path / "prometheus.yml"
     config.write_text(
         "global: {scrape_interval: 1s, evaluation_interval: 1s}\n"
+        f"rule_files: ['{RULES}']\n"
         "scrape_configs:\n"
         "  - job_name: paybus-worker\n"
         f"    static_configs: [{{targets: ['127.0.0.1:{worker.web_port}']}}]\n"
@@ -65,6 +70,21 @@ def test_prometheus_scrapes_worker_lag_and_outcomes(
         topics = {s["metric"]["topic"] for s in lag}
         assert topics <= {t.name for t in tm.all()} and tm.payment_events.name in topics
         assert sum(float(s["value"][1]) for s in applied) > 0
+
+        # The first dead letter of a worker pages: its stage's counter is exported at 0 from
+        # start-up, so increase() sees the step (a series born at 1 shows no increase at all).
+        producer = KafkaProducer(bootstrap_servers=broker.bootstrap)
+        producer.send(tm.payment_events.name, key=b"pay-poison", value=b"not avro")
+        producer.flush(10)
+        producer.close()
+        firing: list[dict[str, Any]] = []
+        deadline = time.monotonic() + 60
+        while not firing and time.monotonic() < deadline:
+            with contextlib.suppress(OSError):
+                firing = query(prom_port, 'ALERTS{alertname="PaybusDeadLetters",stage="decode"}')
+            if not firing:
+                time.sleep(0.5)
+        assert firing, "the first dead letter did not raise PaybusDeadLetters"
     finally:
         proc.terminate()
         with contextlib.suppress(subprocess.TimeoutExpired):
