@@ -34,7 +34,9 @@ class LagUnavailable(PaybusError):
 
 @dataclass(frozen=True, order=True)
 class PartitionLag:
-    """Lag of one group on one partition; ``None`` where the group never committed."""
+    """Lag of one group on one partition. Where the group never committed (``committed`` is
+    None), the lag counts from the log start, where the group's first read begins
+    (``auto_offset_reset=earliest``); ``None`` only when the log start is unknown too."""
 
     group: str
     topic: str
@@ -48,21 +50,45 @@ class PartitionLag:
 
 
 def compute_lag(
-    group: str, committed: Mapping[TopicPartition, int | None], end: Mapping[TopicPartition, int]
+    group: str,
+    committed: Mapping[TopicPartition, int | None],
+    end: Mapping[TopicPartition, int],
+    log_start: Mapping[TopicPartition, int] | None = None,
 ) -> list[PartitionLag]:
     """Rows for every partition in ``end``, sorted; a committed offset past the end is lag 0.
 
     A committed offset can be ahead of the end the client saw (the end was read a moment
     earlier, or the topic was recreated): reporting negative lag would only confuse alerts.
+    A partition never committed lags by what lies between ``log_start`` and its end: a new
+    group, or a worker stuck on a partition's first record, has that whole backlog ahead of it
+    (reported as unknown, it would be invisible to the lag alert).
     """
     rows = []
     for tp, end_offset in end.items():
         done = committed.get(tp)
         if done is not None and done < 0:  # OffsetFetch answers -1 for "never committed"
             done = None
-        lag = None if done is None else max(end_offset - done, 0)
+        base = done if done is not None else (log_start or {}).get(tp)
+        lag = None if base is None else max(end_offset - base, 0)
         rows.append(PartitionLag(group, tp.topic, tp.partition, done, end_offset, lag))
     return sorted(rows)
+
+
+def uncommitted(
+    tps: Iterable[TopicPartition], committed: Mapping[TopicPartition, int | None]
+) -> list[TopicPartition]:
+    """The partitions of ``tps`` the group never committed on."""
+    return [tp for tp in tps if (done := committed.get(tp)) is None or done < 0]
+
+
+def log_starts(
+    consumer: KafkaConsumer, tps: Sequence[TopicPartition], timeout_s: float
+) -> dict[TopicPartition, int]:
+    """The first offset still in each partition's log (ListOffsets EARLIEST; right on Tansu)."""
+    if not tps:
+        return {}
+    answer = consumer.beginning_offsets(list(tps), timeout_ms=int(timeout_s * 1000))
+    return {tp: int(o) for tp, o in answer.items()}
 
 
 @dataclass(frozen=True)
@@ -77,14 +103,15 @@ class TopicLag:
 
 
 def summarize(rows: Iterable[PartitionLag]) -> list[TopicLag]:
-    """Total lag per group and topic; partitions never committed are counted, not summed."""
+    """Total lag per group and topic (a never-committed partition's from its log start), and
+    how many partitions were never committed."""
     totals: dict[tuple[str, str], list[int]] = {}
     for row in rows:
         acc = totals.setdefault((row.group, row.topic), [0, 0, 0])
         acc[0] += 1
-        if row.lag is None:
+        if row.committed is None:
             acc[2] += 1
-        else:
+        if row.lag is not None:
             acc[1] += row.lag
     return [TopicLag(g, t, n, lag, unc) for (g, t), (n, lag, unc) in sorted(totals.items())]
 
@@ -228,6 +255,23 @@ class EndOffsetReader:
                 consumer.close()
                 raise
 
+    def log_starts(
+        self, tps: Sequence[TopicPartition], timeout_s: float = 10.0
+    ) -> dict[TopicPartition, int]:
+        """The log start of each of ``tps`` (see :func:`log_starts`), on the kept consumer."""
+        if not tps:
+            return {}
+        with self._lock:
+            if self._consumer is None:
+                self._consumer = _consumer(self.bootstrap, self.client_id)
+            consumer = self._consumer
+            try:
+                return log_starts(consumer, tps, timeout_s)
+            except Exception:
+                self._consumer = None
+                consumer.close()
+                raise
+
     def close(self) -> None:
         with self._lock:
             if self._consumer is not None:
@@ -286,11 +330,15 @@ def partition_lag(
     if not tps:
         return []
     done: dict[TopicPartition, int | None] = dict(committed_offsets(bootstrap, group))
+    fresh = uncommitted(tps, done)
     if reader is not None:
         end = reader.read(tps, start=done, timeout_s=timeout_s)
+        starts = reader.log_starts(fresh, timeout_s)
     else:
-        end = end_offsets(bootstrap, tps, source, start=done, timeout_s=timeout_s)
-    return compute_lag(group, done, end)
+        with EndOffsetReader(bootstrap, source) as once:
+            end = once.read(tps, start=done, timeout_s=timeout_s)
+            starts = once.log_starts(fresh, timeout_s)
+    return compute_lag(group, done, end, starts)
 
 
 def group_lag(
@@ -313,9 +361,10 @@ def group_lag(
         else:
             answer = consumer.end_offsets(tps, timeout_ms=int(timeout_s * 1000))
             end = {tp: int(o) for tp, o in answer.items()}
+        starts = log_starts(consumer, uncommitted(tps, done), timeout_s)
     finally:
         consumer.close()
-    return compute_lag(group, done, end)
+    return compute_lag(group, done, end, starts)
 
 
 def all_lag(

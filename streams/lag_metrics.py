@@ -121,7 +121,10 @@ class ConsumerLagCollector(Collector):
 def _families() -> tuple[GaugeMetricFamily, GaugeMetricFamily, GaugeMetricFamily]:
     return (
         GaugeMetricFamily(
-            LAG, "Records the group has yet to process (end - committed).", labels=LABELS
+            LAG,
+            "Records the group has yet to process (end - committed; end - log start on a "
+            "partition it never committed).",
+            labels=LABELS,
         ),
         GaugeMetricFamily(COMMITTED, "The group's committed offset.", labels=LABELS),
         GaugeMetricFamily(

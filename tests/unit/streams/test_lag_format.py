@@ -11,7 +11,14 @@ from typer.testing import CliRunner
 from streams.cli import lag_cmd as lag_cli
 from streams.cli.common import state_callback
 from streams.errors import PaybusError
-from streams.lag import PartitionLag, compute_lag, format_offset, format_rows, summarize
+from streams.lag import (
+    PartitionLag,
+    compute_lag,
+    format_offset,
+    format_rows,
+    summarize,
+    uncommitted,
+)
 
 T = "paybus.payments.events"
 
@@ -28,10 +35,19 @@ def test_lag_is_end_minus_committed_per_partition_sorted() -> None:
     ]
 
 
-def test_never_committed_partition_has_unknown_lag() -> None:
+def test_never_committed_partition_has_unknown_lag_without_its_log_start() -> None:
     # OffsetFetch answers -1 for a partition asked about but never committed.
     rows = compute_lag("g", {tp(0): -1}, {tp(0): 5, tp(1): 9})
     assert [(r.partition, r.committed, r.lag) for r in rows] == [(0, None, None), (1, None, None)]
+
+
+def test_never_committed_partition_lags_by_its_whole_log() -> None:
+    # A new group, or a worker stuck on a partition's first record, reads from the log start.
+    rows = compute_lag("g", {tp(0): -1, tp(2): 4}, {tp(0): 5, tp(1): 9, tp(2): 6},
+                       {tp(0): 0, tp(1): 3})  # fmt: skip
+    assert [(r.partition, r.committed, r.lag) for r in rows] == [(0, None, 5), (1, None, 6),
+                                                                 (2, 4, 2)]  # fmt: skip
+    assert uncommitted([tp(0), tp(1), tp(2)], {tp(0): -1, tp(2): 4}) == [tp(0), tp(1)]
 
 
 def test_committed_past_the_end_is_zero_lag_not_negative() -> None:
@@ -47,11 +63,12 @@ def test_summary_totals_per_group_and_topic_and_counts_uncommitted() -> None:
     rows = [
         PartitionLag("a", T, 0, 1, 5, 4),
         PartitionLag("a", T, 1, None, 5, None),
+        PartitionLag("a", T, 2, None, 7, 7),  # never committed, log start known
         PartitionLag("a", "other", 0, 0, 2, 2),
         PartitionLag("b", T, 0, 9, 10, 1),
     ]
     totals = {(t.group, t.topic): (t.partitions, t.lag, t.uncommitted) for t in summarize(rows)}
-    assert totals == {("a", T): (2, 4, 1), ("a", "other"): (1, 2, 0), ("b", T): (1, 1, 0)}
+    assert totals == {("a", T): (3, 11, 2), ("a", "other"): (1, 2, 0), ("b", T): (1, 1, 0)}
 
 
 def test_cells() -> None:

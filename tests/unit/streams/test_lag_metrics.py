@@ -28,7 +28,7 @@ class Cluster:
         rows = []
         for tp in tps:
             done, end = self.committed[tp.partition], self.end[tp.partition]
-            lag = None if done is None else end - done
+            lag = end - (0 if done is None else done)  # never committed: from the log start
             rows.append(PartitionLag(group, tp.topic, tp.partition, done, end, lag))
         return rows
 
@@ -86,12 +86,15 @@ def test_series_of_partitions_given_away_disappear_after_a_rebalance(setup: Setu
     assert scrape(registry) == {LAG: {}, COMMITTED: {}, END: {}}
 
 
-def test_a_never_committed_partition_exports_its_end_only(setup: Setup) -> None:
+def test_a_never_committed_partition_exports_its_end_and_lag_but_no_committed(
+    setup: Setup,
+) -> None:
     registry, owned, _, _ = setup
     owned.owned = [TopicPartition(T, 3)]
     got = scrape(registry)
     assert got[END] == {("paybus", T, "3"): 7.0}
-    assert got[LAG] == {} and got[COMMITTED] == {}
+    assert got[LAG] == {("paybus", T, "3"): 7.0}  # its whole log is ahead of the group
+    assert got[COMMITTED] == {}
 
 
 def test_snapshot_mode_filters_by_the_assignment_at_scrape_time() -> None:
