@@ -13,9 +13,10 @@ works on Tansu; ``describe_groups`` does not, so nothing here depends on group m
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
@@ -230,6 +231,20 @@ class EndOffsetReader:
         self._consumer: KafkaConsumer | None = None
         self._lock = threading.Lock()
 
+    @contextlib.contextmanager
+    def _kept(self) -> Iterator[KafkaConsumer]:
+        """The kept consumer, one read at a time; a failed read drops it."""
+        with self._lock:
+            if self._consumer is None:
+                self._consumer = _consumer(self.bootstrap, self.client_id)
+            consumer = self._consumer
+            try:
+                yield consumer
+            except Exception:
+                self._consumer = None
+                consumer.close()
+                raise
+
     def read(
         self,
         tps: Sequence[TopicPartition],
@@ -239,21 +254,13 @@ class EndOffsetReader:
         """End offset of each of ``tps`` (see :func:`end_offsets` for ``start``)."""
         if not tps:
             return {}
-        with self._lock:
-            if self._consumer is None:
-                self._consumer = _consumer(self.bootstrap, self.client_id)
-            consumer = self._consumer
-            try:
-                if self.source == "fetch":
-                    ends = _fetch_highwaters(consumer, tps, start or {}, timeout_s)
-                    consumer.unsubscribe()
-                    return ends
-                answer = consumer.end_offsets(list(tps), timeout_ms=int(timeout_s * 1000))
-                return {tp: int(o) for tp, o in answer.items()}
-            except Exception:
-                self._consumer = None
-                consumer.close()
-                raise
+        with self._kept() as consumer:
+            if self.source == "fetch":
+                ends = _fetch_highwaters(consumer, tps, start or {}, timeout_s)
+                consumer.unsubscribe()
+                return ends
+            answer = consumer.end_offsets(list(tps), timeout_ms=int(timeout_s * 1000))
+            return {tp: int(o) for tp, o in answer.items()}
 
     def log_starts(
         self, tps: Sequence[TopicPartition], timeout_s: float = 10.0
@@ -261,16 +268,8 @@ class EndOffsetReader:
         """The log start of each of ``tps`` (see :func:`log_starts`), on the kept consumer."""
         if not tps:
             return {}
-        with self._lock:
-            if self._consumer is None:
-                self._consumer = _consumer(self.bootstrap, self.client_id)
-            consumer = self._consumer
-            try:
-                return log_starts(consumer, tps, timeout_s)
-            except Exception:
-                self._consumer = None
-                consumer.close()
-                raise
+        with self._kept() as consumer:
+            return log_starts(consumer, tps, timeout_s)
 
     def close(self) -> None:
         with self._lock:
