@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import faust
+from faust.exceptions import ValueDecodeError
 from faust.types import TransportT
 
 from streams.codec import AvroCodec
@@ -44,6 +45,30 @@ class PaybusTopic(faust.Topic):
     the error go to ``paybus.dlq`` instead, and the partition keeps moving: a poison record
     never blocks the records behind it.
     """
+
+    def _compile_decode(self) -> None:
+        """Faust's decoder, refusing a null value (a tombstone) where the topic allows none.
+
+        A topic whose values go through a codec rather than a record type hands ``None`` to
+        the agent as the value, and the stage fails on it batch after batch until the worker
+        exits, and again after every restart: one tombstone stopped the partition for good.
+        The bus's own topics carry no deletes (table changelogs, where a tombstone is a
+        delete, allow them), so a null value is undecodable like any other poison record.
+        """
+        super()._compile_decode()
+        decode = self.decode
+        allow_empty = self.allow_empty
+
+        async def strict(message: Any, *, propagate: bool = False) -> Any:
+            if message.value is None and not allow_empty:
+                exc = ValueDecodeError("null value (a tombstone; this topic carries no deletes)")
+                if propagate:  # how Faust's conductor asks: it calls the hook itself
+                    raise exc
+                await self.on_value_decode_error(exc, message)
+                return None
+            return await decode(message, propagate=propagate)
+
+        self.decode = strict  # type: ignore[method-assign]
 
     async def on_key_decode_error(self, exc: Exception, message: Any) -> None:
         await self._dead_letter("key", exc, message)
