@@ -92,6 +92,12 @@ class Event:
     attributes: Mapping[str, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
+        # Checked here, not only in from_dict: the agent builds events from decoded Avro, where
+        # an empty id fits the schema and would be applied under the key "".
+        for name in ("event_id", "aggregate_id", "source"):
+            value = getattr(self, name)
+            if not isinstance(value, str) or not value:
+                raise InvalidEvent(f"field {name!r} must be a non-empty string, got {value!r}")
         try:
             statuses, has_methods = _vocabulary(self.aggregate_type)
         except ValueError as exc:

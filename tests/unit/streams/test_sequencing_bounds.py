@@ -189,3 +189,12 @@ def test_invalid_events_are_refused(change: dict[str, object], message: str) -> 
 def test_naive_datetime_refused_on_construction() -> None:
     with pytest.raises(InvalidEvent):
         Event("e1", "p1", "payment", "created", datetime(2026, 1, 1), "crm")
+
+
+@pytest.mark.parametrize("field", ["event_id", "aggregate_id", "source"])
+def test_empty_ids_are_refused_on_construction_as_the_agent_builds_events(field: str) -> None:
+    # The agent builds events from decoded Avro, where "" fits the schema; offline and live
+    # must refuse the same events (an empty aggregate id was applied under the key "").
+    fields = {"event_id": "e1", "aggregate_id": "p1", "source": "crm", field: ""}
+    with pytest.raises(InvalidEvent, match=f"field '{field}' must be a non-empty string"):
+        Event(aggregate_type="payment", status="created", occurred_at=T0, **fields)
