@@ -15,7 +15,7 @@ import json
 import sys
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO, Any
 
@@ -123,9 +123,12 @@ class ParsedLine:
 
 
 def parse_timestamp(value: Any, field: str) -> datetime:
-    """An RFC 3339 timestamp with an offset (naive times are ambiguous and refused)."""
+    """An RFC 3339 timestamp with an offset (naive times are ambiguous and refused), or a
+    whole number of milliseconds since the epoch (Avro's own form of the field)."""
     if isinstance(value, datetime):
         parsed = value
+    elif isinstance(value, int) and not isinstance(value, bool):
+        parsed = datetime.fromtimestamp(value / 1000, UTC)
     elif isinstance(value, str):
         try:
             parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))

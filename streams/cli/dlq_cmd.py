@@ -9,6 +9,7 @@ the original topic's schema.
 from __future__ import annotations
 
 import json
+from datetime import datetime
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -18,7 +19,8 @@ from rich.table import Table
 from streams.cli.common import console, fail, settings_of
 from streams.codec import AvroCodec
 from streams.dlq_store import Letter, collect, read_dlq, replay, replay_order, select
-from streams.jsonl import read_json
+from streams.jsonl import read_json, to_record
+from streams.sequencing_state import format_time
 from streams.settings import Settings
 from streams.topics import TopicMap
 
@@ -71,11 +73,18 @@ def list_letters(
     console.print(table)
 
 
+def _json_value(value: Any) -> Any:
+    """Timestamps as RFC 3339, the form ``replay --value-json`` reads back: a record copied
+    from ``show``, fixed and replayed needs no reformatting."""
+    return format_time(value) if isinstance(value, datetime) else str(value)
+
+
 def _decoded(settings: Settings, record: dict[str, Any]) -> str:
     tm = TopicMap.from_settings(settings)
     try:
         schema = tm.by_name(record["original_topic"]).value_schema
-        return json.dumps(AvroCodec().decode(record["value"], schema), default=str, indent=2)
+        decoded = AvroCodec().decode(record["value"], schema)
+        return json.dumps(decoded, default=_json_value, indent=2)
     except Exception as exc:
         return f"(not decodable: {exc})"
 
@@ -138,8 +147,9 @@ def replay_cmd(
             schema = TopicMap.from_settings(settings).by_name(topic).value_schema
         except KeyError:
             fail(f"{topic} is not a topic of this bus's topic map: no schema to encode with")
+        codec = AvroCodec()
         try:
-            values[letter_id] = AvroCodec().encode(schema, fixed)
+            values[letter_id] = codec.encode(schema, to_record(codec, schema, fixed))
         except Exception as exc:
             fail(f"the fixed record in {value_json} does not fit {topic}'s schema: {exc}")
     done = replay(settings.bootstrap_servers, TopicMap.from_settings(settings).dlq.name,

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 
 from streams.codec import AvroCodec
-from streams.errors import InputError
-from streams.jsonl import UserLines, parse_lines, read_json
+from streams.errors import InputError, ValidationError
+from streams.jsonl import UserLines, parse_lines, parse_timestamp, read_json
 
 GOOD = (
     '{"change_id": "c1", "aggregate_id": "pay-1", "aggregate_type": "payment", '
@@ -77,3 +78,11 @@ def test_read_json_locates_bad_json_in_the_file(tmp_path: Path) -> None:
     assert str(caught.value) == f"{path}:3:8: bad JSON: Expecting value"
     path.write_text('{"a": [1]}\n')
     assert read_json(path) == {"a": [1]}
+
+
+def test_a_timestamp_may_be_epoch_milliseconds_avros_own_form() -> None:
+    assert parse_timestamp(1_700_000_000_123, "at") == datetime(
+        2023, 11, 14, 22, 13, 20, 123000, tzinfo=UTC
+    )
+    with pytest.raises(ValidationError, match="expected an RFC 3339 string"):
+        parse_timestamp(True, "at")

@@ -84,3 +84,32 @@ def test_a_fitting_record_is_replayed_encoded(replayed: list[Any], clean_env: Pa
     result = _replay(path)
     assert result.exit_code == 0, result.output
     assert [set(v) for v in replayed] == [{"L1"}] and replayed[0]["L1"]
+
+
+def test_what_show_prints_can_be_fixed_and_replayed_as_is(
+    replayed: list[Any], clean_env: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from streams.codec import AvroCodec
+
+    codec = AvroCodec()
+    original = {**FIXED, "occurred_at": datetime(2026, 12, 4, 17, 35, 52, 354000, tzinfo=UTC)}
+    letter = Letter(
+        {
+            "dead_letter_id": "L1", "stage": "router", "original_topic": "paybus.crm.changes",
+            "original_partition": 0, "original_offset": 7, "aggregate_id": "pay-1",
+            "reason": "bad amount", "attempts": 1, "failed_at": datetime(2026, 1, 1, tzinfo=UTC),
+            "key": b"pay-1", "error_log": ["bad amount"],
+            "value": codec.encode("CrmChange", original),
+        }
+    )  # fmt: skip
+    monkeypatch.setattr(dlq_cmd, "_letters", lambda settings: {"L1": letter})
+    shown = CliRunner().invoke(app, ["dlq", "show", "L1"], terminal_width=200)
+    assert shown.exit_code == 0, shown.output
+    record = json.loads(shown.stdout[shown.stdout.index("{") :])
+    assert record["occurred_at"] == "2026-12-04T17:35:52.354000Z"
+    path = clean_env / "fixed.json"
+    path.write_text(json.dumps({**record, "amount_minor": 1250}))  # the fix, nothing else
+    result = _replay(path)
+    assert result.exit_code == 0, result.output
+    sent = codec.decode(replayed[0]["L1"], "CrmChange")
+    assert sent["occurred_at"] == original["occurred_at"] and sent["amount_minor"] == 1250
