@@ -26,6 +26,7 @@ from streams.lag import (
     all_lag,
     format_offset,
     format_rows,
+    list_groups,
     summarize,
 )
 
@@ -79,7 +80,11 @@ def lag(
     bootstrap = settings_of(ctx).bootstrap_servers
     title = f"consumer lag on {bootstrap}"
     if not watch:
-        console.print(lag_table(_read(bootstrap, group, src), title))
+        rows = _read(bootstrap, group, src)
+        console.print(lag_table(rows, title))
+        if group and not rows:  # a typo'd group and an idle one must not look alike to scripts
+            known = ", ".join(list_groups(bootstrap)) or "none"
+            fail(f"group {group!r} has no committed offsets on {bootstrap} (groups: {known})")
         return
     with Live(console=console, auto_refresh=False) as live:
         try:

@@ -119,6 +119,18 @@ def test_command_prints_the_group_asked_for(
     assert "orders" in result.output and "42" in result.output and "142" in result.output
 
 
+def test_a_group_with_no_offsets_is_an_error_naming_the_known_groups(
+    monkeypatch: pytest.MonkeyPatch, clean_env: object
+) -> None:
+    monkeypatch.setattr(lag_cli, "all_lag", lambda b, g, s: [])
+    monkeypatch.setattr(lag_cli, "list_groups", lambda b: ["paybus", "paybus-web"])
+    result = CliRunner().invoke(_cli(), ["-b", "k:9", "lag", "paybsu"], env={"COLUMNS": "200"})
+    assert result.exit_code == 1
+    assert "group 'paybsu' has no committed offsets on k:9 (groups: paybus, paybus-web)" in (
+        result.stderr
+    )
+
+
 def test_command_reads_every_group_by_default(
     monkeypatch: pytest.MonkeyPatch, clean_env: object
 ) -> None:
