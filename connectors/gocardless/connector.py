@@ -84,9 +84,12 @@ class GoCardlessConnector(PspConnector):
         return datetime.fromtimestamp(self._clock(), tz=UTC)
 
     @staticmethod
-    def _warn_dropped(command: PaymentCommand, dropped: list[str]) -> None:
+    def _log_dropped(command: PaymentCommand, dropped: list[str]) -> None:
+        """Info, not a warning: dropping is the designed answer to GoCardless's 3-key limit
+        (the bus's own keys win), nothing an operator can act on, and it happened on every
+        refund and payment from the CRM (the poller's ``salesforce_object`` key)."""
         if dropped:
-            log.warning(
+            log.info(
                 "command %s: metadata keys %s do not fit GoCardless's 3-key limit; not sent",
                 command.command_id,
                 ", ".join(dropped),
@@ -132,12 +135,12 @@ class GoCardlessConnector(PspConnector):
         op = command.operation
         if op == "create_mandate":
             params, dropped = tf.mandate_params(command)
-            self._warn_dropped(command, dropped)
+            self._log_dropped(command, dropped)
             mandate = self._retry(lambda: self.api.create_mandate(params, key))
             return self._answer(command, "mandate", mandate, "created")
         if op == "create_payment":
             params, dropped = tf.payment_params(command)
-            self._warn_dropped(command, dropped)
+            self._log_dropped(command, dropped)
             payment = self._retry(lambda: self.api.create_payment(params, key))
             return self._answer(command, "payment", payment, "created")
         if op == "cancel":
@@ -198,7 +201,7 @@ class GoCardlessConnector(PspConnector):
                 f"payment {payment_id} has nothing left to refund", psp=PSP, code="invalid_command"
             )
         params, dropped = tf.refund_params(command, amount=amount, refunded_before=refunded)
-        self._warn_dropped(command, dropped)
+        self._log_dropped(command, dropped)
         created = self._retry(lambda: self.api.create_refund(params, key))
         return self._answer(command, "refund", created, "created")
 
