@@ -118,6 +118,7 @@ class SequencerStage:
         updates: list[Record] = []
         dead: list[Any] = []
         evicted_seen = evicted_held = 0
+        held_before = 0  # of the aggregates the batch touches, as loaded
         hits, misses = self.decoded.hits, self.decoded.misses
         for event in events:
             value = cast(Mapping[str, Any], event.value)
@@ -130,7 +131,11 @@ class SequencerStage:
                 )
                 continue
             agg = engine_event.aggregate_id
-            state = states[agg] if agg in states else self.decoded.load(agg, store.get(agg))
+            if agg in states:
+                state = states[agg]
+            else:
+                state = self.decoded.load(agg, store.get(agg))
+                held_before += len(state.held) if state is not None else 0
             if engine_event.attributes.get(RECONCILE_ATTR) and state is not None:
                 result = self.engine.reconcile(
                     state, engine_event.status, now=engine_event.occurred_at, source="reconcile"
@@ -155,6 +160,10 @@ class SequencerStage:
             dead += await self.sender.send(self.status_topic, updates)
         await asyncio.gather(*dead)
         self._count(counts, evicted_seen, evicted_held)
+        # The held gauge moves with every batch; the reconcile timer (every hold timeout / 4)
+        # sets it absolutely, which also corrects it after partitions move to another worker.
+        held_after = sum(len(s.held) for s in states.values() if s is not None)
+        metrics.HELD_EVENTS.inc(held_after - held_before)
         metrics.SEQUENCER_STATE_LOADS.labels("hit").inc(self.decoded.hits - hits)
         metrics.SEQUENCER_STATE_LOADS.labels("miss").inc(self.decoded.misses - misses)
         await self._write_states(states, last_event)

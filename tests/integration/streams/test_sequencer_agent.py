@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -103,3 +104,39 @@ def test_shuffled_duplicated_histories_end_in_order(
         reader.close()
         worker.stop()
     (tmp_path / "expected.json").write_text(json.dumps(expected))
+
+
+def _held_gauge(worker: WorkerProcess) -> float | None:
+    for line in (worker.metrics_text() or "").splitlines():
+        if line.startswith("paybus_held_events "):
+            return float(line.split()[1])
+    return None
+
+
+def test_the_held_gauge_follows_each_batch(
+    broker: EmbeddedBroker, topic_prefix: str, tmp_path: Path
+) -> None:
+    # The reconcile timer runs every hold timeout / 4 (225 s by default): the gauge must not
+    # wait for it, or the dashboard shows minutes-old held counts.
+    tm = TopicMap(topic_prefix, 8, 1)
+    create_topics(broker.bootstrap, tm.all())
+    at = datetime(2026, 12, 4, 12, 0, tzinfo=UTC)
+
+    def event(n: int, status: str) -> dict[str, object]:
+        return {"event_id": f"h-{n}", "aggregate_id": "agg-held", "aggregate_type": "payment",
+                "status": status, "occurred_at": at + timedelta(seconds=n), "source": "test",
+                "method": "direct_debit"}  # fmt: skip
+
+    env = paybus_env(broker.bootstrap, topic_prefix, tmp_path)
+    worker = WorkerProcess.paybus(env, tmp_path / "worker.log", "--role", "sequencer").start()
+    try:
+        worker.wait_ready()
+        # A direct debit confirmed before it was submitted: held until the gap fills.
+        publish_events(broker.bootstrap, tm.payment_events.name,
+                       [event(0, "created"), event(3, "confirmed")])  # fmt: skip
+        wait_for(lambda: _held_gauge(worker) == 1.0, 30, "the held gauge to show 1")
+        publish_events(broker.bootstrap, tm.payment_events.name,
+                       [event(1, "pending_submission"), event(2, "submitted")])  # fmt: skip
+        wait_for(lambda: _held_gauge(worker) == 0.0, 30, "the held gauge to go back to 0")
+    finally:
+        worker.stop()
