@@ -227,3 +227,18 @@ def fresh_broker(settings: Settings, log_dir: Path, name: str) -> Iterator[str]:
         yield broker.bootstrap
     finally:
         broker.stop()
+
+
+def diagnosis(workers: Mapping[str, Worker]) -> str:
+    """Per role: how it exited, or the last warning or error its log has (the stack's work
+    folder goes with the run, so this is all that is left to say which stage stalled)."""
+    said = []
+    for role, worker in workers.items():
+        gone = worker.exit_message()
+        if gone is not None:
+            said.append(f"{role}: {gone[-300:]}")
+            continue
+        lines = [ln for ln in worker.log_tail(20_000).splitlines()
+                 if " WARNING " in ln or " ERROR " in ln or " CRITICAL " in ln]  # fmt: skip
+        said.append(f"{role}: {lines[-1][-300:] if lines else 'running, log quiet'}")
+    return "; ".join(said)

@@ -297,12 +297,15 @@ def _stack(
         ctx.progress(0, None, "webhook -> CRM: workers starting")
         with procs.running(list(workers.values())):
             # Until the groups have settled and every partition has been fetched: not timed.
-            warm = _run_rate(
-                ctx, bus, sf, url, workers["crm"], WARM_RATE, 1000 + run_n, timed=False,
-                seconds=WARM_S,
-            )  # fmt: skip
-            if warm.written < warm.sent:
-                raise procs.BenchError("warm-up webhooks did not all reach the CRM")
+            try:
+                warm = _run_rate(
+                    ctx, bus, sf, url, workers["crm"], WARM_RATE, 1000 + run_n, timed=False,
+                    seconds=WARM_S,
+                )  # fmt: skip
+                if warm.written < warm.sent:
+                    raise procs.BenchError("warm-up webhooks did not all reach the CRM")
+            except procs.BenchError as exc:
+                raise procs.BenchError(f"{exc}; {procs.diagnosis(workers)}") from None
             yield bus, url, workers["crm"]
 
 
