@@ -37,6 +37,24 @@ _NOISY_LOGGERS = ("aiokafka", "faust", "mode", "kafka")
 log = logging.getLogger(__name__)
 
 
+class PaybusSchema(faust.Schema[Any, Any]):
+    """Faust's schema, refusing a null value (a tombstone) where the topic allows none.
+
+    A topic whose values go through a codec rather than a record type handed ``None`` to the
+    agent as the value, and the stage failed on it batch after batch until the worker
+    exited, and again after every restart: one tombstone stopped the partition for good.
+    The bus's own topics carry no deletes, so a null value is undecodable like any other
+    poison record (:class:`PaybusTopic` dead-letters it). Faust's decoder lets a null value
+    through before calling this wherever the topic allows empty values (table changelogs,
+    where a tombstone is a delete), so reaching here with one means it is not allowed.
+    """
+
+    def loads_value(self, app: Any, message: Any, **kwargs: Any) -> Any:
+        if message.value is None:
+            raise ValueDecodeError("null value (a tombstone; this topic carries no deletes)")
+        return super().loads_value(app, message, **kwargs)
+
+
 class PaybusTopic(faust.Topic):
     """A topic whose undecodable records become dead letters (stage ``decode``).
 
@@ -45,30 +63,6 @@ class PaybusTopic(faust.Topic):
     the error go to ``paybus.dlq`` instead, and the partition keeps moving: a poison record
     never blocks the records behind it.
     """
-
-    def _compile_decode(self) -> None:
-        """Faust's decoder, refusing a null value (a tombstone) where the topic allows none.
-
-        A topic whose values go through a codec rather than a record type hands ``None`` to
-        the agent as the value, and the stage fails on it batch after batch until the worker
-        exits, and again after every restart: one tombstone stopped the partition for good.
-        The bus's own topics carry no deletes (table changelogs, where a tombstone is a
-        delete, allow them), so a null value is undecodable like any other poison record.
-        """
-        super()._compile_decode()
-        decode = self.decode
-        allow_empty = self.allow_empty
-
-        async def strict(message: Any, *, propagate: bool = False) -> Any:
-            if message.value is None and not allow_empty:
-                exc = ValueDecodeError("null value (a tombstone; this topic carries no deletes)")
-                if propagate:  # how Faust's conductor asks: it calls the hook itself
-                    raise exc
-                await self.on_value_decode_error(exc, message)
-                return None
-            return await decode(message, propagate=propagate)
-
-        self.decode = strict  # type: ignore[method-assign]
 
     async def on_key_decode_error(self, exc: Exception, message: Any) -> None:
         await self._dead_letter("key", exc, message)
@@ -196,6 +190,7 @@ def build_app(settings: Settings, *, autodiscover: bool = False) -> PaybusApp:
         datadir=str(settings.data_dir / "faust"),
         producer_acks=-1,
         Topic=PaybusTopic,
+        Schema=PaybusSchema,
         # A few ms of linger lets one produce request carry many records: the sequencer and
         # the receiver await delivery per batch, not per record (bench: ~+15-20 %).
         producer_linger=0.005,
