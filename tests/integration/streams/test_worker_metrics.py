@@ -18,7 +18,7 @@ from streams.demo_data import delivery, histories
 from streams.topics import TopicMap
 from tests.integration.streams.test_lag import PROMETHEUS, query
 from tests.integration.streams.test_sequencer_agent import publish_events
-from tests.support.workers import WorkerProcess, paybus_env
+from tests.support.workers import WorkerProcess, paybus_env, wait_for
 
 RULES = Path(__file__).parents[3] / "deploy" / "prometheus" / "rules.yml"
 
@@ -77,14 +77,14 @@ def test_prometheus_scrapes_worker_lag_and_outcomes(
         producer.send(tm.payment_events.name, key=b"pay-poison", value=b"not avro")
         producer.flush(10)
         producer.close()
-        firing: list[dict[str, Any]] = []
-        deadline = time.monotonic() + 60
-        while not firing and time.monotonic() < deadline:
+
+        def dead_letter_alert() -> bool:
             with contextlib.suppress(OSError):
-                firing = query(prom_port, 'ALERTS{alertname="PaybusDeadLetters",stage="decode"}')
-            if not firing:
-                time.sleep(0.5)
-        assert firing, "the first dead letter did not raise PaybusDeadLetters"
+                alerts = 'ALERTS{alertname="PaybusDeadLetters",stage="decode"}'
+                return bool(query(prom_port, alerts))
+            return False
+
+        wait_for(dead_letter_alert, 60, "the first dead letter to raise PaybusDeadLetters")
     finally:
         proc.terminate()
         with contextlib.suppress(subprocess.TimeoutExpired):
