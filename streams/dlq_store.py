@@ -8,11 +8,16 @@ compaction keeps one marker per letter and never drops a letter for it). A lette
 is listed as replayed. Markers are written after the records were delivered, so a crash in
 between at worst lets an operator replay the same records twice, which the bus absorbs
 (commands and events carry their own ids).
+
+``paybus dlq discard`` closes letters the same way with a ``discarded`` marker, for letters an
+operator decided need nothing more. Letters closed by neither are *pending*: what
+``dlq list --pending`` shows and the ``paybus_dlq_pending_letters`` gauge counts
+(:mod:`streams.dlq_watch`).
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -23,6 +28,10 @@ from streams.codec import AvroCodec
 from streams.lag import end_offsets_from_fetch
 
 REPLAYED = "replayed"
+#: Marker stage of a letter an operator looked at and chose not to replay (``dlq discard``).
+DISCARDED = "discarded"
+#: Marker stages: they close a letter, they are not letters themselves.
+RESOLUTIONS = frozenset({REPLAYED, DISCARDED})
 
 
 @dataclass
@@ -30,7 +39,11 @@ class Letter:
     """One dead letter as the CLI shows it."""
 
     record: dict[str, Any]
-    replayed_at: datetime | None = None
+    resolved_at: datetime | None = None
+    #: How it was closed: :data:`REPLAYED` or :data:`DISCARDED` (None while pending).
+    resolution: str | None = None
+    #: The marker's reason (``discarded: <why>``).
+    resolution_reason: str | None = None
     dlq_offsets: list[tuple[int, int]] = field(default_factory=list)
 
     @property
@@ -38,26 +51,61 @@ class Letter:
         return str(self.record["dead_letter_id"])
 
     @property
+    def resolved(self) -> bool:
+        return self.resolved_at is not None
+
+    @property
     def replayed(self) -> bool:
-        return self.replayed_at is not None
+        return self.resolution == REPLAYED
+
+    @property
+    def replayed_at(self) -> datetime | None:
+        return self.resolved_at if self.replayed else None
+
+
+class Ledger:
+    """Letters by id, fed DLQ records in log order: the latest copy wins, markers close.
+
+    A marker closes the letter of its id if it is not older than the letter (a letter that
+    failed again after its replay is pending once more). Letter and marker share a key, so they
+    share a partition and arrive in log order; compaction may leave a marker without its
+    letter, which is then simply not listed. Fed incrementally by the worker's DLQ gauge and
+    all at once by the CLI.
+    """
+
+    def __init__(self) -> None:
+        self.letters: dict[str, Letter] = {}
+        self._marks: dict[str, tuple[datetime, str, str | None]] = {}
+
+    def add(self, record: dict[str, Any]) -> None:
+        lid = str(record["dead_letter_id"])
+        stage = record.get("stage")
+        if stage in RESOLUTIONS:
+            mark = (record["failed_at"], str(stage), record.get("reason"))
+            self._marks[lid] = mark
+            if (closed := self.letters.get(lid)) is not None:
+                self._close(closed, mark)
+            return
+        letter = Letter(record)
+        self.letters[lid] = letter
+        if (earlier := self._marks.get(lid)) is not None:
+            self._close(letter, earlier)
+
+    @staticmethod
+    def _close(letter: Letter, mark: tuple[datetime, str, str | None]) -> None:
+        if mark[0] >= letter.record["failed_at"]:
+            letter.resolved_at, letter.resolution, letter.resolution_reason = mark
+
+    def pending(self) -> list[Letter]:
+        return [lt for lt in self.letters.values() if not lt.resolved]
 
 
 def collect(records: Iterable[dict[str, Any]]) -> dict[str, Letter]:
-    """Letters by id from DLQ records in log order: the latest copy wins, markers flag."""
-    letters: dict[str, Letter] = {}
-    replays: dict[str, datetime] = {}
+    """Letters by id from DLQ records in log order (see :class:`Ledger`)."""
+    ledger = Ledger()
     for record in records:
-        lid = str(record["dead_letter_id"])
-        if record.get("stage") == REPLAYED:
-            replays[lid] = record["failed_at"]
-            continue
-        if lid in letters and lid in replays and replays[lid] <= record["failed_at"]:
-            del replays[lid]  # failed again after its replay: pending once more
-        letters[lid] = Letter(record)
-    for lid, at in replays.items():
-        if lid in letters and at >= letters[lid].record["failed_at"]:
-            letters[lid].replayed_at = at
-    return letters
+        ledger.add(record)
+    return ledger.letters
 
 
 def replay_order(letters: Sequence[Letter]) -> list[Letter]:
@@ -79,7 +127,7 @@ def select(
     everything: bool = False,
     aggregate: str | None = None,
 ) -> list[Letter]:
-    """Which letters a replay takes: the named ids, or every pending one (of an aggregate)."""
+    """Which letters a command takes: the named ids, or every pending one (of an aggregate)."""
     if ids:
         missing = [i for i in ids if i not in letters]
         if missing:
@@ -88,7 +136,7 @@ def select(
     return [
         lt
         for lt in letters.values()
-        if not lt.replayed
+        if not lt.resolved
         and (everything or (aggregate is not None and lt.record.get("aggregate_id") == aggregate))
     ]
 
@@ -137,7 +185,6 @@ def replay(
     values: dict[str, bytes] | None = None,
 ) -> list[Letter]:
     """Re-inject ``letters`` in replay order (``values`` overrides fixed ones), then mark them."""
-    codec = AvroCodec()
     ordered = replay_order(letters)
     producer = KafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=5)
     try:
@@ -150,21 +197,48 @@ def replay(
                 value=value,
                 partition=rec["original_partition"],
             ).get(timeout=30)  # one at a time: order within the partition is the point
-        now = datetime.now(UTC)
-        for letter in ordered:
-            marker = {
-                **letter.record,
-                "stage": REPLAYED,
-                "reason": f"replayed to {letter.record['original_topic']}",
-                "failed_at": now,
-                "value": b"",
-                "error_log": [],
-            }
-            producer.send(
-                dlq_topic, key=letter.id.encode(), value=codec.encode("DeadLetter", marker)
-            )
-            letter.replayed_at = now
+        _mark(producer, dlq_topic, ordered, REPLAYED,
+              lambda lt: f"replayed to {lt.record['original_topic']}")  # fmt: skip
         producer.flush(30)
     finally:
         producer.close()
     return ordered
+
+
+def discard(bootstrap: str, dlq_topic: str, letters: Sequence[Letter], reason: str) -> None:
+    """Close ``letters`` without replaying them: an operator decided they need nothing more.
+
+    The letters stay readable (``dlq list`` shows them as discarded, with the reason) until
+    compaction keeps only the marker; they stop counting as pending for the DLQ gauge and its
+    alert.
+    """
+    producer = KafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=5)
+    try:
+        _mark(producer, dlq_topic, letters, DISCARDED, lambda _lt: f"discarded: {reason}")
+        producer.flush(30)
+    finally:
+        producer.close()
+
+
+def _mark(
+    producer: KafkaProducer,
+    dlq_topic: str,
+    letters: Sequence[Letter],
+    resolution: str,
+    reason: Callable[[Letter], str],
+) -> None:
+    """Queue one marker per letter (keyed by its id, so compaction keeps the marker)."""
+    codec = AvroCodec()
+    now = datetime.now(UTC)
+    for letter in letters:
+        marker = {
+            **letter.record,
+            "stage": resolution,
+            "reason": reason(letter),
+            "failed_at": now,
+            "value": b"",
+            "error_log": [],
+        }
+        producer.send(dlq_topic, key=letter.id.encode(), value=codec.encode("DeadLetter", marker))
+        letter.resolved_at, letter.resolution = now, resolution
+        letter.resolution_reason = marker["reason"]

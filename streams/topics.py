@@ -117,8 +117,12 @@ class TopicMap:
     @property
     def dlq(self) -> TopicSpec:
         return self._spec(
-            "dlq", "dlq", "aggregate id", "DeadLetter",
-            writers="any stage", readers="operators (paybus dlq)", cleanup="compact,delete",
+            # keyed by the letter's own id (not the aggregate's, as DESIGN's table has it):
+            # compaction must keep every letter of an aggregate, and a replay or discard
+            # marker replaces only its own letter
+            "dlq", "dlq", "dead letter id", "DeadLetter",
+            writers="any stage", readers="operators (paybus dlq), ops (pending gauge)",
+            cleanup="compact,delete",
             week="1",
         )  # fmt: skip
 

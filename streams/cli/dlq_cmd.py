@@ -3,7 +3,8 @@
 ``replay`` puts the original bytes back where they came from, in their original order, and
 marks the letters replayed (see :mod:`streams.dlq_store`). A letter whose record was wrong can
 be fixed on the way: ``--value-json FILE`` gives the corrected record as JSON, encoded with
-the original topic's schema.
+the original topic's schema. ``discard`` closes letters that need nothing more (a test event,
+a payment settled by hand), with a reason: they stop counting as pending.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from rich.table import Table
 
 from streams.cli.common import console, fail, settings_of
 from streams.codec import AvroCodec
-from streams.dlq_store import Letter, collect, read_dlq, replay, replay_order, select
+from streams.dlq_store import Letter, collect, discard, read_dlq, replay, replay_order, select
 from streams.jsonl import read_json, to_record
 from streams.sequencing_state import format_time
 from streams.settings import Settings
@@ -26,10 +27,11 @@ from streams.topics import TopicMap
 
 
 def register(app: typer.Typer) -> None:
-    group = typer.Typer(help="Dead letters: list, show, replay.", no_args_is_help=True)
+    group = typer.Typer(help="Dead letters: list, show, replay, discard.", no_args_is_help=True)
     group.command("list")(list_letters)
     group.command("show")(show)
     group.command("replay")(replay_cmd)
+    group.command("discard")(discard_cmd)
     app.add_typer(group, name="dlq")
 
 
@@ -43,11 +45,13 @@ def _letters(settings: Settings) -> dict[str, Letter]:
 
 def list_letters(
     ctx: typer.Context,
-    pending: Annotated[bool, typer.Option("--pending", help="Hide replayed letters.")] = False,
+    pending: Annotated[
+        bool, typer.Option("--pending", help="Hide replayed and discarded letters.")
+    ] = False,
 ) -> None:
-    """Dead letters, oldest first; replayed ones are flagged (or hidden with --pending)."""
+    """Dead letters, oldest first; replayed and discarded ones are flagged (or hidden)."""
     letters = _letters(settings_of(ctx))
-    shown = [lt for lt in letters.values() if not (pending and lt.replayed)]
+    shown = [lt for lt in letters.values() if not (pending and lt.resolved)]
     table = Table(title=f"{len(shown)} dead letter(s)", title_justify="left")
     for name in (
         "id",
@@ -57,7 +61,7 @@ def list_letters(
         "reason",
         "attempts",
         "failed_at",
-        "replayed",
+        "closed",
     ):
         table.add_column(name, overflow="fold")
     for lt in sorted(shown, key=lambda x: x.record["failed_at"]):
@@ -67,10 +71,17 @@ def list_letters(
             f"{r['original_topic']}[{r['original_partition']}]@{r['original_offset']}",
             r.get("aggregate_id") or "", str(r["reason"])[:80], str(r.get("attempts", 1)),
             r["failed_at"].isoformat(timespec="seconds"),
-            lt.replayed_at.isoformat(timespec="seconds") if lt.replayed_at else "",
-            style="dim" if lt.replayed else None,
+            _closed(lt),
+            style="dim" if lt.resolved else None,
         )  # fmt: skip
     console.print(table)
+
+
+def _closed(letter: Letter) -> str:
+    """``replayed 2026-12-04T10:00:00+00:00`` / ``discarded ...``, or empty while pending."""
+    if letter.resolved_at is None:
+        return ""
+    return f"{letter.resolution} {letter.resolved_at.isoformat(timespec='seconds')}"
 
 
 def _json_value(value: Any) -> Any:
@@ -99,7 +110,8 @@ def show(ctx: typer.Context, letter_id: Annotated[str, typer.Argument(help="Its 
     for name in ("dead_letter_id", "stage", "original_topic", "original_partition",
                  "original_offset", "aggregate_id", "reason", "attempts", "failed_at"):  # fmt: skip
         console.print(f"[bold]{name}:[/] {r.get(name)}", highlight=False)
-    console.print(f"[bold]replayed:[/] {letter.replayed_at or 'no'}", highlight=False)
+    closed = f"{_closed(letter)} ({letter.resolution_reason})" if letter.resolved else "no"
+    console.print(f"[bold]closed:[/] {closed}", highlight=False, markup=False)
     key = r.get("key")
     console.print(f"[bold]key:[/] {key.decode('utf-8', 'replace') if key else None}")
     console.print("[bold]error log:[/]")
@@ -120,21 +132,13 @@ def replay_cmd(
 ) -> None:
     """Re-inject letters' original bytes to their original topic, in original order."""
     settings = settings_of(ctx)
-    if sum((letter_id is not None, everything, aggregate is not None)) != 1:
-        fail("name exactly one of: a letter id, --all, --aggregate A")
+    _one_choice(letter_id, everything, aggregate)
     if value_json is not None and letter_id is None:
         fail("--value-json fixes one letter: give its id")
     # read before Kafka is asked anything: a missing or malformed file is the user's to fix,
     # named as FILE or FILE:LINE:COL (InputError, reported by the CLI), not a schema mismatch
     fixed = read_json(value_json) if value_json is not None else None
-    letters = _letters(settings)
-    try:
-        chosen = select(
-            letters, ids=[letter_id] if letter_id else [], everything=everything,
-            aggregate=aggregate,
-        )  # fmt: skip
-    except KeyError as exc:
-        fail(f"no dead letter {exc} (see `paybus dlq list`)")
+    chosen = _chosen(settings, letter_id, everything, aggregate)
     if not chosen:
         console.print("nothing to replay")
         return
@@ -160,3 +164,47 @@ def replay_cmd(
             f"replayed {lt.id} -> {r['original_topic']}[{r['original_partition']}]",
             highlight=False,
         )
+
+
+def discard_cmd(
+    ctx: typer.Context,
+    letter_id: Annotated[str | None, typer.Argument(help="One letter's id.")] = None,
+    everything: Annotated[bool, typer.Option("--all", help="Every pending letter.")] = False,
+    aggregate: Annotated[str | None, typer.Option(help="Pending letters of one aggregate.")] = None,
+    reason: Annotated[str, typer.Option(help="Why nothing more is needed (kept with them).")] = "",
+) -> None:
+    """Close letters without replaying them: they stop counting as pending (and alerting)."""
+    settings = settings_of(ctx)
+    _one_choice(letter_id, everything, aggregate)
+    if not reason.strip():
+        fail("say why with --reason TEXT: it stays with the letters for whoever looks next")
+    chosen = _chosen(settings, letter_id, everything, aggregate)
+    for lt in [lt for lt in chosen if lt.resolved]:  # only a named letter can be closed already
+        console.print(f"{lt.id} is closed already: {_closed(lt)}", highlight=False)
+        chosen.remove(lt)
+    if not chosen:
+        console.print("nothing to discard")
+        return
+    discard(settings.bootstrap_servers, TopicMap.from_settings(settings).dlq.name, chosen,
+            reason.strip())  # fmt: skip
+    for lt in chosen:
+        console.print(f"discarded {lt.id} ({lt.record['stage']}: {lt.record['reason']})",
+                      highlight=False, markup=False)  # fmt: skip
+
+
+def _one_choice(letter_id: str | None, everything: bool, aggregate: str | None) -> None:
+    if sum((letter_id is not None, everything, aggregate is not None)) != 1:
+        fail("name exactly one of: a letter id, --all, --aggregate A")
+
+
+def _chosen(
+    settings: Settings, letter_id: str | None, everything: bool, aggregate: str | None
+) -> list[Letter]:
+    letters = _letters(settings)
+    try:
+        return select(
+            letters, ids=[letter_id] if letter_id else [], everything=everything,
+            aggregate=aggregate,
+        )  # fmt: skip
+    except KeyError as exc:
+        fail(f"no dead letter {exc} (see `paybus dlq list`)")

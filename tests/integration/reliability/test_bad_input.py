@@ -14,13 +14,15 @@ from typing import Any
 
 import pytest
 from kafka import KafkaProducer
+from prometheus_client.parser import text_string_to_metric_families
 
 from streams.admin import create_topics
 from streams.broker import EmbeddedBroker
 from streams.codec import SINGLE_OBJECT_MAGIC, AvroCodec
 from streams.dlq_store import collect, read_dlq
+from streams.dlq_watch import PENDING
 from streams.topics import TopicMap
-from tests.support.workers import WorkerProcess
+from tests.support.workers import WorkerProcess, wait_for
 
 from .support import Reader, create_intent, gocardless, statuses, wait_until, worker_env
 
@@ -34,6 +36,12 @@ def _dlq(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
     )  # fmt: skip
 
 
+def _pending(worker: WorkerProcess) -> dict[str, float]:
+    """``paybus_dlq_pending_letters`` by stage as the worker exports it."""
+    families = text_string_to_metric_families(worker.metrics_text() or "")
+    return {s.labels["stage"]: s.value for f in families if f.name == PENDING for s in f.samples}
+
+
 @pytest.mark.timeout(180)
 def test_poison_and_bad_input_never_block_or_crash(
     broker: EmbeddedBroker, topic_prefix: str, tmp_path: Path
@@ -44,7 +52,9 @@ def test_poison_and_bad_input_never_block_or_crash(
     names = ("first", "poison", "behind", "garbled", "negative", "currency", "huge", "last")
     a = {name: f"{name}-{uuid.uuid4().hex[:8]}" for name in names}
     with gocardless() as (_sandbox, _proxy, mandate):
-        env = worker_env(broker.bootstrap, topic_prefix, tmp_path, _sandbox.base_url)
+        env = worker_env(
+            broker.bootstrap, topic_prefix, tmp_path, _sandbox.base_url, PAYBUS_LAG_REFRESH_S="1"
+        )
         worker = WorkerProcess.paybus(env, tmp_path / "worker.log").start()
         reader = Reader(broker.bootstrap, {tm.status_updates.name: "StatusUpdate"})
 
@@ -98,6 +108,12 @@ def test_poison_and_bad_input_never_block_or_crash(
             assert "undecodable value" in poison_letter.record["reason"]
             assert worker.proc is not None and worker.proc.poll() is None, "the worker died"
 
+            garbled_letter = by_aggregate[a["garbled"]]
+            assert {lt.record["stage"] for lt in letters.values()} == {"decode"}
+            # the ops role reads the DLQ: every letter is pending until replayed or discarded
+            wait_for(lambda: _pending(worker) == {"decode": len(letters)}, 30,
+                     f"paybus_dlq_pending_letters to count {len(letters)}")  # fmt: skip
+
             listing = _dlq(env, "list")
             assert listing.returncode == 0 and poison_letter.id in listing.stdout
             shown = _dlq(env, "show", poison_letter.id)
@@ -116,8 +132,32 @@ def test_poison_and_bad_input_never_block_or_crash(
 
             wait_until(replayed_completed, 60, "the fixed poison record to complete")
             assert collect(read_dlq(broker.bootstrap, tm.dlq.name))[poison_letter.id].replayed
+            wait_for(lambda: _pending(worker) == {"decode": len(letters) - 1}, 30,
+                     "the replayed letter to stop counting as pending")  # fmt: skip
+
+            # the garbled record cannot be fixed: an operator closes it with a reason
+            unexplained = _dlq(env, "discard", garbled_letter.id)
+            assert unexplained.returncode != 0 and "--reason" in unexplained.stderr
+            out = _dlq(env, "discard", garbled_letter.id, "--reason", "garbled upstream; resent")
+            assert out.returncode == 0 and f"discarded {garbled_letter.id}" in out.stdout
+            again = _dlq(env, "discard", garbled_letter.id, "--reason", "twice")
+            assert again.returncode == 0 and "closed already: discarded" in again.stdout
+            closed = collect(read_dlq(broker.bootstrap, tm.dlq.name))[garbled_letter.id]
+            assert closed.resolution == "discarded" and not closed.replayed
+            assert garbled_letter.id not in _dlq(env, "list", "--pending").stdout
+            assert "discarded: garbled upstream; resent" in _dlq(
+                env, "show", garbled_letter.id).stdout  # fmt: skip
+            wait_for(lambda: _pending(worker) == {"decode": len(letters) - 2}, 30,
+                     "the discarded letter to stop counting as pending")  # fmt: skip
             metrics = worker.metrics_text() or ""
             assert "paybus_decode_errors_total" in metrics
+            # an undecodable record is an outcome like the others: rejected at the decode stage
+            rejected = [
+                s.value for f in text_string_to_metric_families(metrics)
+                for s in f.samples if s.name == "paybus_events_total"
+                and s.labels["stage"] == "decode" and s.labels["outcome"] == "rejected"
+            ]  # fmt: skip
+            assert rejected == [len(letters)], rejected
         finally:
             producer.close()
             reader.close()

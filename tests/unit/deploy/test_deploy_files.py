@@ -17,7 +17,7 @@ import typer.main
 import yaml
 from prometheus_client.metrics import MetricWrapperBase
 
-from streams import lag_metrics, metrics
+from streams import dlq_watch, lag_metrics, metrics
 from streams.agents import ROLES
 from streams.render import deploy_topic_map, render_topics
 from streams.settings import Settings
@@ -72,6 +72,7 @@ def defined_metrics() -> dict[str, set[str]]:
                     names[family.name + suffix] = set(obj._labelnames) | extra
     for name in lag_metrics.METRIC_NAMES:
         names[name] = set(lag_metrics.LABELS)
+    names[dlq_watch.PENDING] = {"stage"}
     return names
 
 

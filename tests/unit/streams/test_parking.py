@@ -7,7 +7,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from streams import parking
-from streams.dlq_store import Letter, collect, replay_order, select
+from streams.dlq_store import Ledger, Letter, collect, replay_order, select
 from streams.parking import Parked, RetryQueue
 
 NOW = datetime(2025, 3, 1, 12, 0, tzinfo=UTC)
@@ -128,3 +128,40 @@ def test_markers_flag_replayed_and_a_later_failure_reopens() -> None:
     assert not reopened["x"].replayed
     with pytest.raises(KeyError):
         select(letters, ids=["nope"])
+
+
+def test_a_discard_marker_closes_a_letter_as_discarded_not_replayed() -> None:
+    later = NOW + timedelta(minutes=1)
+    records = [
+        _letter("x", "t", 0, 1, aggregate="A", stage="normaliser"),
+        _letter("y", "t", 0, 2, aggregate="A", stage="crm"),
+        {**_letter("x", "t", 0, 1), "stage": "discarded", "failed_at": later,
+         "reason": "discarded: a test event"},
+    ]  # fmt: skip
+    ledger = Ledger()
+    for record in records:
+        ledger.add(record)
+    x = ledger.letters["x"]
+    assert x.resolved and x.resolution == "discarded" and not x.replayed
+    assert x.resolved_at == later and x.resolution_reason == "discarded: a test event"
+    assert [lt.id for lt in ledger.pending()] == ["y"]
+    # nothing picks a discarded letter up for a bulk replay; naming it still can
+    assert [lt.id for lt in select(ledger.letters, aggregate="A")] == ["y"]
+    assert [lt.id for lt in select(ledger.letters, ids=["x"])] == ["x"]
+
+
+def test_a_marker_older_than_its_letter_does_not_close_it() -> None:
+    # compaction can leave an old marker whose letter then failed again (same id, same key)
+    ledger = Ledger()
+    ledger.add({**_letter("x", "t", 0, 1), "stage": "replayed", "failed_at": NOW})
+    ledger.add(_letter("x", "t", 0, 1, failed_at=NOW + timedelta(seconds=5)))
+    assert [lt.id for lt in ledger.pending()] == ["x"]
+    ledger.add({**_letter("x", "t", 0, 1), "stage": "discarded",
+                "failed_at": NOW + timedelta(seconds=9)})  # fmt: skip
+    assert ledger.pending() == [] and ledger.letters["x"].resolution == "discarded"
+
+
+def test_a_marker_without_its_letter_lists_nothing() -> None:
+    ledger = Ledger()
+    ledger.add({**_letter("x", "t", 0, 1), "stage": "replayed"})
+    assert ledger.letters == {} and ledger.pending() == []
