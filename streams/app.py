@@ -94,6 +94,9 @@ class PaybusTopic(faust.Topic):
             error_log=[f"{type(exc).__name__}: {exc}"[:2000]],
         )
         metrics.DEAD_LETTERS.labels("decode").inc()
+        # an outcome like any other (the dashboard's throughput and rejections by stage show
+        # it); what the record was about is unknown, it could not be read
+        metrics.EVENTS.labels("decode", "rejected", "unknown", "unknown").inc()
         fut = await app.send(dlq, key=letter.dead_letter_id.encode(), value=letter)
         await fut
 
@@ -178,6 +181,14 @@ def build_app(settings: Settings, *, autodiscover: bool = False) -> PaybusApp:
         web_bind=settings.web_host,
         web_port=settings.web_port,
         web_in_thread=False,
+        # Faust's own pages would sit next to the webhooks on a port PSPs reach: /table/...
+        # serves table contents (sequencer state, PSP links, janitor status) to anyone who
+        # asks, and /router/... the cluster's worker URLs. paybus routes nothing by table
+        # key, so they go; the graph and stats pages (debug only) likewise.
+        web_router_enabled=False,
+        web_tables_enabled=False,
+        web_graph_enabled=False,
+        web_stats_enabled=False,
         broker_session_timeout=timeout,
         broker_heartbeat_interval=max(timeout / 5, 0.1),
         broker_rebalance_timeout=max(timeout * 2, 4.0),

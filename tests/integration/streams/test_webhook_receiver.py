@@ -38,6 +38,14 @@ def _post(url: str, body: bytes, headers: dict[str, str]) -> int:
         return int(exc.code)
 
 
+def _get(url: str) -> int:
+    try:
+        with urllib.request.urlopen(url, timeout=30) as resp:
+            return int(resp.status)
+    except urllib.error.HTTPError as exc:
+        return int(exc.code)
+
+
 def _published(bootstrap: str, topic: str) -> list[bytes]:
     consumer = KafkaConsumer(
         topic, bootstrap_servers=bootstrap, auto_offset_reset="earliest", consumer_timeout_ms=2000
@@ -81,6 +89,10 @@ def test_receiver_status_codes_and_what_gets_published(tmp_path: Path) -> None:
         big = json.dumps({"padding": "x" * 8000}).encode()
         assert _post(f"{url}/stripe", big, headers) == 413
         assert _post(f"{url}/adyen", good, headers) == 404
+        # the port PSPs reach serves none of Faust's introspection pages (table contents,
+        # the cluster's worker URLs)
+        for page in ("/table/", "/router/", "/graph/", "/stats/"):
+            assert _get(f"http://127.0.0.1:{worker.web_port}{page}") == 404, page
 
         values = _published(broker.bootstrap, tm.psp_webhooks.name)
         assert len(values) == 1, "only the correctly signed webhook may be published"
