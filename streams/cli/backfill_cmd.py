@@ -21,7 +21,7 @@ import typer
 from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from streams.cli.common import console, err_console, fail, settings_of
+from streams.cli.common import CONFIG_EXIT, console, err_console, fail, settings_of
 
 _UNRESOLVED_SHOWN = 20
 
@@ -62,7 +62,7 @@ def backfill(
     try:
         start = parse_since(since)
     except ValueError as exc:
-        fail(str(exc), code=2)
+        fail(str(exc), code=CONFIG_EXIT)
     if start > datetime.now(UTC):
         err_console.print(
             f"[yellow]warning:[/] --since is ahead of this machine's clock; only events the PSP "
@@ -71,9 +71,9 @@ def backfill(
     try:
         connector = registry.load(psp, settings)
     except UnknownConnectorError as exc:
-        fail(str(exc), code=2)
+        fail(str(exc), code=CONFIG_EXIT)
     if not supports_backfill(connector):
-        fail(f"{psp} has no event log paybus can read", code=2)
+        fail(f"{psp} has no event log paybus can read", code=CONFIG_EXIT)
     topic = TopicMap.from_settings(settings).payment_events.name
     codec = build_avro_codec(settings)
     producer: Any = None
@@ -116,7 +116,7 @@ def backfill(
             try:
                 report = run_backfill(psp, start, connector.backfill(start), send, on_event=tick)
             except NotImplementedError:
-                fail(f"{psp} has no event log paybus can read", code=2)
+                fail(f"{psp} has no event log paybus can read", code=CONFIG_EXIT)
             except ConnectorError as exc:
                 fail(f"reading {psp} events failed: {exc}")
             if producer is not None:

@@ -49,9 +49,9 @@ def state_callback(
     try:
         ctx.obj = Settings(**overrides)  # type: ignore[arg-type]
     except PydanticValidationError as exc:
-        fail(f"invalid configuration:\n{exc}")
+        fail(f"invalid configuration:\n{exc}", code=CONFIG_EXIT)
     except SettingsError as exc:  # a complex field's variable is not JSON
-        fail(f"invalid configuration: {settings_error_message(exc)}")
+        fail(f"invalid configuration: {settings_error_message(exc)}", code=CONFIG_EXIT)
 
 
 def settings_error_message(exc: SettingsError) -> str:
@@ -77,6 +77,12 @@ def settings_of(ctx: typer.Context) -> Settings:
     return obj
 
 
+#: The exit code of every configuration error, whether the settings do not load (a bad
+#: ``PAYBUS_*`` value) or a command finds what it needs missing: scripts tell "fix the
+#: configuration" (2) from "the work failed" (1).
+CONFIG_EXIT = 2
+
+
 def fail(message: str, code: int = 1) -> NoReturn:
     """Print ``error: <message>`` on stderr and exit with ``code`` (the message is printed
     as-is: file names and JSON in it are not Rich markup, and a long ``FILE:LINE: ...`` line
@@ -94,4 +100,4 @@ class PaybusGroup(TyperGroup):
         try:
             return super().invoke(ctx)
         except PaybusError as exc:
-            fail(str(exc), code=2 if isinstance(exc, ConfigurationError) else 1)
+            fail(str(exc), code=CONFIG_EXIT if isinstance(exc, ConfigurationError) else 1)

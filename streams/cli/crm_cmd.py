@@ -5,7 +5,7 @@ from __future__ import annotations
 import typer
 from rich.table import Table
 
-from streams.cli.common import console, err_console, fail, settings_of
+from streams.cli.common import CONFIG_EXIT, console, err_console, fail, settings_of
 
 _SHOWN = {True: "[green]ok[/]", False: "[red]FAIL[/]", None: "[yellow]note[/]"}
 
@@ -32,7 +32,7 @@ def check(ctx: typer.Context) -> None:
         fail(
             "no Salesforce org configured: set PAYBUS_SALESFORCE__INSTANCE_URL with __SESSION_ID,"
             " or __USERNAME, __PASSWORD and __SECURITY_TOKEN",
-            code=2,
+            code=CONFIG_EXIT,
         )
     # a half-configured org (a URL without a session id, ...) is a ConfigurationError from
     # build_salesforce: the CLI reports it like the case above (error: ..., exit 2)

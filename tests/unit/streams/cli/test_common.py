@@ -21,7 +21,8 @@ def test_a_routing_rules_variable_that_is_not_json_names_the_variable(
     monkeypatch.setenv("PAYBUS_ROUTING_RULES", "not json")
     result = CliRunner().invoke(app, ["config"])
     assert isinstance(result.exception, SystemExit), result.exception  # not a SettingsError
-    assert result.exit_code == other.exit_code == 1
+    # a configuration error, as when a command finds its configuration missing
+    assert result.exit_code == other.exit_code == 2
     assert result.stderr.startswith(
         "error: invalid configuration: PAYBUS_ROUTING_RULES: bad JSON: Expecting value"
     ), result.stderr
