@@ -4,7 +4,8 @@ Rich sizes output that is not a terminal at 80 columns, which truncates the wide
 commands print (``demo-mandat…``, the DLQ's columns) in a CI log or a file, and
 ``FORCE_COLOR``/``TTY_COMPATIBLE`` make it write cursor and redraw escapes (``ESC[?25l``,
 ``ESC[?25h``) into that file. Output that is not a terminal is read later or by another
-program, so it gets plain text as wide as ``COLUMNS`` says (:data:`PLAIN_WIDTH` without it);
+program, so it gets plain text as wide as ``COLUMNS`` says (:data:`PLAIN_WIDTH` without it), in
+colour only when ``FORCE_COLOR`` asks;
 :func:`is_live` tells a command whether redrawing in place makes sense at all.
 """
 
@@ -51,7 +52,18 @@ def make_console(*, stderr: bool = False, stream: IO[str] | None = None) -> Cons
         force_terminal=False,
         force_interactive=False,
         width=plain_width(),
+        color_system=forced_colors(),
     )
+
+
+def forced_colors(environ: Mapping[str, str] | None = None) -> str | None:
+    """The colour system for output that is not a terminal: none, unless ``FORCE_COLOR`` asks
+    (https://force-color.org; CI logs that render colour set it). Colour only: the cursor
+    and redraw escapes stay out either way (the console is still not a terminal)."""
+    env = os.environ if environ is None else environ
+    if env.get("FORCE_COLOR", "") == "" or env.get("NO_COLOR", "") != "":
+        return None
+    return "standard"
 
 
 def is_live(console: Console) -> bool:

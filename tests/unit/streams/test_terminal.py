@@ -8,7 +8,7 @@ import pytest
 from rich.live import Live
 from rich.table import Table
 
-from streams.terminal import PLAIN_WIDTH, is_live, make_console, plain_width
+from streams.terminal import PLAIN_WIDTH, forced_colors, is_live, make_console, plain_width
 
 
 class Tty(io.StringIO):
@@ -29,7 +29,7 @@ def wide_table() -> Table:
 
 def test_a_file_gets_plain_text_wide_enough_for_a_table(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("COLUMNS", raising=False)
-    monkeypatch.setenv("FORCE_COLOR", "1")  # asks rich for escapes even into a file
+    monkeypatch.delenv("FORCE_COLOR", raising=False)
     out = io.StringIO()
     console = make_console(stream=out)
     with Live(wide_table(), console=console):
@@ -39,6 +39,24 @@ def test_a_file_gets_plain_text_wide_enough_for_a_table(monkeypatch: pytest.Monk
     assert "\x1b" not in text  # no cursor (ESC[?25h), redraw or colour codes
     assert "demo-mandate-01" in text and "2026-03-01T12:00:00+00:00" in text
     assert console.width == PLAIN_WIDTH and not is_live(console)
+
+
+def test_force_color_colours_a_file_without_cursor_escapes(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.delenv("NO_COLOR", raising=False)
+    monkeypatch.setenv("FORCE_COLOR", "1")  # rich alone would also redraw into the file
+    out = io.StringIO()
+    console = make_console(stream=out)
+    with Live(wide_table(), console=console):
+        pass
+    console.print("[red]done[/]")
+    text = out.getvalue()
+    assert "\x1b[31mdone" in text  # the colour asked for
+    assert "\x1b[?25" not in text and "\x1b[2K" not in text  # no cursor hiding, no redraw
+    assert not is_live(console)
+    monkeypatch.setenv("NO_COLOR", "1")  # NO_COLOR wins (no-color.org)
+    assert forced_colors() is None
 
 
 def test_columns_sets_the_width_of_plain_output() -> None:
