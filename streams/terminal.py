@@ -14,7 +14,7 @@ from __future__ import annotations
 import os
 import sys
 from collections.abc import Mapping
-from typing import IO
+from typing import IO, Literal
 
 from rich.console import Console
 
@@ -56,7 +56,7 @@ def make_console(*, stderr: bool = False, stream: IO[str] | None = None) -> Cons
     )
 
 
-def forced_colors(environ: Mapping[str, str] | None = None) -> str | None:
+def forced_colors(environ: Mapping[str, str] | None = None) -> Literal["standard"] | None:
     """The colour system for output that is not a terminal: none, unless ``FORCE_COLOR`` asks
     (https://force-color.org; CI logs that render colour set it). Colour only: the cursor
     and redraw escapes stay out either way (the console is still not a terminal)."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 
 import pytest
+from rich.console import Console
 from rich.live import Live
 from rich.table import Table
 
@@ -27,15 +28,20 @@ def wide_table() -> Table:
     return table
 
 
-def test_a_file_gets_plain_text_wide_enough_for_a_table(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.delenv("COLUMNS", raising=False)
-    monkeypatch.delenv("FORCE_COLOR", raising=False)
+def printed_to_a_file() -> tuple[Console, str]:
+    """A live table and a red line printed by a console on a file; the console and the text."""
     out = io.StringIO()
     console = make_console(stream=out)
     with Live(wide_table(), console=console):
         pass
     console.print("[red]done[/]")
-    text = out.getvalue()
+    return console, out.getvalue()
+
+
+def test_a_file_gets_plain_text_wide_enough_for_a_table(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("COLUMNS", raising=False)
+    monkeypatch.delenv("FORCE_COLOR", raising=False)
+    console, text = printed_to_a_file()
     assert "\x1b" not in text  # no cursor (ESC[?25h), redraw or colour codes
     assert "demo-mandate-01" in text and "2026-03-01T12:00:00+00:00" in text
     assert console.width == PLAIN_WIDTH and not is_live(console)
@@ -46,12 +52,7 @@ def test_force_color_colours_a_file_without_cursor_escapes(
 ) -> None:
     monkeypatch.delenv("NO_COLOR", raising=False)
     monkeypatch.setenv("FORCE_COLOR", "1")  # rich alone would also redraw into the file
-    out = io.StringIO()
-    console = make_console(stream=out)
-    with Live(wide_table(), console=console):
-        pass
-    console.print("[red]done[/]")
-    text = out.getvalue()
+    console, text = printed_to_a_file()
     assert "\x1b[31mdone" in text  # the colour asked for
     assert "\x1b[?25" not in text and "\x1b[2K" not in text  # no cursor hiding, no redraw
     assert not is_live(console)
