@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
 from streams.cli.common import console, fail, settings_of
@@ -71,17 +72,10 @@ def list_letters(
             f"{r['original_topic']}[{r['original_partition']}]@{r['original_offset']}",
             r.get("aggregate_id") or "", str(r["reason"])[:80], str(r.get("attempts", 1)),
             r["failed_at"].isoformat(timespec="seconds"),
-            _closed(lt),
+            lt.resolution or "",  # when and why: `dlq show`
             style="dim" if lt.resolved else None,
         )  # fmt: skip
     console.print(table)
-
-
-def _closed(letter: Letter) -> str:
-    """``replayed 2026-12-04T10:00:00+00:00`` / ``discarded ...``, or empty while pending."""
-    if letter.resolved_at is None:
-        return ""
-    return f"{letter.resolution} {letter.resolved_at.isoformat(timespec='seconds')}"
 
 
 def _json_value(value: Any) -> Any:
@@ -109,9 +103,13 @@ def show(ctx: typer.Context, letter_id: Annotated[str, typer.Argument(help="Its 
     r = letter.record
     for name in ("dead_letter_id", "stage", "original_topic", "original_partition",
                  "original_offset", "aggregate_id", "reason", "attempts", "failed_at"):  # fmt: skip
-        console.print(f"[bold]{name}:[/] {r.get(name)}", highlight=False)
-    closed = f"{_closed(letter)} ({letter.resolution_reason})" if letter.resolved else "no"
-    console.print(f"[bold]closed:[/] {closed}", highlight=False, markup=False)
+        value = r.get(name)
+        shown = value.isoformat() if isinstance(value, datetime) else value
+        console.print(f"[bold]{name}:[/] {escape(str(shown))}", highlight=False)
+    closed = "no (pending)"
+    if letter.resolved_at is not None:  # the marker's reason says how: "replayed to T" ...
+        closed = f"{letter.resolved_at.isoformat()}, {letter.resolution_reason}"
+    console.print(f"[bold]closed:[/] {escape(closed)}", highlight=False)
     key = r.get("key")
     console.print(f"[bold]key:[/] {key.decode('utf-8', 'replace') if key else None}")
     console.print("[bold]error log:[/]")
@@ -180,7 +178,9 @@ def discard_cmd(
         fail("say why with --reason TEXT: it stays with the letters for whoever looks next")
     chosen = _chosen(settings, letter_id, everything, aggregate)
     for lt in [lt for lt in chosen if lt.resolved]:  # only a named letter can be closed already
-        console.print(f"{lt.id} is closed already: {_closed(lt)}", highlight=False)
+        at = lt.resolved_at.isoformat() if lt.resolved_at else ""
+        console.print(f"{lt.id} is closed already: {lt.resolution} at {at}",
+                      highlight=False, markup=False)  # fmt: skip
         chosen.remove(lt)
     if not chosen:
         console.print("nothing to discard")
