@@ -116,6 +116,13 @@ class CrmSettings(_Section):
     alert_smtp_port: int = 25
     alert_from: str = "paybus@localhost"
     alert_to: tuple[str, ...] = ()
+    #: Submission relays (port 587: Office 365, SES, Gmail) take mail only over STARTTLS and
+    #: after a login; without these the alerts could reach nothing but an open relay. The
+    #: relay's certificate is verified against the system CAs, or ``alert_smtp_ca_bundle``.
+    alert_smtp_starttls: bool = False
+    alert_smtp_username: str | None = None
+    alert_smtp_password: SecretStr | None = None
+    alert_smtp_ca_bundle: Path | None = None
     #: Largest accepted ``POST /events/crm`` body.
     ingest_max_body_bytes: int = Field(default=1024 * 1024, ge=1024)
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import smtplib
+import ssl
 from collections.abc import Sequence
 from dataclasses import dataclass
 from email.message import EmailMessage
@@ -31,6 +32,8 @@ class SmtpSettings:
     starttls: bool = False
     username: str | None = None
     password: str | None = None
+    #: CA bundle the relay's certificate is verified against (None: the system CAs).
+    ca_bundle: str | None = None
     timeout_s: float = 10.0
     subject_prefix: str = "[paybus]"
 
@@ -124,7 +127,9 @@ class FailureAlerter:
         try:
             with smtplib.SMTP(s.host, s.port, timeout=s.timeout_s) as smtp:
                 if s.starttls:
-                    smtp.starttls()
+                    # A verifying context: smtplib's default one accepts any certificate, so
+                    # the login below could go to whoever sits between the bus and the relay.
+                    smtp.starttls(context=ssl.create_default_context(cafile=s.ca_bundle))
                 if s.username and s.password:
                     smtp.login(s.username, s.password)
                 smtp.send_message(message, from_addr=s.sender, to_addrs=list(s.recipients))

@@ -119,11 +119,16 @@ def smtp_settings(app: PaybusApp) -> SmtpSettings | None:
     crm = app.settings.crm
     if not crm.alert_smtp_host or not crm.alert_to:
         return None
+    password = crm.alert_smtp_password
     return SmtpSettings(
         host=crm.alert_smtp_host,
         port=crm.alert_smtp_port,
         sender=crm.alert_from,
         recipients=tuple(crm.alert_to),
+        starttls=crm.alert_smtp_starttls,
+        username=crm.alert_smtp_username,
+        password=password.get_secret_value() if password is not None else None,
+        ca_bundle=str(crm.alert_smtp_ca_bundle) if crm.alert_smtp_ca_bundle else None,
     )
 
 

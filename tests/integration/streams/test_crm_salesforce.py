@@ -28,7 +28,7 @@ from streams.broker import EmbeddedBroker
 from streams.codec import AvroCodec
 from streams.topics import TopicMap
 from streams.watermarks import KafkaWatermarkStore
-from tests.integration.connectors.salesforce.test_alerts import _SmtpServer
+from tests.integration.connectors.salesforce.test_alerts import RELAY_LOGIN, _SmtpServer
 from tests.support.workers import WorkerProcess, paybus_env, wait_for
 
 pytestmark = pytest.mark.broker
@@ -143,7 +143,8 @@ def env(broker: EmbeddedBroker, tmp_path_factory: pytest.TempPathFactory) -> Ite
     prefix = f"t{uuid.uuid4().hex[:10]}"
     tm = TopicMap(prefix, 8, 1)
     create_topics(broker.bootstrap, tm.all())
-    smtp = _SmtpServer()
+    # A submission relay (STARTTLS, then a login), configured as production would be.
+    smtp = _SmtpServer(tmp / "smtp-tls", login=RELAY_LOGIN)
     threading.Thread(target=smtp.serve_forever, args=(0.05,), daemon=True).start()
     with start_sandbox(db_path=tmp / "sf.sqlite") as sandbox:
         # The org-side rules: both on Payment__c (upserts by external id), the version guard
@@ -160,6 +161,10 @@ def env(broker: EmbeddedBroker, tmp_path_factory: pytest.TempPathFactory) -> Ite
             PAYBUS_CRM__ALERT_SMTP_HOST="127.0.0.1",
             PAYBUS_CRM__ALERT_SMTP_PORT=str(smtp.server_address[1]),
             PAYBUS_CRM__ALERT_TO='["payments-team@example.org"]',
+            PAYBUS_CRM__ALERT_SMTP_STARTTLS="true",
+            PAYBUS_CRM__ALERT_SMTP_CA_BUNDLE=str(smtp.cert_path),
+            PAYBUS_CRM__ALERT_SMTP_USERNAME=RELAY_LOGIN[0],
+            PAYBUS_CRM__ALERT_SMTP_PASSWORD=RELAY_LOGIN[1],
         )  # fmt: skip
         worker = WorkerProcess.paybus(worker_env, tmp / "worker.log", "--role", "crm").start()
         reader = Reader(broker.bootstrap, tm)
