@@ -12,9 +12,15 @@ from datetime import UTC, datetime
 from streams.records import DeadLetter
 
 
-def dead_letter_id(topic: str, partition: int, offset: int) -> str:
-    """Stable id: the same record failing twice yields the same id."""
-    return f"{topic}:{partition}:{offset}"
+def dead_letter_id(topic: str, partition: int, offset: int, part: str | None = None) -> str:
+    """Stable id: the same record failing twice yields the same id.
+
+    ``part`` tells apart several letters one record gives rise to (the sequencer dead-letters
+    held events, by event id, while judging another record): the DLQ is compacted by letter
+    id, so letters sharing one would replace each other.
+    """
+    base = f"{topic}:{partition}:{offset}"
+    return f"{base}/{part}" if part else base
 
 
 def make_dead_letter(
@@ -29,9 +35,10 @@ def make_dead_letter(
     aggregate_id: str | None = None,
     error_log: Sequence[str] = (),
     attempts: int = 1,
+    part: str | None = None,
 ) -> DeadLetter:
     return DeadLetter(
-        dead_letter_id=dead_letter_id(topic, partition, offset),
+        dead_letter_id=dead_letter_id(topic, partition, offset, part),
         original_topic=topic,
         original_partition=partition,
         original_offset=offset,

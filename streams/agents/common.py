@@ -89,20 +89,28 @@ async def send_dead_letter(
     aggregate_id: str | None,
     attempts: int = 1,
     error_log: list[str] | None = None,
+    carried: tuple[str, bytes] | None = None,
 ) -> Any:
-    """Queue a dead letter with the original bytes of ``event``; return its delivery future."""
+    """Queue a dead letter with the original bytes of ``event``; return its delivery future.
+
+    ``carried`` is ``(part, value)`` for a letter about another record judged while ``event``
+    was handled (a held event the sequencer gives up on): the letter carries that value under
+    the letter id ``event``'s position plus ``part``, with ``event``'s key (same partition).
+    """
     message = event.message
+    part, value = carried if carried is not None else (None, message.value)
     letter = make_dead_letter(
         topic=message.topic,
         partition=message.partition,
         offset=message.offset,
         key=message.key if isinstance(message.key, bytes) else None,
-        value=message.value if isinstance(message.value, bytes) else None,
+        value=value if isinstance(value, bytes) else None,
         stage=stage,
         reason=reason,
         aggregate_id=aggregate_id,
         attempts=attempts,
         error_log=error_log or [reason],
+        part=part,
     )
     metrics.DEAD_LETTERS.labels(stage).inc()
     return await app.send(

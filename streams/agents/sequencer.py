@@ -42,6 +42,7 @@ from streams.agents.batches import batched
 from streams.agents.common import send_dead_letter
 from streams.agents.sequencer_records import (
     RECONCILE_ATTR,
+    from_engine_event,
     load_state,
     status_update_record,
     to_engine_event,
@@ -112,6 +113,10 @@ class SequencerStage:
         """
         store = self.table.data
         encode = self.app.avro.encode
+
+        def encode_held(held: Event) -> bytes:
+            return encode("PaymentEvent", from_engine_event(held))
+
         states: dict[str, AggregateState | None] = {}
         last_event: dict[str, EventT[Any]] = {}
         counts: Counter[tuple[str, str, str]] = Counter()
@@ -148,12 +153,15 @@ class SequencerStage:
             key = raw_key if isinstance(raw_key, bytes) else agg.encode()  # unkeyed: by aggregate
             for change in result.updates:
                 updates.append((None, key, encode("StatusUpdate", status_update_record(change))))
-            for judgement in result.judgements:
+            for index, judgement in enumerate(result.judgements):
                 ev = judgement.event
                 counts[judgement.outcome.value, ev.aggregate_type, ev.source] += 1
                 if judgement.outcome is Outcome.REJECTED:
+                    # The first judgement stands for this message; later ones are held events
+                    # given up on now (evicted, or unreachable): their letters carry them.
+                    held = None if index == 0 else (ev.event_id, encode_held(ev))
                     reason = f"{ev.event_id}: {judgement.reason}"
-                    dead.append(await self._dead_letter(event, reason, ev.aggregate_id))
+                    dead.append(await self._dead_letter(event, reason, ev.aggregate_id, held))
             evicted_seen += result.evicted_seen
             evicted_held += result.evicted_held
         if updates:
@@ -214,10 +222,17 @@ class SequencerStage:
         if evicted_held:
             metrics.SEQUENCER_EVICTIONS.labels("held").inc(evicted_held)
 
-    async def _dead_letter(self, event: EventT[Any], reason: str, aggregate_id: str | None) -> Any:
-        """Queue a dead letter carrying the original bytes; return its delivery future."""
+    async def _dead_letter(
+        self,
+        event: EventT[Any],
+        reason: str,
+        aggregate_id: str | None,
+        held: tuple[str, bytes] | None = None,
+    ) -> Any:
+        """Queue a dead letter carrying the original bytes (or, for a held event, that event's
+        record under a letter id of its own); return its delivery future."""
         return await send_dead_letter(
-            self.app, event, stage=STAGE, reason=reason, aggregate_id=aggregate_id
+            self.app, event, stage=STAGE, reason=reason, aggregate_id=aggregate_id, carried=held
         )
 
     async def reconcile_held(self) -> None:

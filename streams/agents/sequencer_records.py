@@ -18,6 +18,7 @@ from streams.state_codec import decode_state
 
 __all__ = [
     "RECONCILE_ATTR",
+    "from_engine_event",
     "load_state",
     "status_update_record",
     "to_engine_event",
@@ -51,6 +52,32 @@ def to_engine_event(value: PaymentEvent | Mapping[str, Any]) -> Event:
         method=fields.get("method"),
         attributes=attributes,
     )
+
+
+def from_engine_event(event: Event) -> dict[str, Any]:
+    """The ``PaymentEvent`` Avro record of an engine Event, as a plain dict (the inverse of
+    :func:`to_engine_event`).
+
+    A held event keeps only its engine form in the table; when it is dead-lettered later
+    (evicted from a full held list, or unreachable once another event moved its aggregate on),
+    this rebuilds the record it arrived as, so the letter carries that event and a replay
+    judges it again.
+    """
+    attrs = dict(event.attributes)
+    carried = {name: attrs.pop(name, None) for name in _CARRIED}
+    amount = attrs.pop("amount_minor", None)
+    return {
+        "event_id": event.event_id,
+        "aggregate_id": event.aggregate_id,
+        "aggregate_type": event.aggregate_type,
+        "status": event.status,
+        "occurred_at": event.occurred_at,
+        "source": event.source,
+        "method": event.method,
+        **carried,
+        "amount_minor": int(amount) if amount is not None else None,
+        "attributes": attrs,
+    }
 
 
 def status_update_record(change: StatusChange) -> dict[str, Any]:

@@ -140,3 +140,47 @@ def test_the_held_gauge_follows_each_batch(
         wait_for(lambda: _held_gauge(worker) == 0.0, 30, "the held gauge to go back to 0")
     finally:
         worker.stop()
+
+
+def test_a_held_event_dead_lettered_later_carries_its_own_bytes(
+    broker: EmbeddedBroker, topic_prefix: str, tmp_path: Path
+) -> None:
+    # A held event pushed out of a full held list while another message is judged goes to the
+    # DLQ: the letter must carry *that* event (so a replay judges it again), under an id of
+    # its own, not the bytes and id of the message that pushed it out.
+    tm = TopicMap(topic_prefix, 8, 1)
+    create_topics(broker.bootstrap, tm.all())
+    at = datetime(2026, 12, 4, 12, 0, tzinfo=UTC)
+
+    def event(n: int, status: str) -> dict[str, object]:
+        return {"event_id": f"ev-{n}", "aggregate_id": "agg-evict", "aggregate_type": "payment",
+                "status": status, "occurred_at": at + timedelta(seconds=n), "source": "test",
+                "method": "direct_debit", "psp": "gocardless", "psp_object_id": "PM-9"}  # fmt: skip
+
+    env = paybus_env(broker.bootstrap, topic_prefix, tmp_path, PAYBUS_MAX_HELD_EVENTS="1")
+    worker = WorkerProcess.paybus(env, tmp_path / "worker.log", "--role", "sequencer").start()
+    reader = StatusReader(broker.bootstrap, tm)
+    try:
+        worker.wait_ready()
+        # created applies; submitted skips pending_submission (held); confirmed is held too
+        # and, the list holding one, pushes the older submitted out.
+        history = [event(0, "created"), event(2, "submitted"), event(3, "confirmed")]
+        publish_events(broker.bootstrap, tm.payment_events.name, history)
+
+        def dead_lettered() -> bool:
+            reader.poll()
+            return len(reader.dead) == 1
+
+        wait_for(dead_lettered, 30, "the evicted event's dead letter")
+        letter = reader.dead[0]
+        assert str(letter["reason"]).startswith("ev-2: evicted:")
+        carried = AvroCodec().decode(bytes(letter["value"]), "PaymentEvent")  # type: ignore[arg-type]
+        assert carried["event_id"] == "ev-2" and carried["status"] == "submitted"
+        assert carried["psp_object_id"] == "PM-9" and carried["method"] == "direct_debit"
+        assert letter["key"] == b"agg-evict"
+        assert letter["dead_letter_id"] != f"{tm.payment_events.name}:" + ":".join(
+            (str(letter["original_partition"]), str(letter["original_offset"]))
+        )
+    finally:
+        reader.close()
+        worker.stop()
