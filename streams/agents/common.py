@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
+import time
 import weakref
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TypeVar
 
 import faust
 from faust.streams import _current_event
@@ -14,11 +16,14 @@ from faust.types import EventT
 
 from connectors import registry
 from connectors.base import PspConnector
+from connectors.errors import ConnectorError
 from streams import metrics
 from streams.app import PaybusApp
 from streams.deadletters import make_dead_letter
 from streams.records import PaymentEvent
 from streams.topics import partition_key
+
+T = TypeVar("T")
 
 
 class Connectors:
@@ -32,6 +37,35 @@ class Connectors:
         if name not in self._cache:
             self._cache[name] = registry.load(name, self.app.settings)
         return self._cache[name]
+
+
+def error_kind(exc: BaseException) -> str:
+    """The ``kind`` label of ``paybus_connector_errors_total`` for a failed connector call."""
+    if isinstance(exc, ConnectorError):
+        return "transient" if exc.should_retry else "permanent"
+    return "unsupported" if isinstance(exc, NotImplementedError) else "unexpected"
+
+
+async def connector_call(psp: str, operation: str, call: Callable[[], T]) -> T:
+    """Run a blocking connector call in a worker thread, measured as the command stage measures
+    its calls: latency in ``paybus_connector_call_seconds``, result (ok, error) in
+    ``paybus_connector_calls_total``, a failure's kind in ``paybus_connector_errors_total``.
+
+    For the calls made outside the command stage (reconcile's and the janitor's status
+    look-ups): unmeasured, a slow or failing PSP API showed only as held events aging.
+    The error is re-raised for the caller to name its own outcome.
+    """
+    started = time.perf_counter()
+    try:
+        result = await asyncio.to_thread(call)
+    except Exception as exc:
+        metrics.CONNECTOR_CALLS.labels(psp, operation, "error").inc()
+        metrics.CONNECTOR_ERRORS.labels(psp, operation, error_kind(exc)).inc()
+        raise
+    finally:
+        metrics.CONNECTOR_LATENCY.labels(psp, operation).observe(time.perf_counter() - started)
+    metrics.CONNECTOR_CALLS.labels(psp, operation, "ok").inc()
+    return result
 
 
 def keyed_topic(app: PaybusApp, name: str, value_type: type[Any]) -> faust.TopicT:

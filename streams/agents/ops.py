@@ -14,7 +14,6 @@ with the rest of the aggregate's parked commands); see :mod:`streams.agents.retr
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
@@ -25,7 +24,7 @@ from faust.types import EventT
 
 from connectors.base import StatusLookup
 from streams import metrics
-from streams.agents.common import Connectors, json_table, keyed_topic
+from streams.agents.common import Connectors, connector_call, json_table, keyed_topic
 from streams.app import PaybusApp
 from streams.errors import PaybusError
 from streams.records import PaymentEvent, StatusUpdate
@@ -123,8 +122,10 @@ class OpsStage:
             return
         try:
             connector = self.connectors.get(str(psp))
-            found = await asyncio.to_thread(
-                connector.lookup_status, str(entry["type"]), str(object_id)
+            found = await connector_call(
+                str(psp),
+                "lookup_status",
+                lambda: connector.lookup_status(str(entry["type"]), str(object_id)),
             )
         except (PaybusError, NotImplementedError) as exc:
             log.warning("janitor: look-up of %s via %s failed: %s", aggregate_id, psp, exc)

@@ -39,7 +39,7 @@ from faust.types import EventT
 from streams import metrics
 from streams.agents.batch_send import BatchSender, Record
 from streams.agents.batches import batched
-from streams.agents.common import send_dead_letter
+from streams.agents.common import connector_call, send_dead_letter
 from streams.agents.sequencer_records import (
     RECONCILE_ATTR,
     from_engine_event,
@@ -273,8 +273,10 @@ class SequencerStage:
 
         try:
             connector = registry.load(psp, self.app.settings)
-            found = await asyncio.to_thread(
-                connector.lookup_status, state.aggregate_type, object_id
+            found = await connector_call(
+                psp,
+                "lookup_status",
+                lambda: connector.lookup_status(state.aggregate_type, object_id),
             )
         except (PaybusError, NotImplementedError) as exc:
             log.warning("reconcile of %s via %s failed: %s", state.aggregate_id, psp, exc)

@@ -85,6 +85,10 @@ def test_held_event_is_reconciled_with_inferred_stages(
             assert inferred["submitted"] is True
             metrics = worker.metrics_text() or ""
             assert 'paybus_reconciles_total{result="requested"}' in metrics
+            # The look-up is a connector call like any other: in the latency histogram.
+            call = 'operation="lookup_status",psp="gocardless"'
+            assert f"paybus_connector_call_seconds_count{{{call}}}" in metrics
+            assert f'paybus_connector_calls_total{{{call},result="ok"}}' in metrics
         finally:
             reader.close()
             worker.stop()
