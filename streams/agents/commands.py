@@ -19,7 +19,6 @@ from __future__ import annotations
 import asyncio
 import functools
 import json
-import time
 from collections import defaultdict
 from datetime import UTC, datetime
 from typing import Any, cast
@@ -31,7 +30,7 @@ from connectors.base import CommandResult
 from connectors.errors import ConnectorError
 from streams import metrics, parking
 from streams.agents.batches import batched
-from streams.agents.common import Connectors, as_current, event_key, failed_event
+from streams.agents.common import Connectors, as_current, connector_call, event_key, failed_event
 from streams.app import PaybusApp
 from streams.records import PaymentCommand, PaymentEvent, PspWebhook, RetryEnvelope
 from streams.topics import partition_key
@@ -88,22 +87,15 @@ class Shared:
             if known:
                 command = command.derive(psp_object_id=known)
         connector = self.connectors.get(psp)
-        started = time.perf_counter()
         try:
-            result = await asyncio.to_thread(connector.execute, command)
+            result = await connector_call(
+                psp, command.operation, lambda: connector.execute(command)
+            )
         except ConnectorError as exc:
-            metrics.CONNECTOR_CALLS.labels(psp, command.operation, "error").inc()
-            kind = "transient" if exc.should_retry else "permanent"
-            metrics.CONNECTOR_ERRORS.labels(psp, command.operation, kind).inc()
             if exc.should_retry:
                 return exc
             await self._refused(psp, stage, command, exc)
             return None
-        finally:
-            metrics.CONNECTOR_LATENCY.labels(psp, command.operation).observe(
-                time.perf_counter() - started
-            )
-        metrics.CONNECTOR_CALLS.labels(psp, command.operation, "ok").inc()
         await self._publish(psp, event, command, result)
         metrics.EVENTS.labels(stage, "applied", command.aggregate_type, psp).inc()
         return None

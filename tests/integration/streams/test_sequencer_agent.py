@@ -113,6 +113,16 @@ def _held_gauge(worker: WorkerProcess) -> float | None:
     return None
 
 
+def direct_debit_event(
+    event_id: str, aggregate: str, status: str, second: int, **extra: object
+) -> dict[str, object]:
+    """A direct-debit payment's event ``second`` seconds into a fixed minute."""
+    at = datetime(2026, 12, 4, 12, 0, tzinfo=UTC) + timedelta(seconds=second)
+    return {"event_id": event_id, "aggregate_id": aggregate, "aggregate_type": "payment",
+            "status": status, "occurred_at": at, "source": "test", "method": "direct_debit",
+            **extra}  # fmt: skip
+
+
 def test_the_held_gauge_follows_each_batch(
     broker: EmbeddedBroker, topic_prefix: str, tmp_path: Path
 ) -> None:
@@ -120,12 +130,9 @@ def test_the_held_gauge_follows_each_batch(
     # wait for it, or the dashboard shows minutes-old held counts.
     tm = TopicMap(topic_prefix, 8, 1)
     create_topics(broker.bootstrap, tm.all())
-    at = datetime(2026, 12, 4, 12, 0, tzinfo=UTC)
 
     def event(n: int, status: str) -> dict[str, object]:
-        return {"event_id": f"h-{n}", "aggregate_id": "agg-held", "aggregate_type": "payment",
-                "status": status, "occurred_at": at + timedelta(seconds=n), "source": "test",
-                "method": "direct_debit"}  # fmt: skip
+        return direct_debit_event(f"h-{n}", "agg-held", status, n)
 
     env = paybus_env(broker.bootstrap, topic_prefix, tmp_path)
     worker = WorkerProcess.paybus(env, tmp_path / "worker.log", "--role", "sequencer").start()
@@ -150,12 +157,10 @@ def test_a_held_event_dead_lettered_later_carries_its_own_bytes(
     # its own, not the bytes and id of the message that pushed it out.
     tm = TopicMap(topic_prefix, 8, 1)
     create_topics(broker.bootstrap, tm.all())
-    at = datetime(2026, 12, 4, 12, 0, tzinfo=UTC)
 
     def event(n: int, status: str) -> dict[str, object]:
-        return {"event_id": f"ev-{n}", "aggregate_id": "agg-evict", "aggregate_type": "payment",
-                "status": status, "occurred_at": at + timedelta(seconds=n), "source": "test",
-                "method": "direct_debit", "psp": "gocardless", "psp_object_id": "PM-9"}  # fmt: skip
+        return direct_debit_event(f"ev-{n}", "agg-evict", status, n,
+                                  psp="gocardless", psp_object_id="PM-9")  # fmt: skip
 
     env = paybus_env(broker.bootstrap, topic_prefix, tmp_path, PAYBUS_MAX_HELD_EVENTS="1")
     worker = WorkerProcess.paybus(env, tmp_path / "worker.log", "--role", "sequencer").start()
