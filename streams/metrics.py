@@ -113,6 +113,10 @@ STAGE_BATCH_EVENTS = Histogram(
     buckets=(1, 2, 5, 10, 25, 50, 100, 250, 500, 1000),
 )
 CRM_WRITE_SECONDS = Histogram("paybus_crm_write_seconds", "CRM write batch latency.")
+CRM_UNAVAILABLE = Gauge(
+    "paybus_crm_unavailable",
+    "1 while the CRM writer waits out a CRM outage (its updates wait in Kafka), else 0.",
+)
 CRM_WRITE_RETRIES = Counter(
     "paybus_crm_write_retries_total",
     "CRM write-back updates sent again after a retryable failure, by error code.",

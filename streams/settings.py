@@ -96,8 +96,12 @@ class SalesforceSettings(_Section):
     guard_rule: str = "Paybus_Bus_Seq_Guard"
     #: Name of the rule refusing inserts that carry Bus_Seq__c (``version_guard=rule``).
     no_create_rule: str = "Paybus_Bus_No_Create"
-    #: Write attempts of a retryable failure (5xx, timeouts, row locks) before the DLQ.
+    #: Write attempts of a retryable failure of some records (a row lock) before the DLQ.
+    #: When Salesforce as a whole does not answer (unreachable, 5xx, 429, out of API calls)
+    #: the writer does not count attempts: it waits the outage out, retrying at most every
+    #: ``outage_retry_max_s``, and the updates wait in Kafka (consumer lag shows them).
     write_attempts: int = Field(default=5, ge=1)
+    outage_retry_max_s: float = Field(default=60.0, gt=0)
     #: Records read per object per poll (one SOQL call each).
     poll_limit: int = Field(default=200, ge=1, le=2000)
 

@@ -33,6 +33,8 @@ RETRYABLE_CODES = frozenset(
         "REQUEST_RUNNING_TOO_LONG",
     }
 )
+#: Codes that say the org as a whole takes no calls now (not that one record is busy).
+ORG_UNAVAILABLE_CODES = frozenset({"REQUEST_LIMIT_EXCEEDED", "SERVER_UNAVAILABLE"})
 _ERROR_ID_RE = re.compile(r"ErrorId if you contact support: (\S+)")
 _REQUEST_ID_HEADERS = ("X-Request-Id", "X-SFDC-Request-Id", "Sforce-Request-Id")
 
@@ -79,6 +81,23 @@ def map_error(err: BaseException, response: requests.Response | None = None) -> 
     if status == 404:
         return NotFoundError(text, **kwargs)
     return PermanentError(text, **kwargs)
+
+
+def is_unavailable(err: ConnectorError | None) -> bool:
+    """Whether ``err`` says Salesforce itself is unavailable (unreachable, a 5xx or 429, the
+    org out of API calls), not that one record failed (a row lock, a refusal): an outage is
+    waited out however long it lasts, a record's failure is retried a few times.
+
+    A 5xx inside a Composite answer counts: the org answered the call but not the work.
+    """
+    if err is None or not err.should_retry:
+        return False
+    if err.code in ORG_UNAVAILABLE_CODES:
+        return True
+    if err.code is not None:  # a record-level code (UNABLE_TO_LOCK_ROW, ...)
+        return False
+    status = err.http_status
+    return status is None or status == 429 or status >= 500
 
 
 def _first_error(content: Any) -> tuple[str | None, str]:

@@ -24,9 +24,13 @@ Every update of a batch ends in exactly one named, counted outcome before the ba
 * ``failed_permanent`` (validation rule, a named record that is gone): dead-lettered, and
   e-mailed when an SMTP relay is configured, because retrying cannot fix it and staff are
   looking at a wrong status;
-* ``retries_exhausted``: 5xx, timeouts and row locks are retried in-stage with exponential
-  backoff and jitter (only the failing updates; the rest of the batch is already settled), up
-  to ``salesforce.write_attempts`` writes; what still fails is dead-lettered for replay.
+* ``retries_exhausted``: a record's retryable failure (a row lock) is retried in-stage with
+  exponential backoff and jitter (only the failing updates; the rest of the batch is already
+  settled), up to ``salesforce.write_attempts`` writes; what still fails is dead-lettered for
+  replay. Salesforce not answering at all (unreachable, 5xx, 429, the org out of API calls)
+  is no record's fault and ends in no dead letter: the batch is retried, at most
+  ``salesforce.outage_retry_max_s`` apart, until the CRM is back (``paybus_crm_unavailable``
+  is 1 meanwhile), while the updates behind it wait in Kafka.
 
 A crash anywhere before the ack re-delivers the batch; the version guard makes the rewrite a
 no-op, so at-least-once delivery is exactly-once in the CRM.
@@ -48,6 +52,7 @@ from connectors.retry import backoff_delay, call_with_retries
 from connectors.salesforce.alerts import FailureAlerter, SmtpSettings
 from connectors.salesforce.budget import CallBudget
 from connectors.salesforce.client import SalesforceClient
+from connectors.salesforce.error_map import is_unavailable
 from connectors.salesforce.guard_rule import MARKER, NO_RECORD_MARKER, OrgGuards, org_guards
 from connectors.salesforce.settings import FieldMap, build_salesforce
 from connectors.salesforce.writer import CrmWriter, Outcome, UpdateResult, WriteReport, redact
@@ -90,6 +95,18 @@ def disposition(result: UpdateResult) -> str:
         # A named record that is gone needs a person; an aggregate the CRM never held does not.
         return FAILED_PERMANENT if result.update.crm_record_id else NOT_FOUND
     return RETRIES_EXHAUSTED if result.should_retry else FAILED_PERMANENT
+
+
+def _note(log_: list[str], attempt: int, error: ConnectorError) -> None:
+    """Add an attempt's error to an update's error log; a repeat of the last one widens its
+    range (``attempts 1-3: ...``) instead: an outage of hours would otherwise write thousands
+    of identical lines into the dead letter."""
+    text = str(error)
+    if log_ and log_[-1].endswith(f": {text}"):
+        first = log_[-1].split(" ", 2)[1].rstrip(":").split("-")[0]
+        log_[-1] = f"attempts {first}-{attempt}: {text}"
+    else:
+        log_.append(f"attempt {attempt}: {text}")
 
 
 def redacted(result: UpdateResult) -> UpdateResult:
@@ -146,6 +163,7 @@ class CrmWriterStage:
         self.take = sf.updates_per_batch or sf.batch_size
         self.within = sf.flush_interval_s
         self.attempts = sf.write_attempts
+        self.outage_cap_s = sf.outage_retry_max_s
         if sf.session_id is None and not (sf.username and sf.password):
             raise ConfigurationError(
                 "Salesforce write-back needs PAYBUS_SALESFORCE__SESSION_ID, or __USERNAME and "
@@ -231,41 +249,68 @@ class CrmWriterStage:
         """Write a batch until every update is settled; return the outcome counts.
 
         Dead letters are delivered before this returns, and Faust acks the batch only after
-        it returns, so no offset is committed for an update that is not settled.
+        it returns, so no offset is committed for an update that is not settled. An update
+        that failed because Salesforce did not answer (:func:`is_unavailable`: unreachable,
+        5xx, 429, out of API calls) is retried until the CRM is back, however long that takes,
+        and the updates behind it wait in Kafka, not in the DLQ; other retryable failures (a
+        row lock) get ``salesforce.write_attempts``.
         """
         updates = [cast(StatusUpdate, e.value) for e in events]
         final: dict[int, UpdateResult] = {}
         errors: dict[int, list[str]] = {}
+        tries: dict[int, int] = {}
         pending = list(range(len(updates)))
         attempt = 0
-        while pending:
-            attempt += 1
-            report = await self._write([updates[i] for i in pending])
-            again: list[int] = []
-            hint: float | None = None
-            for index, result in zip(pending, report.results, strict=True):
-                if result.error is not None:
-                    errors.setdefault(index, []).append(f"attempt {attempt}: {result.error}")
-                retry = result.outcome is Outcome.FAILED and result.should_retry
-                if retry and attempt < self.attempts:
-                    again.append(index)
-                    after = result.error.retry_after_s if result.error else None
-                    hint = max(hint or 0.0, after) if after is not None else hint
-                    code = (result.error.code if result.error else None) or "unknown"
-                    metrics.CRM_WRITE_RETRIES.labels(code).inc()
-                    continue
-                final[index] = result
-            if again:
-                delay = backoff_delay(
-                    attempt, base_s=RETRY_BASE_S, cap_s=RETRY_CAP_S, retry_after_s=hint
-                )
-                log.warning(
-                    "CRM write: %d update(s) failed retryably (attempt %d/%d); again in %.1fs",
-                    len(again), attempt, self.attempts, delay,
-                )  # fmt: skip
-                await asyncio.sleep(delay)
-            pending = again
-        return await self._settle(events, final, errors)
+        outage_since: float | None = None
+        try:
+            while pending:
+                attempt += 1
+                report = await self._write([updates[i] for i in pending])
+                outage = False
+                again: list[int] = []
+                hint: float | None = None
+                for index, result in zip(pending, report.results, strict=True):
+                    tries[index] = tries.get(index, 0) + 1
+                    if result.error is not None:
+                        _note(errors.setdefault(index, []), attempt, result.error)
+                    retry = result.outcome is Outcome.FAILED and result.should_retry
+                    unavailable = retry and is_unavailable(result.error)
+                    outage = outage or unavailable
+                    if retry and (unavailable or tries[index] < self.attempts):
+                        again.append(index)
+                        after = result.error.retry_after_s if result.error else None
+                        hint = max(hint or 0.0, after) if after is not None else hint
+                        code = (result.error.code if result.error else None) or "unknown"
+                        metrics.CRM_WRITE_RETRIES.labels(code).inc()
+                        continue
+                    final[index] = result
+                if again and outage:
+                    outage_since = outage_since or time.monotonic()
+                    metrics.CRM_UNAVAILABLE.set(1)
+                    delay = backoff_delay(min(attempt, 30), base_s=RETRY_BASE_S,
+                                          cap_s=self.outage_cap_s, retry_after_s=hint)  # fmt: skip
+                    log.warning(
+                        "CRM unavailable for %.0fs (%s): %d update(s) wait; again in %.1fs",
+                        time.monotonic() - outage_since,
+                        next(r.error for r in report.results if is_unavailable(r.error)),
+                        len(again), delay,
+                    )  # fmt: skip
+                    await asyncio.sleep(delay)
+                elif again:
+                    delay = backoff_delay(
+                        attempt, base_s=RETRY_BASE_S, cap_s=RETRY_CAP_S, retry_after_s=hint
+                    )
+                    log.warning(
+                        "CRM write: %d update(s) failed retryably (attempt %d/%d); again in "
+                        "%.1fs", len(again), attempt, self.attempts, delay,
+                    )  # fmt: skip
+                    await asyncio.sleep(delay)
+                pending = again
+        finally:
+            if outage_since is not None:
+                metrics.CRM_UNAVAILABLE.set(0)
+                log.warning("CRM available again after %.0fs", time.monotonic() - outage_since)
+        return await self._settle(events, final, errors, tries)
 
     async def _write(self, updates: list[StatusUpdate]) -> WriteReport:
         """One write in a thread. The writer reports Salesforce failures per update; anything
@@ -295,6 +340,7 @@ class CrmWriterStage:
         events: Sequence[EventT[StatusUpdate]],
         final: dict[int, UpdateResult],
         errors: dict[int, list[str]],
+        tries: dict[int, int],
     ) -> dict[str, int]:
         """Count every update's outcome, dead-letter the failures, e-mail the permanent ones."""
         counts: dict[str, int] = {}
@@ -316,7 +362,7 @@ class CrmWriterStage:
             futures.append(
                 await send_dead_letter(
                     self.app, events[index], stage=STAGE, reason=redact(reason)[:1000],
-                    aggregate_id=update.aggregate_id, attempts=len(errors.get(index, ())) or 1,
+                    aggregate_id=update.aggregate_id, attempts=tries.get(index, 1),
                     error_log=[redact(e) for e in errors.get(index, [reason])],
                 )
             )  # fmt: skip

@@ -157,6 +157,7 @@ def env(broker: EmbeddedBroker, tmp_path_factory: pytest.TempPathFactory) -> Ite
             PAYBUS_SALESFORCE__UPDATES_PER_BATCH="1000",
             PAYBUS_SALESFORCE__POLL_INTERVAL_S="0.5",
             PAYBUS_SALESFORCE__VERSION_GUARD="rule",
+            PAYBUS_SALESFORCE__OUTAGE_RETRY_MAX_S="1",
             PAYBUS_CRM__INTEGRATION_USERNAME=INTEGRATION,
             PAYBUS_CRM__ALERT_SMTP_HOST="127.0.0.1",
             PAYBUS_CRM__ALERT_SMTP_PORT=str(smtp.server_address[1]),
@@ -331,6 +332,26 @@ def test_a_503_burst_mid_stream_loses_nothing(env: Env) -> None:
     assert env.metric("paybus_crm_write_retries_total") - retries_before >= 3 * 40
     env.reader.poll()
     assert not [d for d in env.reader.dead if d["stage"] == "crm-writer"]
+
+
+def test_an_outage_longer_than_the_write_attempts_is_waited_out(env: Env) -> None:
+    # Eight failed writes in a row where five attempts are allowed: the writer waits the
+    # outage out (retrying every second at most here) and the updates land; none is
+    # dead-lettered for an operator to replay, and the unavailable gauge shows the wait.
+    aggs = [f"outage-{n:02d}" for n in range(20)]
+    env.sandbox.admin.seed(
+        "Payment__c", [{"External_Id__c": a} for a in aggs], as_user="integration"
+    )
+    before = env.settled()
+    env.sandbox.admin.fail_next(count=8, status=503, path="composite/sobjects", method="PATCH")
+    env.publish([update(a, 2) for a in aggs])
+    wait_for(lambda: env.metric("paybus_crm_unavailable") == 1, 30, "the writer to wait")
+    wait_for(lambda: env.settled() - before >= 20, 60, "the updates to land after the outage")
+    assert env.metric("paybus_crm_unavailable") == 0
+    stored = env.records_by_ext()
+    assert {a: stored[a]["Bus_Seq__c"] for a in aggs} == dict.fromkeys(aggs, 2)
+    env.reader.poll()
+    assert not [d for d in env.reader.dead if str(d["aggregate_id"]).startswith("outage-")]
 
 
 def test_a_refused_record_goes_to_the_dlq_and_is_e_mailed(env: Env) -> None:

@@ -51,8 +51,11 @@ class _Writer:
         results = []
         for u in updates:
             step = self.script[u.aggregate_id].pop(0)
-            if step == "503":
-                err = TransientError("down", psp="salesforce", http_status=503, code="SERVER")
+            if step == "lock":  # one record busy: retryable, a few times
+                err = TransientError("busy", psp="salesforce", code="UNABLE_TO_LOCK_ROW")
+                results.append(UpdateResult(u, Outcome.FAILED, "Payment__c", error=err))
+            elif step == "503":  # Salesforce itself down: waited out
+                err = TransientError("down", psp="salesforce", http_status=503)
                 results.append(UpdateResult(u, Outcome.FAILED, "Payment__c", error=err))
             elif step == "rule":
                 err = PermanentError("rule 4242 4242 4242 4242", psp="salesforce", code="RULE")
@@ -75,6 +78,7 @@ def _stage(writer: _Writer, alerter: _Alerter | None, attempts: int = 3) -> CrmW
     stage = CrmWriterStage.__new__(CrmWriterStage)
     stage.app = None  # type: ignore[assignment]
     stage.attempts = attempts
+    stage.outage_cap_s = 60.0
     stage.budget = None
     stage.alerter = alerter  # type: ignore[assignment]
     stage._writer = writer  # type: ignore[assignment]
@@ -107,8 +111,8 @@ async def test_retryable_failures_are_retried_alone_then_dead_lettered(
     writer = _Writer(
         {
             "ok": ["written"],
-            "flaky": ["503", "503", "written"],
-            "down": ["503", "503", "503"],
+            "flaky": ["lock", "lock", "written"],
+            "down": ["lock", "lock", "lock"],
             "old": ["skipped_older"],
         }
     )
@@ -121,8 +125,36 @@ async def test_retryable_failures_are_retried_alone_then_dead_lettered(
     assert writer.calls == [["ok", "flaky", "down", "old"], ["flaky", "down"], ["flaky", "down"]]
     assert [d["update"].aggregate_id for d in dead] == ["down"]
     assert dead[0]["stage"] == "crm-writer" and dead[0]["attempts"] == 3
-    assert len(dead[0]["error_log"]) == 3
+    assert dead[0]["error_log"] == ["attempts 1-3: busy code=UNABLE_TO_LOCK_ROW"]  # not 3 lines
     assert alerter.sent == []  # retryable trouble is not a person's job (yet)
+
+
+async def test_an_outage_is_waited_out_without_counting_attempts(
+    dead: list[dict[str, Any]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Salesforce answers 503 for twelve attempts (three attempts allowed), then is back: the
+    # updates wait, nothing is dead-lettered, the unavailable gauge is up only meanwhile.
+    gauge: list[float] = []
+    monkeypatch.setattr(crm_writer.metrics.CRM_UNAVAILABLE, "set", gauge.append)
+    writer = _Writer({"a": ["503"] * 12 + ["written"], "b": ["503"] * 12 + ["skipped_older"]})
+    stage = _stage(writer, _Alerter(), attempts=3)
+    events = [_Event(_update(a)) for a in ("a", "b")]
+    counts = await stage.process_batch(events)  # type: ignore[arg-type]
+    assert counts == {"written": 1, "skipped_older": 1} and dead == []
+    assert len(writer.calls) == 13
+    assert gauge[0] == 1 and gauge[-1] == 0 and set(gauge) == {0, 1}
+
+
+async def test_a_record_failure_during_an_outage_still_gets_its_attempts(
+    dead: list[dict[str, Any]],
+) -> None:
+    writer = _Writer({"locked": ["lock"] * 3, "down": ["503"] * 5 + ["written"]})
+    stage = _stage(writer, _Alerter(), attempts=3)
+    counts = await stage.process_batch(
+        [_Event(_update(a)) for a in ("locked", "down")]  # type: ignore[arg-type]
+    )
+    assert counts == {"retries_exhausted": 1, "written": 1}
+    assert [d["update"].aggregate_id for d in dead] == ["locked"]
 
 
 async def test_permanent_failures_are_dead_lettered_and_e_mailed_redacted(

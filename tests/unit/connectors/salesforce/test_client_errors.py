@@ -13,7 +13,7 @@ from simple_salesforce.exceptions import (
 
 from connectors.errors import AuthenticationError, NotFoundError, PermanentError, TransientError
 from connectors.salesforce.client import id18, soql_quote
-from connectors.salesforce.error_map import map_error, subrequest_error
+from connectors.salesforce.error_map import is_unavailable, map_error, subrequest_error
 
 
 def _body(code: str, message: str = "boom") -> list[dict[str, str]]:
@@ -109,3 +109,23 @@ def test_a_composite_refused_as_a_whole_names_its_error_code() -> None:
     mapped = map_error(err)
     assert isinstance(mapped, PermanentError) and mapped.code == "LIMIT_EXCEEDED"
     assert "25 ops" in mapped.message
+
+
+def test_unavailable_is_salesforce_not_answering_not_a_record_failing() -> None:
+    down = [
+        map_error(requests.ConnectionError("refused")),  # unreachable
+        map_error(requests.Timeout("read timed out")),
+        subrequest_error(503, _body("SERVER_UNAVAILABLE"), "sobjects"),
+        subrequest_error(500, "<html>oops</html>", "sobjects"),  # no error code at all
+        subrequest_error(429, "slow down", "composite"),
+        subrequest_error(403, _body("REQUEST_LIMIT_EXCEEDED"), "composite"),  # out of API calls
+    ]
+    assert [is_unavailable(e) for e in down] == [True] * len(down)
+    record_level = [
+        subrequest_error(400, _body("UNABLE_TO_LOCK_ROW"), "sobjects"),  # retryable, one record
+        subrequest_error(400, _body("FIELD_CUSTOM_VALIDATION_EXCEPTION"), "sobjects"),
+        subrequest_error(404, _body("NOT_FOUND"), "sobjects"),
+        TransientError("the writer raised", psp="salesforce", code="UNEXPECTED"),  # a bug
+        None,
+    ]
+    assert [is_unavailable(e) for e in record_level] == [False] * len(record_level)
