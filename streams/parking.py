@@ -23,7 +23,8 @@ Why this is crash-safe without transactions:
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+import random
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
@@ -48,11 +49,24 @@ def retry_id(origin: str, attempt: int) -> str:
     return f"{origin}#{attempt}"
 
 
-def retry_due(attempt: int, schedule: Sequence[float], now: datetime) -> datetime:
-    """When retry number ``attempt`` (1 = first parked retry) is due."""
+#: Parked retries come due up to this share later than the schedule says: the commands
+#: parked by one outage would otherwise all come due in the same second and meet the PSP,
+#: just back, as one burst (the in-process retries jitter the same way).
+RETRY_JITTER = 0.2
+
+
+def retry_due(
+    attempt: int,
+    schedule: Sequence[float],
+    now: datetime,
+    rng: Callable[[], float] = random.random,
+) -> datetime:
+    """When retry number ``attempt`` (1 = first parked retry) is due: the schedule's delay,
+    stretched by up to :data:`RETRY_JITTER`."""
     if attempt < 1:
         return now
-    return now + timedelta(seconds=schedule[min(attempt, len(schedule)) - 1])
+    delay = schedule[min(attempt, len(schedule)) - 1]
+    return now + timedelta(seconds=delay * (1.0 + RETRY_JITTER * rng()))
 
 
 def exhausted(attempt: int, schedule: Sequence[float]) -> bool:

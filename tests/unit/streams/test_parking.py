@@ -15,10 +15,22 @@ SCHEDULE = (0.5, 1.0, 2.0)
 
 
 def test_retry_due_follows_the_schedule_and_caps_at_its_end() -> None:
-    assert parking.retry_due(1, SCHEDULE, NOW) == NOW + timedelta(seconds=0.5)
-    assert parking.retry_due(3, SCHEDULE, NOW) == NOW + timedelta(seconds=2)
-    assert parking.retry_due(9, SCHEDULE, NOW) == NOW + timedelta(seconds=2)
-    assert parking.retry_due(0, SCHEDULE, NOW) == NOW
+    def due(attempt: int) -> datetime:
+        return parking.retry_due(attempt, SCHEDULE, NOW, rng=lambda: 0.0)
+
+    assert due(1) == NOW + timedelta(seconds=0.5)
+    assert due(3) == NOW + timedelta(seconds=2)
+    assert due(9) == NOW + timedelta(seconds=2)
+    assert due(0) == NOW
+
+
+def test_retries_parked_together_come_due_spread_not_at_once() -> None:
+    # one outage parks many commands at the same moment: their retries must not all meet
+    # the PSP in the same second when it comes back
+    dues = {parking.retry_due(1, (60.0,), NOW) for _ in range(50)}
+    assert len(dues) > 40
+    assert all(NOW + timedelta(seconds=60) <= d <= NOW + timedelta(seconds=72) for d in dues)
+    assert parking.retry_due(1, (60.0,), NOW, rng=lambda: 1.0) == NOW + timedelta(seconds=72)
 
 
 def test_exhausted_after_as_many_retries_as_the_schedule_has() -> None:
