@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from streams.cli import backfill_cmd, crm_cmd, dlq_cmd, gateways_cmd
+from streams.cli import backfill_cmd, crm_cmd, dlq_cmd, gateways_cmd, trace_cmd
 
 
 def register(app: typer.Typer) -> None:
@@ -13,3 +13,4 @@ def register(app: typer.Typer) -> None:
     backfill_cmd.register(app)
     gateways_cmd.register(app)
     crm_cmd.register(app)
+    trace_cmd.register(app)

@@ -163,6 +163,24 @@ def test_exhausted_retries_go_to_dlq_and_replay_completes(
             assert len(payments_at_psp(sandbox)) == 1
             again = _dlq(env, "replay", "--aggregate", agg)
             assert "nothing to replay" in again.stdout
+
+            # the whole story, as an operator asks for it: intents, commands, the parked
+            # retries and dead letters, the events and statuses, and where it stands now
+            story = subprocess.run(
+                [sys.executable, "-m", "streams.cli", "trace", agg],
+                env={**env, "COLUMNS": "250"}, capture_output=True, text=True, timeout=60,
+            )  # fmt: skip
+            assert story.returncode == 0, story.stderr
+            for step in ("intent create_payment", "intent cancel", "command create_payment",
+                         "command cancel", "parked (retry)", "dead letter (retry)",
+                         "event pending_submission", "status cancelled"):  # fmt: skip
+                assert step in story.stdout, (step, story.stdout)
+            assert f"sequencer: {agg} is cancelled" in story.stdout
+            unknown = subprocess.run(
+                [sys.executable, "-m", "streams.cli", "trace", "pay-nobody"],
+                env=env, capture_output=True, text=True, timeout=60,
+            )  # fmt: skip
+            assert unknown.returncode == 1 and "nothing on the bus is keyed" in unknown.stderr
         finally:
             reader.close()
             worker.stop()

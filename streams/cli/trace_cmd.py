@@ -1,0 +1,72 @@
+"""``paybus trace ID``: one payment's (or mandate's) story across the bus, oldest first.
+
+The question an operator gets asked most, "where is this payment?", answered from Kafka
+itself: the intent from the CRM, the command to the PSP, the PSP's webhooks, the events, each
+status written back, retries, dead letters, and what the sequencer holds now (see
+:mod:`streams.trace`). Refunds share their payment's key: trace the payment id.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Annotated
+
+import typer
+from kafka.errors import KafkaError
+from rich.table import Table
+
+from streams.cli.common import console, fail, settings_of
+from streams.sequencing_state import format_time
+from streams.topics import TopicMap
+
+if TYPE_CHECKING:
+    from streams.trace import Trace
+
+
+def register(app: typer.Typer) -> None:
+    app.command("trace")(trace_cmd)
+
+
+def trace_cmd(
+    ctx: typer.Context,
+    key: Annotated[str, typer.Argument(help="The payment (or mandate) id: the records' key.")],
+    app_id: Annotated[
+        str | None, typer.Option(help="The sequencer workers' app id (default PAYBUS_APP_ID).")
+    ] = None,
+) -> None:
+    """Everything the bus holds about one payment, oldest first (refunds included)."""
+    from streams.app import build_avro_codec
+    from streams.trace import trace  # Faust and the agents' modules: only when tracing
+
+    settings = settings_of(ctx)
+    topics = TopicMap.from_settings(settings)
+    state_topic = f"{app_id or settings.app_id}-sequencer-state-changelog"
+    try:
+        found = trace(settings.bootstrap_servers, topics, key, build_avro_codec(settings),
+                      state_topic=state_topic)  # fmt: skip
+    except KafkaError as exc:
+        fail(f"cannot read the bus at {settings.bootstrap_servers}: {exc}")
+    if not found.steps and not found.states:
+        fail(f"nothing on the bus is keyed {key!r} (a refund is keyed by its payment's id)")
+    console.print(_table(found, topics.prefix, key))
+    for agg, state in sorted(found.states.items()):
+        held = ", ".join(f"{e.status} ({e.event_id})" for e in state.held)
+        console.print(
+            f"sequencer: {agg} is {state.status} (seq {state.seq}, since "
+            f"{format_time(state.latest_at) if state.latest_at else '-'})"
+            + (f"; held: {held}" if held else ""),
+            highlight=False, markup=False,
+        )  # fmt: skip
+    for topic, why in sorted(found.skipped.items()):
+        console.print(f"not read: {topic}: {why}", style="dim", highlight=False, markup=False)
+
+
+def _table(found: Trace, prefix: str, key: str) -> Table:
+    table = Table(title=f"{key}: {len(found.steps)} record(s)", title_justify="left")
+    for name in ("at", "topic", "what", "aggregate", "details"):
+        table.add_column(name, overflow="fold")
+    for step in found.steps:
+        table.add_row(
+            format_time(step.at), step.topic.removeprefix(f"{prefix}."), step.kind,
+            step.aggregate_id, step.summary,
+        )  # fmt: skip
+    return table
