@@ -110,7 +110,8 @@ class Trace:
 
     steps: list[Step]
     states: dict[str, AggregateState]
-    #: Topics it could not read (absent on this cluster), with why.
+    #: Topics it could not read (absent on this cluster), or partitions it could not read to
+    #: the end in time, with why.
     skipped: dict[str, str]
 
 
@@ -120,6 +121,8 @@ class _Reader:
 
     def __init__(self, bootstrap: str, timeout_s: float) -> None:
         self.timeout_s = timeout_s
+        #: Partitions a read gave up on at its deadline: what was read, of how much.
+        self.unfinished: dict[str, str] = {}
         self.consumer = KafkaConsumer(
             bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False,
             auto_offset_reset="earliest", fetch_max_wait_ms=50, client_id="paybus-trace",
@@ -154,7 +157,17 @@ class _Reader:
                 (hw := self.consumer.highwater(tp)) is not None and self.consumer.position(tp) >= hw
                 for tp in wanted
             )
-            if done or time.monotonic() > deadline:
+            if done:
+                return
+            if time.monotonic() > deadline:
+                for tp in wanted:
+                    hw = self.consumer.highwater(tp)
+                    at = self.consumer.position(tp)
+                    if hw is None or at < hw:
+                        self.unfinished[f"{tp.topic}[{tp.partition}]"] = (
+                            f"read to offset {at} of {hw if hw is not None else '?'} in "
+                            f"{self.timeout_s:.0f} s (--timeout)"
+                        )
                 return
 
     def close(self) -> None:
@@ -196,6 +209,7 @@ def trace(
         steps += _webhooks(reader, topics, objects, codec, skipped)
         steps += _dead_letters(reader, topics, aggregates, raw, codec, skipped)
         states = _states(reader, state_topic, raw, aggregates, skipped) if state_topic else {}
+        skipped.update(reader.unfinished)
     finally:
         reader.close()
     steps.sort(key=lambda s: (s.at, s.topic, s.offset))

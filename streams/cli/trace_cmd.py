@@ -32,6 +32,9 @@ def trace_cmd(
     app_id: Annotated[
         str | None, typer.Option(help="The sequencer workers' app id (default PAYBUS_APP_ID).")
     ] = None,
+    timeout: Annotated[
+        float, typer.Option(help="Seconds each read may take (a week's partition is large).")
+    ] = 30.0,
 ) -> None:
     """Everything the bus holds about one payment, oldest first (refunds included)."""
     from streams.app import build_avro_codec
@@ -41,8 +44,9 @@ def trace_cmd(
     topics = TopicMap.from_settings(settings)
     state_topic = f"{app_id or settings.app_id}-sequencer-state-changelog"
     try:
-        found = trace(settings.bootstrap_servers, topics, key, build_avro_codec(settings),
-                      state_topic=state_topic)  # fmt: skip
+        with console.status(f"reading what the bus holds about {key}"):
+            found = trace(settings.bootstrap_servers, topics, key, build_avro_codec(settings),
+                          state_topic=state_topic, timeout_s=timeout)  # fmt: skip
     except KafkaError as exc:
         fail(f"cannot read the bus at {settings.bootstrap_servers}: {exc}")
     if not found.steps and not found.states:
@@ -57,7 +61,8 @@ def trace_cmd(
             highlight=False, markup=False,
         )  # fmt: skip
     for topic, why in sorted(found.skipped.items()):
-        console.print(f"not read: {topic}: {why}", style="dim", highlight=False, markup=False)
+        console.print(f"not (fully) read: {topic}: {why}", style="yellow", highlight=False,
+                      markup=False)  # fmt: skip
 
 
 def _table(found: Trace, prefix: str, key: str) -> Table:
