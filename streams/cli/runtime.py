@@ -31,6 +31,7 @@ def worker(
     from streams.agents import ROLES, attach, check_roles
     from streams.app import build_app
     from streams.cli.gateways_cmd import config_errors
+    from streams.secrets_check import insecure_secrets
     from streams.topics import TopicMap
 
     settings = settings_of(ctx)
@@ -40,6 +41,8 @@ def worker(
         fail(str(exc))
     if errors := config_errors(settings):
         fail("invalid gateway configuration (see `paybus gateways check`):\n" + "\n".join(errors))
+    if insecure := insecure_secrets(settings, roles):
+        fail("production worker with public or missing secrets:\n" + "\n".join(insecure), 2)
     try:
         create_topics(settings.bootstrap_servers, TopicMap.from_settings(settings).all())
     except Exception as exc:

@@ -1,0 +1,97 @@
+"""Production workers refuse the secrets that anyone who has read this repository knows.
+
+The settings ship working defaults for every secret so that ``make run`` and the tests need no
+configuration. Those defaults are public, and the ones that *authenticate inbound requests*
+are the keys to the bus: with the default Stripe or GoCardless webhook secret anyone can forge
+a PSP webhook (a payment ``confirmed`` that never was), with the default CRM ingest secret
+anyone can publish payment and refund intents, with the default operator token anyone can
+register bank accounts under the operator's GoCardless account. A production deployment that
+forgets one variable (``deploy/k8s/secret.yaml`` once named neither the ingest secret nor the
+token) would run with them, silently. So a production-profile worker refuses to start with
+one of them still at its default, empty (an HMAC under an empty key is computable by anyone),
+or a ``replace_me`` placeholder from the deploy files: exit 2, naming the variable.
+
+Only the secrets guarding endpoints the worker's roles serve are checked: a ``web`` role
+serves the webhooks of the configured PSPs and ``POST /bank-details``; a ``crm`` role serves
+``POST /events/crm``. Outbound credentials are not: a wrong one fails loudly at the PSP.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from pydantic import BaseModel, SecretStr
+
+from streams.settings import (
+    CrmSettings,
+    GoCardlessSettings,
+    OpsSettings,
+    Settings,
+    StripeSettings,
+)
+
+__all__ = ["PLACEHOLDER", "insecure_secrets"]
+
+#: What the deploy files' placeholders contain.
+PLACEHOLDER = "replace_me"
+
+
+def _default(section: type[BaseModel], field: str) -> str:
+    value = section.model_fields[field].default
+    assert isinstance(value, SecretStr)
+    return value.get_secret_value()
+
+
+def _inbound(settings: Settings, roles: Iterable[str]) -> list[tuple[str, SecretStr, str]]:
+    """(variable, value, built-in default) of each inbound secret the roles depend on."""
+    wanted = set(roles)
+    psps = {g.connector for g in settings.gateways}
+    web = "web" in wanted
+    candidates: list[tuple[bool, str, SecretStr, type[BaseModel], str]] = [
+        (web, "PAYBUS_OPS__API_TOKEN", settings.ops.api_token, OpsSettings, "api_token"),
+        (
+            web and "stripe" in psps,
+            "PAYBUS_STRIPE__WEBHOOK_SECRET",
+            settings.stripe.webhook_secret,
+            StripeSettings,
+            "webhook_secret",
+        ),
+        (
+            web and "gocardless" in psps,
+            "PAYBUS_GOCARDLESS__WEBHOOK_SECRET",
+            settings.gocardless.webhook_secret,
+            GoCardlessSettings,
+            "webhook_secret",
+        ),
+        (
+            "crm" in wanted,
+            "PAYBUS_CRM__INGEST_SECRET",
+            settings.crm.ingest_secret,
+            CrmSettings,
+            "ingest_secret",
+        ),
+    ]
+    return [
+        (variable, value, _default(section, field))
+        for served, variable, value, section, field in candidates
+        if served
+    ]
+
+
+def insecure_secrets(settings: Settings, roles: Iterable[str]) -> list[str]:
+    """What a production worker with ``roles`` must not start with, each naming its variable.
+
+    Empty for the embedded profile, whose defaults are meant to be used.
+    """
+    if settings.profile != "production":
+        return []
+    errors: list[str] = []
+    for variable, secret, default in _inbound(settings, roles):
+        value = secret.get_secret_value()
+        if not value.strip():
+            errors.append(f"{variable} is empty: anyone can sign requests with an empty key")
+        elif value == default:
+            errors.append(f"{variable} is the public built-in default; set a secret of your own")
+        elif PLACEHOLDER in value.lower():
+            errors.append(f"{variable} is still the deploy files' placeholder; set it")
+    return errors
