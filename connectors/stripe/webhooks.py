@@ -93,8 +93,11 @@ def verify_signature(
     if not secret:
         raise WebhookVerificationError("no webhook signing secret configured")
     timestamp, signatures = _parse_header(header)
-    expected = compute_signature(body, secret, timestamp)
-    if not any(hmac.compare_digest(expected, candidate) for candidate in signatures):
+    expected = compute_signature(body, secret, timestamp).encode()
+    # Bytes, not str: compare_digest raises TypeError on non-ASCII text (a 500 for any odd
+    # byte in the header, which aiohttp hands over surrogate-escaped) instead of a refusal.
+    given = [c.encode("utf-8", "surrogatepass") for c in signatures]
+    if not any(hmac.compare_digest(expected, candidate) for candidate in given):
         raise WebhookVerificationError("no Stripe-Signature matches the body")
     clock = time.time() if now is None else now
     if abs(clock - timestamp) > tolerance_s:

@@ -92,7 +92,11 @@ class BankDetailsStage:
         return (
             scheme.lower() == "bearer"
             and bool(expected)
-            and hmac.compare_digest(token.strip().encode(), expected.encode())
+            # surrogatepass: header bytes arrive surrogate-escaped, and a plain encode()
+            # of an odd byte raised (a 500 instead of a 401).
+            and hmac.compare_digest(
+                token.strip().encode("utf-8", "surrogatepass"), expected.encode()
+            )
         )
 
     async def receive(self, view: View, request: Request) -> Response:

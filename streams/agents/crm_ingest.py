@@ -46,10 +46,17 @@ def sign(secret: str, body: bytes) -> str:
 
 
 def signature_ok(secret: str, body: bytes, header: str | None) -> bool:
-    """Constant-time check of a ``sha256=<hex>`` signature header."""
-    if not header or not header.startswith("sha256="):
+    """Constant-time check of a ``sha256=<hex>`` signature header.
+
+    An empty secret accepts nothing: an HMAC under an empty key is one anyone can compute.
+    The comparison is of bytes: ``hmac.compare_digest`` raises TypeError on non-ASCII text,
+    and header bytes arrive surrogate-escaped, so a str comparison turned any odd byte into
+    a 500 instead of a 401.
+    """
+    if not secret or not header or not header.startswith("sha256="):
         return False
-    return hmac.compare_digest(sign(secret, body), header.strip())
+    given = header.strip().encode("utf-8", "surrogatepass")
+    return hmac.compare_digest(sign(secret, body).encode(), given)
 
 
 def parse_changes(app: PaybusApp, body: bytes) -> list[dict[str, Any]]:

@@ -248,3 +248,9 @@ def test_client_reports_an_unreachable_paybus() -> None:
     client = BankDetailsClient(f"http://127.0.0.1:{free_port()}", "s3cret", timeout_s=2)
     with pytest.raises(BankDetailsUnavailable):
         client.register(account_holder_name="Ada", iban=IBAN)
+
+
+@pytest.mark.parametrize("token", ["paybus_api_tokén", "\udcff\udcfe"])
+def test_a_non_ascii_bearer_token_is_refused_not_a_crash(stage: Any, token: str) -> None:
+    # aiohttp decodes header bytes with surrogateescape: str.encode() would raise (a 500).
+    assert not stage._authorised({"Authorization": f"Bearer {token}"})

@@ -101,3 +101,12 @@ def test_verify_request_keys_by_payment_intent_and_reads_header_case_insensitive
 def test_malformed_events_are_refused(body: bytes) -> None:
     with pytest.raises(WebhookVerificationError):
         parse_event(body)
+
+
+@pytest.mark.parametrize("candidate", ["é" * 64, "\udcff" * 64, "ü"])
+def test_a_non_ascii_signature_is_a_bad_signature_not_a_crash(candidate: str) -> None:
+    """``hmac.compare_digest`` raises TypeError on non-ASCII text; the receiver would answer
+    500 with a traceback in the log instead of 400 (aiohttp decodes header bytes with
+    surrogateescape, so any byte can arrive)."""
+    with pytest.raises(WebhookVerificationError, match="no Stripe-Signature matches"):
+        verify_signature(BODY, f"t={NOW},v1={candidate}", SECRET, tolerance_s=300, now=NOW)
