@@ -39,6 +39,7 @@ from connectors.errors import (
 )
 from streams import metrics
 from streams.agents.common import Connectors
+from streams.agents.http_body import read_body
 from streams.app import PaybusApp
 from streams.bank_details import BankDetailsRequest, FieldError, parse_request
 
@@ -111,8 +112,8 @@ class BankDetailsStage:
         if raw.content_length is not None and raw.content_length > MAX_BODY_BYTES:
             metrics.BANK_DETAILS.labels("", "too_large").inc()
             return view.json({"error": f"body over {MAX_BODY_BYTES} bytes"}, status=413)
-        body = await raw.content.read(MAX_BODY_BYTES + 1)
-        if len(body) > MAX_BODY_BYTES:
+        body = await read_body(raw.content, MAX_BODY_BYTES)
+        if body is None:
             metrics.BANK_DETAILS.labels("", "too_large").inc()
             return view.json({"error": f"body over {MAX_BODY_BYTES} bytes"}, status=413)
         try:

@@ -27,6 +27,7 @@ from typing import Any, cast
 from faust.web import Request, Response, View
 
 from streams import metrics
+from streams.agents.http_body import read_body
 from streams.app import PaybusApp
 from streams.errors import ValidationError
 from streams.jsonl import to_record
@@ -105,8 +106,8 @@ class CrmIngest:
         raw = cast(Any, request)
         if raw.content_length is not None and raw.content_length > limit:
             return self._refuse(view, 413, "too_large", f"body over {limit} bytes")
-        body = await raw.content.read(limit + 1)
-        if len(body) > limit:
+        body = await read_body(raw.content, limit)
+        if body is None:
             return self._refuse(view, 413, "too_large", f"body over {limit} bytes")
         secret = crm.ingest_secret.get_secret_value()
         if not signature_ok(secret, body, raw.headers.get(SIGNATURE_HEADER)):

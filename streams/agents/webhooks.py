@@ -24,6 +24,7 @@ from connectors.errors import UnknownConnectorError, WebhookVerificationError
 from streams import metrics
 from streams.agents.batch_send import BatchSender
 from streams.agents.common import Connectors
+from streams.agents.http_body import read_body
 from streams.app import PaybusApp
 from streams.faust_codec import FaustAvroCodec
 
@@ -63,8 +64,8 @@ class WebhookReceiver:
         if raw.content_length is not None and raw.content_length > limit:
             metrics.WEBHOOKS.labels(psp, "too_large").inc()
             return view.json({"error": f"body over {limit} bytes"}, status=413)
-        body = await raw.content.read(limit + 1)
-        if len(body) > limit:
+        body = await read_body(raw.content, limit)
+        if body is None:
             metrics.WEBHOOKS.labels(psp, "too_large").inc()
             return view.json({"error": f"body over {limit} bytes"}, status=413)
         headers = {k.lower(): v for k, v in raw.headers.items()}

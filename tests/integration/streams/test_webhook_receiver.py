@@ -7,6 +7,7 @@ right status and never reach ``paybus.psp.webhooks``; with the broker gone, the 
 
 from __future__ import annotations
 
+import http.client
 import json
 import os
 import signal
@@ -14,6 +15,7 @@ import subprocess
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -36,6 +38,22 @@ def _post(url: str, body: bytes, headers: dict[str, str]) -> int:
             return int(resp.status)
     except urllib.error.HTTPError as exc:
         return int(exc.code)
+
+
+def _post_chunked(port: int, path: str, body: bytes, headers: dict[str, str]) -> int:
+    """POST ``body`` chunked, in two pieces with a pause between (as a slow network would)."""
+
+    def pieces() -> Iterator[bytes]:
+        yield body[: len(body) // 2]
+        time.sleep(0.3)
+        yield body[len(body) // 2 :]
+
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+    try:
+        conn.request("POST", path, body=pieces(), headers=headers, encode_chunked=True)
+        return conn.getresponse().status
+    finally:
+        conn.close()
 
 
 def _get(url: str) -> int:
@@ -99,6 +117,16 @@ def test_receiver_status_codes_and_what_gets_published(tmp_path: Path) -> None:
         assert b"pi_good" in values[0]
         metrics = worker.metrics_text() or ""
         assert 'paybus_webhooks_total{outcome="bad_signature",psp="stripe"} 4.0' in metrics
+
+        # A body arriving in pieces is read whole: it was cut at the first piece, so a validly
+        # signed webhook failed verification (400, and the PSP eventually gave up on it).
+        pieces, pieces_headers = _webhook("pi_pieces")
+        assert _post_chunked(worker.web_port, "/webhooks/stripe", pieces, pieces_headers) == 200
+        # A byte outside ASCII in the signature is a bad signature (400), not a crash (500).
+        odd = dict(headers, **{"Stripe-Signature": f"t={int(time.time())},v1=\xe9"})
+        assert _post(f"{url}/stripe", good, odd) == 400
+        values = _published(broker.bootstrap, tm.psp_webhooks.name)
+        assert len(values) == 2 and any(b"pi_pieces" in v for v in values)
 
         broker.stop()
         late, late_headers = _webhook("pi_late")
