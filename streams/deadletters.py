@@ -1,7 +1,9 @@
 """Building dead letters: the original bytes plus where they came from and why they failed.
 
 A dead letter keeps the original key and value untouched, so ``paybus dlq replay`` can put the
-very same record back after the cause is fixed.
+very same record back after the cause is fixed. Its reason and error log are redacted
+(:mod:`streams.redaction`): they quote PSP and CRM errors and exceptions, which may quote a
+card or account number, and a dead letter is a Kafka record operators print.
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 
 from streams.records import DeadLetter
+from streams.redaction import redact
 
 
 def dead_letter_id(topic: str, partition: int, offset: int, part: str | None = None) -> str:
@@ -46,8 +49,8 @@ def make_dead_letter(
         value=value or b"",
         aggregate_id=aggregate_id,
         stage=stage,
-        reason=reason,
-        error_log=list(error_log) or [reason],
+        reason=redact(reason),
+        error_log=[redact(line) for line in error_log] or [redact(reason)],
         attempts=attempts,
         failed_at=datetime.now(UTC),
     )

@@ -2,7 +2,8 @@
 
 :func:`coalesce` keeps the newest update per aggregate (the status it carries supersedes the
 older ones, which share its outcome); :func:`record_payload` is the fields one record gets;
-:func:`redact` masks card and account numbers in anything bound for the CRM or an e-mail;
+:func:`redact` (:mod:`streams.redaction`) masks card and account numbers in anything bound
+for the CRM or an e-mail;
 :func:`in_chunks` keeps a SOQL ``IN (...)`` inside the URL limit. :class:`UpdateResult` and
 :class:`WriteReport` say what happened to each input update.
 """
@@ -17,6 +18,7 @@ from typing import Any
 
 from connectors.errors import ConnectorError, PermanentError
 from streams.records import StatusUpdate
+from streams.redaction import redact  # card and account numbers never reach the CRM
 
 from .client import id18, soql_quote
 from .error_map import NAME
@@ -26,10 +28,6 @@ from .settings import FieldMap, ObjectMapping
 #: Salesforce's 16 KB limit once URL-encoded; 200 record ids take about 4,200 characters.
 MAX_LITERAL_CHARS = 8000
 _ID_RE = re.compile(r"^[0-9A-Za-z]{15}(?:[0-9A-Za-z]{3})?$")
-# Card numbers (13-19 digits, optionally grouped) and IBANs never reach the CRM, even inside a
-# PSP's failure message.
-_PAN_RE = re.compile(r"\b\d(?:[ -]?\d){12,18}\b")
-_IBAN_RE = re.compile(r"\b[A-Z]{2}\d{2}(?: ?[A-Z0-9]){11,30}\b")
 #: Per-record errors of an update that say the record is gone: a cached record is read again.
 GONE_CODES = frozenset({"ENTITY_IS_DELETED", "INVALID_CROSS_REFERENCE_KEY"})
 
@@ -133,11 +131,6 @@ def coalesce(
 
 def record_id_of(update: StatusUpdate) -> str | None:
     return id18(update.crm_record_id) if update.crm_record_id else None
-
-
-def redact(text: str) -> str:
-    """``text`` with anything shaped like a card number or an IBAN masked."""
-    return _IBAN_RE.sub("[redacted]", _PAN_RE.sub("[redacted]", text))
 
 
 def record_payload(

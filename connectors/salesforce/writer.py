@@ -42,6 +42,7 @@ from typing import Any
 
 from connectors.errors import ConnectorError, PermanentError
 from streams.records import StatusUpdate
+from streams.redaction import redact
 
 from .batch import (
     GONE_CODES,
@@ -53,7 +54,6 @@ from .batch import (
     in_chunks,
     record_key,
     record_payload,
-    redact,
     settle,
 )
 from .client import MAX_COLLECTION, SalesforceClient, soql_quote

@@ -38,6 +38,7 @@ from connectors.stripe.settings import (
     PSP,
 )
 from streams.records import PaymentEvent
+from streams.redaction import redact
 
 __all__ = [
     "PAYMENT_EVENT_STATUS",
@@ -218,7 +219,9 @@ def _payment_event(
         amount_minor=amount_minor if amount_minor is not None else _int(obj.get("amount")),
         currency=_currency(obj),
         settlement_date=settlement_date,
-        reason=reason,
+        # A decline's or last_payment_error's message is Stripe's free text: redacted, since
+        # the event goes onto Kafka (a card number must never).
+        reason=redact(reason) if reason else reason,
         attributes=attributes or {},
     )
 

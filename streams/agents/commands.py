@@ -33,6 +33,7 @@ from streams.agents.batches import batched
 from streams.agents.common import Connectors, as_current, connector_call, event_key, failed_event
 from streams.app import PaybusApp
 from streams.records import PaymentCommand, PaymentEvent, PspWebhook, RetryEnvelope
+from streams.redaction import redact
 from streams.topics import partition_key
 
 #: Content type of the link records a worker sends to the normaliser (PSP id -> aggregate).
@@ -188,7 +189,7 @@ class Shared:
             attempt=attempt,
             due_at=due_at,
             first_failed_at=first_failed_at or datetime.now(UTC),
-            error=error,
+            error=redact(error),  # a PSP's error text may quote a card or account number
             stage=stage,
         )
         fut = await self.retry_topic.send(key=key, value=envelope)

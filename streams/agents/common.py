@@ -21,6 +21,7 @@ from streams import metrics
 from streams.app import PaybusApp
 from streams.deadletters import make_dead_letter
 from streams.records import PaymentEvent
+from streams.redaction import redact
 from streams.topics import partition_key
 
 T = TypeVar("T")
@@ -98,7 +99,10 @@ def failed_event(
     psp: str | None = None,
     crm_record_id: str | None = None,
 ) -> PaymentEvent:
-    """A ``failed`` status for an intent the bus could not carry out, with the reason."""
+    """A ``failed`` status for an intent the bus could not carry out, with the reason.
+
+    The reason is redacted: it quotes PSP refusals and exceptions, which may quote a card or
+    account number, and the event travels on Kafka to the CRM."""
     attributes = {"crm_record_id": crm_record_id} if crm_record_id else {}
     return PaymentEvent(
         event_id=event_id,
@@ -109,7 +113,7 @@ def failed_event(
         source=source,
         psp=psp,
         payment_id=payment_id,
-        reason=reason[:500],
+        reason=redact(reason)[:500],
         attributes=attributes,
     )
 

@@ -1,0 +1,57 @@
+"""Masking card and bank account numbers in free text bound for Kafka, the CRM or an e-mail.
+
+DESIGN.md's rule: card numbers (PANs) and bank account numbers never travel on Kafka nor
+reach the CRM. paybus itself never puts one in a record, but free text it passes on can carry
+one: a PSP's failure message quoting what it was sent, a decline reason, an exception's
+message. :func:`redact` is applied where such text enters a record (a ``failed`` event's
+reason, a parked retry's error, a dead letter's reason and error log) and again before the
+CRM and alert e-mails, so a number that reached a reason never goes further.
+
+The patterns err towards masking: a false positive costs a few characters of an error
+message, a miss a PCI DSS finding. They are bounded by letters and digits, not ``\\b``: an
+underscore is a word character, so ``\\b`` missed ``card_4242424242424242``, while a digit run
+inside an id (Salesforce's ``a01000000000042AAA``) must stay as it is.
+
+* PAN: 13-19 digits, each optionally preceded by one space or dash (``4242 4242 4242 4242``,
+  ``4242-4242-4242-4242``).
+* IBAN: two letters, two check digits and 11-30 alphanumerics, in either case, compact or in
+  space-separated groups of four (``GB82 WEST 1234 5698 7654 32``, ``gb82west12345698765432``).
+* UK sort code (``20-00-00``, ``20 00 00``) and an account number of 6-10 digits after the
+  words account/acct/a/c (``account number 55779911``); together without words they are 14
+  digits, a PAN to the first pattern.
+"""
+
+from __future__ import annotations
+
+import re
+
+__all__ = ["MASK", "redact"]
+
+MASK = "[redacted]"
+
+_IBAN_RE = re.compile(
+    r"(?<![0-9A-Za-z])[A-Za-z]{2}[0-9]{2}(?: ?[0-9A-Za-z]{4}){2,7}(?: ?[0-9A-Za-z]{1,3})?"
+    r"(?![0-9A-Za-z])"
+)
+#: The shortest IBAN (Norway's) has 15 characters.
+_IBAN_MIN = 15
+_PAN_RE = re.compile(r"(?<![0-9A-Za-z])[0-9](?:[ -]?[0-9]){12,18}(?![0-9])")
+_SORT_CODE_RE = re.compile(r"(?<![0-9A-Za-z])[0-9]{2}([ -])[0-9]{2}\1[0-9]{2}(?![0-9])")
+_ACCOUNT_RE = re.compile(
+    r"(?P<label>\b(?:account|acct|a/c)\b[^0-9\n]{0,24}?)(?<![0-9A-Za-z])[0-9](?:[ -]?[0-9]){5,9}"
+    r"(?![0-9])",
+    re.IGNORECASE,
+)
+
+
+def _iban(match: re.Match[str]) -> str:
+    found = match.group()
+    return MASK if len(found.replace(" ", "")) >= _IBAN_MIN else found
+
+
+def redact(text: str) -> str:
+    """``text`` with anything shaped like a card number, an IBAN or UK bank details masked."""
+    text = _IBAN_RE.sub(_iban, text)
+    text = _PAN_RE.sub(MASK, text)
+    text = _SORT_CODE_RE.sub(MASK, text)
+    return _ACCOUNT_RE.sub(lambda m: m.group("label") + MASK, text)

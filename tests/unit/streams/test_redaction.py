@@ -1,0 +1,64 @@
+"""Card and bank account numbers are masked wherever free text enters a record."""
+
+from __future__ import annotations
+
+import pytest
+
+from streams.agents.common import failed_event
+from streams.deadletters import make_dead_letter
+from streams.redaction import MASK, redact
+
+
+@pytest.mark.parametrize(
+    ("text", "secret"),
+    [
+        ("card 4242 4242 4242 4242 declined", "4242 4242 4242 4242"),
+        ("pan=4242-4242-4242-4242", "4242-4242-4242-4242"),
+        ("card_4242424242424242 refused", "4242424242424242"),  # \b missed it after "_"
+        ("No such PaymentMethod: '4000056655665556'", "4000056655665556"),
+        ("iban GB82 WEST 1234 5698 7654 32 closed", "WEST 1234"),
+        ("iban gb82west12345698765432 is invalid", "gb82west12345698765432"),  # lower case
+        ("NO93 8601 1117 947", "8601 1117 947"),  # the shortest IBAN
+        ("sort code 20-00-00 account number 55779911 closed", "55779911"),
+        ("sort code 20-00-00 account number 55779911 closed", "20-00-00"),
+        ("bank account: 5577 9911 cannot be debited", "5577 9911"),
+    ],
+)
+def test_numbers_are_masked(text: str, secret: str) -> None:
+    masked = redact(text)
+    assert secret not in masked and MASK in masked
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "insufficient_funds (code 51)",
+        "record a01000000000042AAA is locked",  # a Salesforce id keeps its digit run
+        "mandate MD0000XH9A3T4C cancelled",
+        "occurred at 2026-11-22T10:00:00Z, amount 1250 EUR",
+        "ab12cdefghij",
+    ],
+)
+def test_ordinary_text_is_kept(text: str) -> None:
+    assert redact(text) == text
+
+
+def test_a_failed_events_reason_is_redacted_before_it_reaches_kafka() -> None:
+    event = failed_event(
+        event_id="cmd-1:failed", aggregate_id="pay-1", aggregate_type="payment",
+        reason="stripe refused create_payment: No such PaymentMethod: '4242424242424242'",
+        source="stripe",
+    )  # fmt: skip
+    assert event.reason is not None and "4242424242424242" not in event.reason
+
+
+def test_a_dead_letters_reason_and_error_log_are_redacted() -> None:
+    letter = make_dead_letter(
+        topic="paybus.commands.gocardless", partition=0, offset=7, key=b"k", value=b"v",
+        stage="connector:gocardless", reason="iban GB82WEST12345698765432 refused",
+        error_log=["attempt 1: card 4242 4242 4242 4242", "attempt 2: account 55779911"],
+    )  # fmt: skip
+    text = letter.reason + "\n".join(letter.error_log)
+    for secret in ("GB82WEST12345698765432", "4242 4242 4242 4242", "55779911"):
+        assert secret not in text
+    assert letter.value == b"v"  # the original record stays untouched for replay
