@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+from streams.redaction import MASK, sensitive_fields
 from streams.routing import (
     METHODS,
     GatewayConfig,
@@ -75,10 +76,22 @@ def check_intent(change: Mapping[str, Any]) -> None:
     whatever the bus's gateways and rules: an unknown intent, a wrong aggregate type, a bad
     amount or currency, a missing reference the PSP needs.
 
+    A record holding a card number or IBAN anywhere is refused first (DESIGN.md: those never
+    travel on Kafka; the CRM poller masks them before publishing, which is refused here too).
     Publishers run this before sending (a record that could only fail is refused at the
     source, with its reason); the router runs it again, then the checks that depend on the
     bus's configuration (which gateway takes it), which a publisher cannot know.
     """
+    if found := sensitive_fields(change):
+        # Never quote the value: this message is shown, logged and written to the CRM.
+        raise IntentError(
+            f"{', '.join(found)} holds a card or bank account number; send a token instead"
+        )
+    if masked := [k for k, v in change.items() if isinstance(v, str) and MASK in v]:
+        raise IntentError(
+            f"{', '.join(masked)} held a card or bank account number (masked before it was "
+            "published); send a token instead"
+        )
     intent = change.get("intent")
     if intent not in INTENTS:
         raise IntentError(f"unknown intent {intent!r}; expected one of {', '.join(INTENTS)}")

@@ -16,6 +16,11 @@ inside an id (Salesforce's ``a01000000000042AAA``) must stay as it is.
   ``4242-4242-4242-4242``).
 * IBAN: two letters, two check digits and 11-30 alphanumerics, in either case, compact or in
   space-separated groups of four (``GB82 WEST 1234 5698 7654 32``, ``gb82west12345698765432``).
+:func:`sensitive_fields` is the strict check of structured records at the bus's doors (a CRM
+change must carry tokens, never numbers): only checksummed numbers count there, a card number
+passing Luhn's check and an IBAN passing ISO 13616's mod 97, so an order number of 16 digits
+in a description is not mistaken for a card.
+
 * UK sort code (``20-00-00``, ``20 00 00``) and an account number of 6-10 digits after the
   words account/acct/a/c (``account number 55779911``); together without words they are 14
   digits, a PAN to the first pattern.
@@ -24,8 +29,10 @@ inside an id (Salesforce's ``a01000000000042AAA``) must stay as it is.
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
+from typing import Any
 
-__all__ = ["MASK", "redact"]
+__all__ = ["MASK", "redact", "sensitive_fields"]
 
 MASK = "[redacted]"
 
@@ -55,3 +62,44 @@ def redact(text: str) -> str:
     text = _PAN_RE.sub(MASK, text)
     text = _SORT_CODE_RE.sub(MASK, text)
     return _ACCOUNT_RE.sub(lambda m: m.group("label") + MASK, text)
+
+
+def _luhn(digits: str) -> bool:
+    total = 0
+    for i, char in enumerate(reversed(digits)):
+        n = int(char) * (2 if i % 2 else 1)
+        total += n - 9 if n > 9 else n
+    return total % 10 == 0
+
+
+def _iban_valid(text: str) -> bool:
+    compact = text.replace(" ", "").upper()
+    moved = compact[4:] + compact[:4]
+    return int("".join(str(int(c, 36)) for c in moved)) % 97 == 1
+
+
+def _checksummed(text: str) -> bool:
+    """Whether ``text`` holds a Luhn-valid card number or a mod-97-valid IBAN."""
+    for match in _PAN_RE.finditer(text):
+        if _luhn(re.sub(r"[ -]", "", match.group())):
+            return True
+    for match in _IBAN_RE.finditer(text):
+        if len(match.group().replace(" ", "")) >= _IBAN_MIN and _iban_valid(match.group()):
+            return True
+    return False
+
+
+def sensitive_fields(record: Mapping[str, Any]) -> list[str]:
+    """Names of ``record``'s text fields (and ``metadata`` entries, as ``metadata.KEY``) that
+    hold a card number or an IBAN, for refusing the record without quoting the value."""
+    found: list[str] = []
+    for name, value in record.items():
+        if isinstance(value, str) and _checksummed(value):
+            found.append(name)
+        elif isinstance(value, Mapping):
+            found += [
+                f"{name}.{key}"
+                for key, v in value.items()
+                if isinstance(v, str) and _checksummed(v)
+            ]
+    return found

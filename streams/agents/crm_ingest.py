@@ -32,6 +32,7 @@ from streams.app import PaybusApp
 from streams.errors import ValidationError
 from streams.jsonl import to_record
 from streams.records import CrmChange
+from streams.redaction import sensitive_fields
 from streams.topics import partition_key
 
 log = logging.getLogger(__name__)
@@ -73,9 +74,14 @@ def parse_changes(app: PaybusApp, body: bytes) -> list[dict[str, Any]]:
     records = []
     for n, item in enumerate(items):
         try:
-            records.append(to_record(app.avro, "CrmChange", item))
+            record = to_record(app.avro, "CrmChange", item)
+            if found := sensitive_fields(record):  # never onto Kafka; never quoted back
+                raise ValidationError(
+                    f"{', '.join(found)} holds a card or bank account number; send a token"
+                )
         except ValidationError as exc:
             raise ValidationError(f"record {n}: {exc}" if many else str(exc)) from None
+        records.append(record)
     return records
 
 

@@ -27,6 +27,7 @@ from streams import metrics
 from streams.agents.crm_writer import record_allowance
 from streams.app import PaybusApp
 from streams.records import CrmChange
+from streams.redaction import redact, sensitive_fields
 from streams.topics import partition_key
 from streams.watermarks import KafkaWatermarkStore
 
@@ -122,7 +123,33 @@ class CrmSourceStage:
         return poller, batch, client.api_calls - before
 
     async def _send(self, change: dict[str, Any]) -> Any:
+        change = mask_sensitive(change)
         key = partition_key(
             str(change["aggregate_type"]), str(change["aggregate_id"]), change.get("payment_id")
         )
         return await self.changes_topic.send(key=key, value=CrmChange(**change))
+
+
+def mask_sensitive(change: dict[str, Any]) -> dict[str, Any]:
+    """``change`` with any card number or IBAN a CRM user typed into a field masked.
+
+    A polled record cannot be refused at the door as a pushed one is (there is no sender to
+    answer), and it must not reach Kafka as it is (DESIGN.md). Masked, it is published like
+    any other change and the router fails it with the field's name
+    (:func:`streams.intents.check_intent`), so the CRM record shows what to fix.
+    """
+    found = sensitive_fields(change)
+    if not found:
+        return change
+    log.warning(
+        "CRM record %s: %s held a card or bank account number; masked before publishing",
+        change.get("crm_record_id"), ", ".join(found),
+    )  # fmt: skip
+    masked = dict(change)
+    for name in found:
+        field, _, key = name.partition(".")
+        if key:
+            masked[field] = {**masked[field], key: redact(masked[field][key])}
+        else:
+            masked[field] = redact(masked[field])
+    return masked

@@ -2,11 +2,19 @@
 
 from __future__ import annotations
 
+import json
+from types import SimpleNamespace
+
 import pytest
 
 from streams.agents.common import failed_event
+from streams.agents.crm_ingest import parse_changes
+from streams.agents.crm_source import mask_sensitive
+from streams.codec import AvroCodec
 from streams.deadletters import make_dead_letter
-from streams.redaction import MASK, redact
+from streams.errors import ValidationError
+from streams.intents import IntentError, check_intent
+from streams.redaction import MASK, redact, sensitive_fields
 
 
 @pytest.mark.parametrize(
@@ -62,3 +70,46 @@ def test_a_dead_letters_reason_and_error_log_are_redacted() -> None:
     for secret in ("GB82WEST12345698765432", "4242 4242 4242 4242", "55779911"):
         assert secret not in text
     assert letter.value == b"v"  # the original record stays untouched for replay
+
+
+# --- CRM changes: tokens only, never numbers ------------------------------------------------
+
+CHANGE = {
+    "change_id": "chg-1", "aggregate_id": "pay-1", "aggregate_type": "payment",
+    "intent": "create_payment", "occurred_at": "2026-11-22T10:00:00Z", "source": "crm",
+    "amount_minor": 1250, "currency": "EUR", "method": "card",
+    "payment_method_ref": "pm_card_visa", "description": "order 1234567890123456",
+    "metadata": {},
+}  # fmt: skip
+
+
+def test_only_checksummed_numbers_make_a_field_sensitive() -> None:
+    assert sensitive_fields(CHANGE) == []  # a 16-digit order number failing Luhn's check
+    card = {**CHANGE, "payment_method_ref": "4242 4242 4242 4242"}
+    iban = {**CHANGE, "metadata": {"note": "gb82 west 1234 5698 7654 32"}}
+    assert sensitive_fields(card) == ["payment_method_ref"]
+    assert sensitive_fields(iban) == ["metadata.note"]
+
+
+def test_an_intent_carrying_a_card_number_is_refused_without_quoting_it() -> None:
+    with pytest.raises(IntentError) as caught:
+        check_intent({**CHANGE, "payment_method_ref": "4242424242424242"})
+    assert "payment_method_ref" in str(caught.value) and "4242" not in str(caught.value)
+
+
+def test_the_poller_masks_a_card_number_and_the_router_refuses_the_change() -> None:
+    change = {**CHANGE, "payment_method_ref": "4242-4242-4242-4242", "crm_record_id": "a01"}
+    masked = mask_sensitive(change)
+    assert "4242" not in str(masked) and masked["description"] == CHANGE["description"]
+    with pytest.raises(IntentError, match="payment_method_ref held a card"):
+        check_intent(masked)
+    assert mask_sensitive(CHANGE) is CHANGE
+
+
+def test_the_ingest_endpoint_refuses_a_card_number_before_publishing() -> None:
+    app = SimpleNamespace(avro=AvroCodec())
+    body = json.dumps([CHANGE, {**CHANGE, "payment_method_ref": "4242424242424242"}]).encode()
+    with pytest.raises(ValidationError, match="record 1: payment_method_ref holds a card") as e:
+        parse_changes(app, body)  # type: ignore[arg-type]
+    assert "4242" not in str(e.value)
+    assert len(parse_changes(app, json.dumps(CHANGE).encode())) == 1  # type: ignore[arg-type]
