@@ -130,6 +130,18 @@ class CrmSettings(_Section):
     #: Largest accepted ``POST /events/crm`` body.
     ingest_max_body_bytes: int = Field(default=1024 * 1024, ge=1024)
 
+    @model_validator(mode="after")
+    def _login_only_over_tls(self) -> CrmSettings:
+        """A relay login without STARTTLS would send the password in clear text: smtplib
+        logs in whenever the relay offers AUTH, encrypted or not."""
+        login = self.alert_smtp_username or self.alert_smtp_password is not None
+        if login and not self.alert_smtp_starttls:
+            raise ValueError(
+                "alert_smtp_username/alert_smtp_password need alert_smtp_starttls=true "
+                "(a login without TLS sends the password in clear text)"
+            )
+        return self
+
 
 class OpsSettings(_Section):
     """Background jobs and the operator API."""

@@ -102,6 +102,9 @@ class FailureAlerter:
     def __init__(self, settings: SmtpSettings) -> None:
         if not settings.recipients:
             raise ValueError("alerts need at least one recipient")
+        if (settings.username or settings.password) and not settings.starttls:
+            # smtplib logs in whenever the relay offers AUTH, TLS or not.
+            raise ValueError("an SMTP login needs STARTTLS: the password would go in clear text")
         self.settings = settings
 
     def alertable(self, results: Sequence[UpdateResult]) -> list[UpdateResult]:

@@ -46,3 +46,20 @@ def test_session_id_login_makes_no_call_and_missing_credentials_are_explained() 
     assert sf.base_url == "https://example.my.salesforce.com/services/data/v59.0/"
     with pytest.raises(ConfigurationError, match="SESSION_ID"):
         build_salesforce(SalesforceSettings(instance_url="https://example.my.salesforce.com"))
+
+
+def test_an_smtp_login_without_starttls_is_refused() -> None:
+    """smtplib logs in whenever the relay offers AUTH: without STARTTLS the alert relay's
+    password would cross the network in clear text."""
+    from pydantic import ValidationError
+
+    from connectors.salesforce.alerts import FailureAlerter, SmtpSettings
+    from streams.settings import CrmSettings
+
+    login = {"alert_smtp_host": "relay", "alert_smtp_username": "u", "alert_smtp_password": "p"}
+    with pytest.raises(ValidationError, match="alert_smtp_starttls"):
+        CrmSettings.model_validate(login)
+    assert CrmSettings.model_validate({**login, "alert_smtp_starttls": True}).alert_smtp_starttls
+    plain = SmtpSettings("relay", 25, "a@b", ("c@d",), username="u", password="p")
+    with pytest.raises(ValueError, match="STARTTLS"):
+        FailureAlerter(plain)
