@@ -31,6 +31,7 @@ def worker(
     from streams.agents import ROLES, attach, check_roles
     from streams.app import build_app
     from streams.cli.gateways_cmd import config_errors
+    from streams.log_format import FORMAT, SingleLineFormatter
     from streams.secrets_check import insecure_secrets
     from streams.topics import TopicMap
 
@@ -49,12 +50,9 @@ def worker(
         fail(f"cannot reach Kafka at {settings.bootstrap_servers}: {exc}")
     # Faust is told not to touch logging; without a handler of our own, an agent that crashes
     # would leave no trace anywhere. Warnings and errors go to stderr with the time and logger.
-    logging.basicConfig(
-        level=settings.log_level.upper(),
-        stream=sys.stderr,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
+    logging.basicConfig(level=settings.log_level.upper(), stream=sys.stderr, format=FORMAT)
     for handler in logging.getLogger().handlers:
+        handler.setFormatter(SingleLineFormatter(FORMAT))  # a quoted value cannot forge a line
         log_throttle.install(handler)  # an unreachable broker: one line per kind per 10 s
     app = build_app(settings)
     attach(app, roles)

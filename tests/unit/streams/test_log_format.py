@@ -1,0 +1,35 @@
+"""A value quoted in a log message cannot start a forged log line."""
+
+from __future__ import annotations
+
+import io
+import logging
+
+from streams.log_format import FORMAT, SingleLineFormatter, escape_controls
+
+
+def test_line_breaks_and_controls_are_escaped_tabs_and_text_kept() -> None:
+    assert escape_controls("pay-1\n2026-12-04 ERROR x\r\x1b[2J\x00") == (
+        "pay-1\\n2026-12-04 ERROR x\\r\\x1b[2J\\x00"
+    )
+    assert escape_controls("a\tb é ünïcode") == "a\tb é ünïcode"
+
+
+def test_one_record_is_one_line_and_a_traceback_still_follows() -> None:
+    stream = io.StringIO()
+    handler = logging.StreamHandler(stream)
+    handler.setFormatter(SingleLineFormatter(FORMAT))
+    log = logging.getLogger("test_log_format")
+    log.addHandler(handler)
+    log.propagate = False
+    try:
+        log.warning("janitor: look-up of %s failed", "pay-1\n2026-12-04 10:00:00 ERROR forged")
+        try:
+            raise ValueError("boom")
+        except ValueError:
+            log.exception("unexpected")
+    finally:
+        log.removeHandler(handler)
+    lines = stream.getvalue().splitlines()
+    assert lines[0].endswith("look-up of pay-1\\n2026-12-04 10:00:00 ERROR forged failed")
+    assert lines[1].endswith("unexpected") and lines[2].startswith("Traceback")
