@@ -15,6 +15,7 @@ Two profiles:
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any, Literal
 
@@ -270,9 +271,16 @@ class Settings(BaseSettings):
         return masked
 
 
+#: ``scheme://user:password@`` in a URL setting (a schema registry's basic auth, typically).
+_URL_PASSWORD = re.compile(r"(?<=://)([^/@:\s]*):[^/@\s]*@")
+
+
 def _mask(value: Any) -> Any:
     if isinstance(value, SecretStr):
         return "**********" if value.get_secret_value() else ""
+    if isinstance(value, str):
+        # URL settings are plain strings, and a password in one is a secret all the same.
+        return _URL_PASSWORD.sub(r"\1:**********@", value)
     if isinstance(value, dict):
         return {k: _mask(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):

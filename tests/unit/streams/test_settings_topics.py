@@ -68,3 +68,14 @@ def test_record_fields_match_schema(name: str) -> None:
     schema_fields = {f["name"] for f in schema["fields"]}
     record_fields = set(RECORDS[name]._options.fields)
     assert record_fields == schema_fields
+
+
+def test_a_password_in_a_url_setting_is_masked(
+    clean_env: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("PAYBUS_SCHEMA_REGISTRY_URL", "https://bus:s3cr3t-pw@registry.example:8081")
+    monkeypatch.setenv("PAYBUS_SALESFORCE__INSTANCE_URL", "https://example.my.salesforce.com")
+    masked = Settings().masked()
+    assert masked["schema_registry_url"] == "https://bus:**********@registry.example:8081"
+    assert "s3cr3t-pw" not in json.dumps(masked)
+    assert masked["salesforce"]["instance_url"] == "https://example.my.salesforce.com"
