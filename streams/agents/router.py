@@ -1,8 +1,11 @@
 """The router: CRM intents on ``paybus.crm.changes`` become commands for one PSP's worker.
 
 Validation failures become a ``failed`` event for the aggregate (so the CRM record shows the
-reason), never a silent drop. A table remembers which gateway each payment went to, so its
-cancellation and refunds (keyed by the payment id, so on the same partition) follow it.
+reason), never a silent drop. A table remembers which gateway each payment, mandate and refund
+went to, so a payment's cancellation and refunds (keyed by the payment id, so on the same
+partition) follow it, and a second create of an aggregate (the record saved again before its
+status came back: a new change id, so a new PSP idempotency key) is counted as a duplicate
+instead of charging or refunding twice.
 
 Intents are routed a batch at a time (:func:`~streams.agents.batches.take_ready`) and the
 batch's commands go out through
@@ -17,6 +20,7 @@ command ids derive from the change ids, so the PSP idempotency keys make the rep
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections import Counter
 from collections.abc import Sequence
 from datetime import UTC, datetime
@@ -35,6 +39,11 @@ from streams.intents import IntentError, route
 from streams.records import CrmChange, PaymentCommand, PaymentEvent
 
 STAGE = "router"
+#: Intents that make a PSP object: routed once per aggregate (the gateway table says which
+#: aggregates were), whatever change ids later saves of the CRM record carry.
+CREATES = frozenset({"create_payment", "create_mandate", "refund"})
+
+log = logging.getLogger(__name__)
 
 
 class RouterStage:
@@ -63,6 +72,16 @@ class RouterStage:
             known = None
             if lookup:
                 known = routed_to[lookup][0] if lookup in routed_to else self.gateways.get(lookup)
+            if change.intent in CREATES and (
+                change.aggregate_id in routed_to or self.gateways.get(change.aggregate_id)
+            ):
+                # A second create of one aggregate carries a new change id (the CRM record was
+                # saved again before the bus wrote a status back), so a new command id and PSP
+                # idempotency key: routed, it would charge or refund twice.
+                counts["duplicate", change.aggregate_type, change.source] += 1
+                log.info("router: %s %s was routed already; change %s is not routed again",
+                         change.intent, change.aggregate_id, change.change_id)  # fmt: skip
+                continue
             try:
                 routed = route(
                     change.asdict(),
@@ -81,7 +100,7 @@ class RouterStage:
             key = event.key if isinstance(event.key, str) else change.aggregate_id
             value = self.command_codec.dumps(PaymentCommand(**routed.command).asdict())
             outputs.setdefault(topic, []).append((None, key.encode(), value))
-            if change.intent in ("create_payment", "create_mandate"):
+            if change.intent in CREATES:
                 routed_to[change.aggregate_id] = (routed.gateway.name, event)
             counts["applied", change.aggregate_type, change.source] += 1
         futures: list[asyncio.Future[Any]] = []
