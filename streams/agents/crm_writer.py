@@ -258,7 +258,8 @@ class CrmWriterStage:
         updates = [cast(StatusUpdate, e.value) for e in events]
         final: dict[int, UpdateResult] = {}
         errors: dict[int, list[str]] = {}
-        tries: dict[int, int] = {}
+        tries: dict[int, int] = {}  # writes of each update (its dead letter's attempts)
+        spent: dict[int, int] = {}  # of them, those Salesforce answered: write_attempts' count
         pending = list(range(len(updates)))
         attempt = 0
         outage_since: float | None = None
@@ -276,7 +277,9 @@ class CrmWriterStage:
                     retry = result.outcome is Outcome.FAILED and result.should_retry
                     unavailable = retry and is_unavailable(result.error)
                     outage = outage or unavailable
-                    if retry and (unavailable or tries[index] < self.attempts):
+                    if not unavailable:  # writes an outage swallowed are not the record's
+                        spent[index] = spent.get(index, 0) + 1
+                    if retry and (unavailable or spent[index] < self.attempts):
                         again.append(index)
                         after = result.error.retry_after_s if result.error else None
                         hint = max(hint or 0.0, after) if after is not None else hint

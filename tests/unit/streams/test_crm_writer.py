@@ -157,6 +157,18 @@ async def test_a_record_failure_during_an_outage_still_gets_its_attempts(
     assert [d["update"].aggregate_id for d in dead] == ["locked"]
 
 
+async def test_a_record_failure_after_an_outage_still_gets_its_attempts(
+    dead: list[dict[str, Any]],
+) -> None:
+    # Salesforce was down for four attempts (three allowed for a record's own failure); when
+    # it is back, one row lock is a record's first retryable failure, not its fifth: retried
+    writer = _Writer({"a": ["503"] * 4 + ["lock", "written"]})
+    stage = _stage(writer, _Alerter(), attempts=3)
+    counts = await stage.process_batch([_Event(_update("a"))])  # type: ignore[list-item]
+    assert counts == {"written": 1} and dead == []
+    assert len(writer.calls) == 6
+
+
 async def test_permanent_failures_are_dead_lettered_and_e_mailed_redacted(
     dead: list[dict[str, Any]],
 ) -> None:
