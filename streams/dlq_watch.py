@@ -42,7 +42,12 @@ class DlqWatch(Collector):
         self._codec = AvroCodec()
         self._ledger = Ledger()
         self._consumer: KafkaConsumer | None = None
+        #: Held by a refresh for all its Kafka I/O (seconds, up to ``timeout_s``); never taken
+        #: by :meth:`collect`, which a scrape runs on the event loop: it reads :attr:`_pending`.
         self._lock = threading.Lock()
+        #: Pending letters by stage as of the last refresh that had read to the end (None
+        #: before one did), replaced whole, so a scrape reads it without a lock.
+        self._pending: dict[str, int] | None = None
         #: False until one refresh has read to the end: no series before then (a half-read
         #: DLQ would report a count that is neither old nor new).
         self.caught_up = False
@@ -59,18 +64,23 @@ class DlqWatch(Collector):
                 # start again from the beginning next time: positions of a failed consumer
                 # cannot be trusted to have covered everything
                 self._consumer, self._ledger, self.caught_up = None, Ledger(), False
+                self._pending = None
                 consumer.close()
                 raise
+            self._pending = self._count() if self.caught_up else None
 
     def pending_by_stage(self) -> dict[str, int]:
-        """Pending letters per stage; a stage whose letters were all closed reports 0 (so the
-        alert resolves and the dashboard shows the drop, not a gap)."""
-        with self._lock:
-            counts: dict[str, int] = {}
-            for letter in self._ledger.letters.values():
-                stage = str(letter.record["stage"])
-                counts[stage] = counts.get(stage, 0) + (not letter.resolved)
-            return counts
+        """Pending letters per stage as of the last refresh that read to the end ({} before
+        one did); a stage whose letters were all closed reports 0 (so the alert resolves and
+        the dashboard shows the drop, not a gap)."""
+        return dict(self._pending or {})
+
+    def _count(self) -> dict[str, int]:
+        counts: dict[str, int] = {}
+        for letter in self._ledger.letters.values():
+            stage = str(letter.record["stage"])
+            counts[stage] = counts.get(stage, 0) + (not letter.resolved)
+        return counts
 
     def close(self) -> None:
         with self._lock:
@@ -83,8 +93,8 @@ class DlqWatch(Collector):
 
     def collect(self) -> Iterator[GaugeMetricFamily]:
         family = self._family()
-        if self.caught_up:
-            for stage, count in sorted(self.pending_by_stage().items()):
+        if (pending := self._pending) is not None:
+            for stage, count in sorted(pending.items()):
                 family.add_metric([stage], count)
         yield family
 
