@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from streams.redaction import MASK, sensitive_fields
+from streams.redaction import masked_fields, sensitive_fields
 from streams.routing import (
     METHODS,
     GatewayConfig,
@@ -87,7 +87,7 @@ def check_intent(change: Mapping[str, Any]) -> None:
         raise IntentError(
             f"{', '.join(found)} holds a card or bank account number; send a token instead"
         )
-    if masked := [k for k, v in change.items() if isinstance(v, str) and MASK in v]:
+    if masked := masked_fields(change):  # metadata entries too: they reach the PSP
         raise IntentError(
             f"{', '.join(masked)} held a card or bank account number (masked before it was "
             "published); send a token instead"

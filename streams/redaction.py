@@ -32,7 +32,7 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
-__all__ = ["MASK", "redact", "sensitive_fields"]
+__all__ = ["MASK", "masked_fields", "redact", "sensitive_fields"]
 
 MASK = "[redacted]"
 
@@ -101,5 +101,20 @@ def sensitive_fields(record: Mapping[str, Any]) -> list[str]:
                 f"{name}.{key}"
                 for key, v in value.items()
                 if isinstance(v, str) and _checksummed(v)
+            ]
+    return found
+
+
+def masked_fields(record: Mapping[str, Any]) -> list[str]:
+    """Names of ``record``'s text fields (and ``metadata`` entries, as ``metadata.KEY``) that
+    hold :data:`MASK`: what the CRM poller masked, found where :func:`sensitive_fields`
+    looks, so a masked metadata entry is refused like a masked field."""
+    found: list[str] = []
+    for name, value in record.items():
+        if isinstance(value, str) and MASK in value:
+            found.append(name)
+        elif isinstance(value, Mapping):
+            found += [
+                f"{name}.{key}" for key, v in value.items() if isinstance(v, str) and MASK in v
             ]
     return found

@@ -106,6 +106,16 @@ def test_the_poller_masks_a_card_number_and_the_router_refuses_the_change() -> N
     assert mask_sensitive(CHANGE) is CHANGE
 
 
+def test_a_card_number_masked_in_metadata_is_refused_too() -> None:
+    # metadata goes to the PSP's metadata: the router must fail the change, not create a
+    # payment at the PSP while the CRM record never learns what to fix
+    change = {**CHANGE, "metadata": {"note": "card 4242 4242 4242 4242"}, "crm_record_id": "a1"}
+    masked = mask_sensitive(change)
+    assert "4242" not in str(masked)
+    with pytest.raises(IntentError, match=r"metadata\.note held a card"):
+        check_intent(masked)
+
+
 def test_the_ingest_endpoint_refuses_a_card_number_before_publishing() -> None:
     app = SimpleNamespace(avro=AvroCodec())
     body = json.dumps([CHANGE, {**CHANGE, "payment_method_ref": "4242424242424242"}]).encode()
