@@ -12,7 +12,9 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 from kafka.errors import KafkaError
+from rich.markup import escape
 from rich.table import Table
+from rich.text import Text
 
 from streams.cli.common import console, fail, settings_of
 from streams.sequencing_state import format_time
@@ -44,7 +46,7 @@ def trace_cmd(
     topics = TopicMap.from_settings(settings)
     state_topic = f"{app_id or settings.app_id}-sequencer-state-changelog"
     try:
-        with console.status(f"reading what the bus holds about {key}"):
+        with console.status(f"reading what the bus holds about {escape(key)}"):
             found = trace(settings.bootstrap_servers, topics, key, build_avro_codec(settings),
                           state_topic=state_topic, timeout_s=timeout)  # fmt: skip
     except KafkaError as exc:
@@ -66,12 +68,14 @@ def trace_cmd(
 
 
 def _table(found: Trace, prefix: str, key: str) -> Table:
-    table = Table(title=f"{key}: {len(found.steps)} record(s)", title_justify="left")
+    title = Text(f"{key}: {len(found.steps)} record(s)")
+    table = Table(title=title, title_justify="left")
     for name in ("at", "topic", "what", "aggregate", "details"):
         table.add_column(name, overflow="fold")
     for step in found.steps:
-        table.add_row(
-            format_time(step.at), step.topic.removeprefix(f"{prefix}."), step.kind,
-            step.aggregate_id, step.summary,
-        )  # fmt: skip
+        # Text, not str: a cell's str is read as rich markup, and records quote PSP and CRM
+        # text ("metadata[note]" vanished as a style, "[/...]" stopped the command)
+        cells = (format_time(step.at), step.topic.removeprefix(f"{prefix}."), step.kind,
+                 step.aggregate_id, step.summary)  # fmt: skip
+        table.add_row(*(Text(cell) for cell in cells))
     return table
