@@ -32,7 +32,7 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
-__all__ = ["MASK", "masked_fields", "redact", "sensitive_fields"]
+__all__ = ["ID_FIELDS", "MASK", "masked_fields", "redact", "sensitive_fields"]
 
 MASK = "[redacted]"
 
@@ -78,12 +78,26 @@ def _iban_valid(text: str) -> bool:
     return int("".join(str(int(c, 36)) for c in moved)) % 97 == 1
 
 
-def _checksummed(text: str) -> bool:
-    """Whether ``text`` holds a Luhn-valid card number or a mod-97-valid IBAN."""
-    for match in _PAN_RE.finditer(text):
+#: A CRM change's fields holding ids that systems generate (hashes, UUIDs, record ids): one
+#: in a thousand of those holds a digit run passing Luhn's or mod 97's check by chance (the
+#: poller's ``sf-<hex>`` change ids, a UUID's ``53033190-7660-4...``), so an id is sensitive
+#: only when it is a card number or an IBAN as a whole.
+ID_FIELDS = frozenset({"change_id", "aggregate_id", "crm_record_id", "mandate_id", "payment_id"})
+
+
+def _found(pattern: re.Pattern[str], text: str, whole: bool) -> list[re.Match[str]]:
+    if whole:
+        return [m] if (m := pattern.fullmatch(text.strip())) else []
+    return list(pattern.finditer(text))
+
+
+def _checksummed(text: str, *, whole: bool = False) -> bool:
+    """Whether ``text`` holds (``whole``: is) a Luhn-valid card number or a mod-97-valid
+    IBAN."""
+    for match in _found(_PAN_RE, text, whole):
         if _luhn(re.sub(r"[ -]", "", match.group())):
             return True
-    for match in _IBAN_RE.finditer(text):
+    for match in _found(_IBAN_RE, text, whole):
         if len(match.group().replace(" ", "")) >= _IBAN_MIN and _iban_valid(match.group()):
             return True
     return False
@@ -91,10 +105,11 @@ def _checksummed(text: str) -> bool:
 
 def sensitive_fields(record: Mapping[str, Any]) -> list[str]:
     """Names of ``record``'s text fields (and ``metadata`` entries, as ``metadata.KEY``) that
-    hold a card number or an IBAN, for refusing the record without quoting the value."""
+    hold a card number or an IBAN (the :data:`ID_FIELDS`: that are one), for refusing the
+    record without quoting the value."""
     found: list[str] = []
     for name, value in record.items():
-        if isinstance(value, str) and _checksummed(value):
+        if isinstance(value, str) and _checksummed(value, whole=name in ID_FIELDS):
             found.append(name)
         elif isinstance(value, Mapping):
             found += [

@@ -91,6 +91,31 @@ def test_only_checksummed_numbers_make_a_field_sensitive() -> None:
     assert sensitive_fields(iban) == ["metadata.note"]
 
 
+@pytest.mark.parametrize(
+    "generated",
+    [
+        "sf-4503061425706138c45c3ee8",  # the poller's change id: a Luhn-valid run of 16
+        "sf-dd401a50c50253a895d13828",  # ... or a mod-97-valid IBAN shape
+        "53033190-7660-45b1-99e1-7b552e94525c",  # a UUID: 5303 3190 7660 4 passes Luhn
+    ],
+)
+def test_a_generated_id_is_not_taken_for_a_card_number(generated: str) -> None:
+    # about 1 in 1,000 hashes and UUIDs hold a checksum-valid run by chance: refusing (or
+    # masking) one failed a genuine payment as "holds a card or bank account number"
+    ids = {"change_id": generated, "aggregate_id": generated, "crm_record_id": generated,
+           "payment_id": generated, "mandate_id": generated}  # fmt: skip
+    assert sensitive_fields({**CHANGE, **ids}) == []
+    check_intent({**CHANGE, **ids})
+    assert mask_sensitive({**CHANGE, **ids}) == {**CHANGE, **ids}
+
+
+def test_an_id_that_is_a_card_number_or_iban_is_still_refused() -> None:
+    card = {**CHANGE, "aggregate_id": "4242 4242 4242 4242"}
+    iban = {**CHANGE, "crm_record_id": "GB82WEST12345698765432"}
+    assert sensitive_fields(card) == ["aggregate_id"]
+    assert sensitive_fields(iban) == ["crm_record_id"]
+
+
 def test_an_intent_carrying_a_card_number_is_refused_without_quoting_it() -> None:
     with pytest.raises(IntentError) as caught:
         check_intent({**CHANGE, "payment_method_ref": "4242424242424242"})
