@@ -45,6 +45,7 @@ import time
 from collections.abc import Sequence
 from typing import Any, cast
 
+import requests
 from faust.types import EventT
 
 from connectors.errors import ConnectorError, TransientError
@@ -52,7 +53,7 @@ from connectors.retry import backoff_delay, call_with_retries
 from connectors.salesforce.alerts import FailureAlerter, SmtpSettings
 from connectors.salesforce.budget import CallBudget
 from connectors.salesforce.client import SalesforceClient
-from connectors.salesforce.error_map import is_unavailable
+from connectors.salesforce.error_map import is_unavailable, map_error
 from connectors.salesforce.guard_rule import MARKER, NO_RECORD_MARKER, OrgGuards, org_guards
 from connectors.salesforce.settings import FieldMap, build_salesforce
 from connectors.salesforce.writer import CrmWriter, Outcome, UpdateResult, WriteReport, redact
@@ -317,7 +318,8 @@ class CrmWriterStage:
 
     async def _write(self, updates: list[StatusUpdate]) -> WriteReport:
         """One write in a thread. The writer reports Salesforce failures per update; anything
-        else it raises (a bug, a surprise from the HTTP stack) fails the whole attempt as
+        else it raises fails the whole attempt: Salesforce unreachable (a ``requests`` error,
+        from the login) as an outage, anything else (a bug, a surprise from the HTTP stack) as
         retryable, so it is retried and, if it persists, lands in the DLQ with the error
         instead of killing the agent and stalling every partition it owns."""
         if self.budget is not None:
@@ -326,8 +328,15 @@ class CrmWriterStage:
         try:
             report = await asyncio.to_thread(lambda: self.writer().write(updates))
         except Exception as exc:
-            log.exception("CRM write of %d update(s) raised", len(updates))
-            error = TransientError(f"{type(exc).__name__}: {exc}", psp=CRM, code="UNEXPECTED")
+            error: ConnectorError
+            if isinstance(exc, requests.RequestException):
+                # Salesforce unreachable where the writer maps nothing (the password login
+                # made when it is built: a worker started during an outage) is that outage
+                # all the same (is_unavailable), not a bug to dead-letter after write_attempts
+                error = map_error(exc)
+            else:
+                log.exception("CRM write of %d update(s) raised", len(updates))
+                error = TransientError(f"{type(exc).__name__}: {exc}", psp=CRM, code="UNEXPECTED")
             results = [UpdateResult(u, Outcome.FAILED, error=error) for u in updates]
             report = WriteReport(results, 0)
         metrics.CRM_WRITE_SECONDS.observe(time.perf_counter() - started)

@@ -9,6 +9,7 @@ from types import SimpleNamespace
 from typing import Any
 
 import pytest
+import requests
 
 from connectors.errors import PermanentError, TransientError
 from connectors.salesforce.client import ApiUsage
@@ -167,6 +168,29 @@ async def test_a_record_failure_after_an_outage_still_gets_its_attempts(
     counts = await stage.process_batch([_Event(_update("a"))])  # type: ignore[list-item]
     assert counts == {"written": 1} and dead == []
     assert len(writer.calls) == 6
+
+
+async def test_an_org_unreachable_at_login_is_waited_out_too(
+    dead: list[dict[str, Any]],
+) -> None:
+    # a password login is made when the writer is first built (a worker started, or
+    # restarted, during the outage): Salesforce unreachable there is the same outage
+    scripted = _Writer({"a": ["written"]})
+    stage = _stage(scripted, _Alerter(), attempts=3)
+    stage._writer = None
+    logins: list[int] = []
+
+    def login() -> _Writer:
+        logins.append(1)
+        if len(logins) <= 4:
+            raise requests.ConnectionError("login.salesforce.com: Connection refused")
+        stage._writer = scripted  # type: ignore[assignment]
+        return scripted
+
+    stage.writer = login  # type: ignore[assignment,method-assign]
+    counts = await stage.process_batch([_Event(_update("a"))])  # type: ignore[list-item]
+    assert counts == {"written": 1} and dead == []
+    assert len(logins) == 5
 
 
 async def test_permanent_failures_are_dead_lettered_and_e_mailed_redacted(
