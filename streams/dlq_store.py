@@ -26,6 +26,7 @@ from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 
 from streams.codec import AvroCodec
 from streams.lag import end_offsets_from_fetch
+from streams.redaction import redact
 
 REPLAYED = "replayed"
 #: Marker stage of a letter an operator looked at and chose not to replay (``dlq discard``).
@@ -234,7 +235,8 @@ def _mark(
         marker = {
             **letter.record,
             "stage": resolution,
-            "reason": reason(letter),
+            # an operator's --reason is free text entering a record: masked like a PSP's
+            "reason": redact(reason(letter)),
             "failed_at": now,
             "value": b"",
             "error_log": [],
