@@ -67,35 +67,27 @@ class Letter:
 class Ledger:
     """Letters by id, fed DLQ records in log order: the latest copy wins, markers close.
 
-    A marker closes the letter of its id if it is not older than the letter (a letter that
-    failed again after its replay is pending once more). Letter and marker share a key, so they
-    share a partition and arrive in log order; compaction may leave a marker without its
-    letter, which is then simply not listed. Fed incrementally by the worker's DLQ gauge and
-    all at once by the CLI.
+    A marker closes the letter of its id that came before it; a copy of the letter that comes
+    after it (the same record failing again) is pending once more. Letter and marker share a
+    key, so they share a partition and arrive in log order: order, not the records' times,
+    decides, so the clocks of the worker that wrote a letter and of the operator's machine
+    that wrote its marker need not agree. Compaction may leave a marker without its letter,
+    which is then simply not listed. Fed incrementally by the worker's DLQ gauge and all at
+    once by the CLI.
     """
 
     def __init__(self) -> None:
         self.letters: dict[str, Letter] = {}
-        self._marks: dict[str, tuple[datetime, str, str | None]] = {}
 
     def add(self, record: dict[str, Any]) -> None:
         lid = str(record["dead_letter_id"])
         stage = record.get("stage")
         if stage in RESOLUTIONS:
-            mark = (record["failed_at"], str(stage), record.get("reason"))
-            self._marks[lid] = mark
-            if (closed := self.letters.get(lid)) is not None:
-                self._close(closed, mark)
+            if (letter := self.letters.get(lid)) is not None:
+                letter.resolved_at, letter.resolution = record["failed_at"], str(stage)
+                letter.resolution_reason = record.get("reason")
             return
-        letter = Letter(record)
-        self.letters[lid] = letter
-        if (earlier := self._marks.get(lid)) is not None:
-            self._close(letter, earlier)
-
-    @staticmethod
-    def _close(letter: Letter, mark: tuple[datetime, str, str | None]) -> None:
-        if mark[0] >= letter.record["failed_at"]:
-            letter.resolved_at, letter.resolution, letter.resolution_reason = mark
+        self.letters[lid] = Letter(record)
 
     def pending(self) -> list[Letter]:
         return [lt for lt in self.letters.values() if not lt.resolved]

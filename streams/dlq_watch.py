@@ -62,12 +62,14 @@ class DlqWatch(Collector):
                 self.caught_up = self._read_to_end(consumer) or self.caught_up
             except Exception:
                 # start again from the beginning next time: positions of a failed consumer
-                # cannot be trusted to have covered everything
+                # cannot be trusted to have covered everything. The last complete count stays
+                # exported until the next full read replaces it: dropping the series would
+                # restart the pending alert's hour at every broker hiccup.
                 self._consumer, self._ledger, self.caught_up = None, Ledger(), False
-                self._pending = None
                 consumer.close()
                 raise
-            self._pending = self._count() if self.caught_up else None
+            if self.caught_up:
+                self._pending = self._count()
 
     def pending_by_stage(self) -> dict[str, int]:
         """Pending letters per stage as of the last refresh that read to the end ({} before

@@ -7,7 +7,9 @@ import time
 from datetime import UTC, datetime
 from typing import Any
 
+import pytest
 from kafka import TopicPartition
+from kafka.errors import KafkaError
 
 from streams.dlq_watch import DlqWatch
 
@@ -78,3 +80,24 @@ def test_no_series_before_the_dlq_was_read_to_the_end() -> None:
     watch = DlqWatch("unused:9092", "dlq")
     watch._ledger.add({"dead_letter_id": "d1", "stage": "decode", "failed_at": NOW})
     assert _samples(watch) == [] and watch.pending_by_stage() == {}
+
+
+class _Gone:
+    """A consumer whose broker went away."""
+
+    def assignment(self) -> set[object]:
+        raise KafkaError("broker gone")
+
+    def close(self) -> None:
+        pass
+
+
+def test_a_failed_refresh_keeps_the_last_complete_count() -> None:
+    # dropping the series would restart PaybusDeadLettersPending's hour at every hiccup
+    watch = DlqWatch("unused:9092", "dlq")
+    watch._pending, watch.caught_up = {"decode": 2, "crm-writer": 0}, True
+    watch._consumer = _Gone()  # type: ignore[assignment]
+    with pytest.raises(KafkaError):
+        watch.refresh()
+    assert _samples(watch) == [({"stage": "crm-writer"}, 0.0), ({"stage": "decode"}, 2.0)]
+    assert not watch.caught_up and watch._consumer is None  # the next refresh starts afresh
