@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from streams.redaction import masked_fields, sensitive_fields
+from streams.redaction import screen
 from streams.routing import (
     METHODS,
     GatewayConfig,
@@ -82,12 +82,13 @@ def check_intent(change: Mapping[str, Any]) -> None:
     source, with its reason); the router runs it again, then the checks that depend on the
     bus's configuration (which gateway takes it), which a publisher cannot know.
     """
-    if found := sensitive_fields(change):
+    found, masked = screen(change)
+    if found:
         # Never quote the value: this message is shown, logged and written to the CRM.
         raise IntentError(
             f"{', '.join(found)} holds a card or bank account number; send a token instead"
         )
-    if masked := masked_fields(change):  # metadata entries too: they reach the PSP
+    if masked:  # metadata entries too: they reach the PSP
         raise IntentError(
             f"{', '.join(masked)} held a card or bank account number (masked before it was "
             "published); send a token instead"

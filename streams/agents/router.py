@@ -73,7 +73,9 @@ class RouterStage:
             if lookup:
                 known = routed_to[lookup][0] if lookup in routed_to else self.gateways.get(lookup)
             if change.intent in CREATES and (
-                change.aggregate_id in routed_to or self.gateways.get(change.aggregate_id)
+                known is not None  # the aggregate's own entry (a refund's is its payment's)
+                if lookup == change.aggregate_id
+                else change.aggregate_id in routed_to or self.gateways.get(change.aggregate_id)
             ):
                 # A second create of one aggregate carries a new change id (the CRM record was
                 # saved again before the bus wrote a status back), so a new command id and PSP
