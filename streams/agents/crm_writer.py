@@ -47,6 +47,7 @@ from typing import Any, cast
 
 import requests
 from faust.types import EventT
+from simple_salesforce.exceptions import SalesforceAuthenticationFailed
 
 from connectors.errors import ConnectorError, TransientError
 from connectors.retry import backoff_delay, call_with_retries
@@ -319,9 +320,10 @@ class CrmWriterStage:
     async def _write(self, updates: list[StatusUpdate]) -> WriteReport:
         """One write in a thread. The writer reports Salesforce failures per update; anything
         else it raises fails the whole attempt: Salesforce unreachable (a ``requests`` error,
-        from the login) as an outage, anything else (a bug, a surprise from the HTTP stack) as
-        retryable, so it is retried and, if it persists, lands in the DLQ with the error
-        instead of killing the agent and stalling every partition it owns."""
+        from the login) or the login refused as an outage, anything else (a bug, a surprise
+        from the HTTP stack) as retryable, so it is retried and, if it persists, lands in the
+        DLQ with the error instead of killing the agent and stalling every partition it
+        owns."""
         if self.budget is not None:
             metrics.CRM_BUDGET_WAIT.labels("write").inc(await self.budget.wait_turn())
         started = time.perf_counter()
@@ -334,6 +336,12 @@ class CrmWriterStage:
                 # made when it is built: a worker started during an outage) is that outage
                 # all the same (is_unavailable), not a bug to dead-letter after write_attempts
                 error = map_error(exc)
+            elif isinstance(exc, SalesforceAuthenticationFailed):
+                # The login refused, or answered with a 5xx that simple-salesforce reports
+                # the same way (no status): no update can be written until it works again,
+                # which is no update's fault. Waited out like an outage (the updates stay in
+                # Kafka, paybus_crm_unavailable and its alert say why), not dead-lettered.
+                error = TransientError(f"Salesforce login failed: {exc}", psp=CRM)
             else:
                 log.exception("CRM write of %d update(s) raised", len(updates))
                 error = TransientError(f"{type(exc).__name__}: {exc}", psp=CRM, code="UNEXPECTED")

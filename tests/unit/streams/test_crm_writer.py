@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 import requests
+from simple_salesforce.exceptions import SalesforceAuthenticationFailed
 
 from connectors.errors import PermanentError, TransientError
 from connectors.salesforce.client import ApiUsage
@@ -49,6 +50,8 @@ class _Writer:
 
     def write(self, updates: Sequence[StatusUpdate]) -> WriteReport:
         self.calls.append([u.aggregate_id for u in updates])
+        if self.script.get("login") and self.script["login"].pop(0) == "refused":
+            raise SalesforceAuthenticationFailed("INVALID_LOGIN", "password expired")
         results = []
         for u in updates:
             step = self.script[u.aggregate_id].pop(0)
@@ -302,3 +305,17 @@ async def test_a_failed_rule_lookup_keeps_the_read_guard_and_is_tried_again(
     assert due is not None and due - time.monotonic() > crm_writer.GUARD_LOOKUP_RETRY_S
     client.rows = []  # an admin deactivated it: the hourly look-up goes back to reading
     assert stage._guards(client) == OrgGuards()  # type: ignore[arg-type]
+
+
+async def test_a_refused_login_is_waited_out_like_an_outage(
+    dead: list[dict[str, Any]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # an expired password (or a login answered 5xx, which simple-salesforce reports the same
+    # way) stops every write: no update's fault, so none is dead-lettered for it
+    gauge: list[float] = []
+    monkeypatch.setattr(crm_writer.metrics.CRM_UNAVAILABLE, "set", gauge.append)
+    writer = _Writer({"login": ["refused"] * 6 + ["ok"], "a": ["written"]})
+    stage = _stage(writer, _Alerter(), attempts=3)
+    counts = await stage.process_batch([_Event(_update("a"))])  # type: ignore[arg-type]
+    assert counts == {"written": 1} and dead == []
+    assert len(writer.calls) == 7 and gauge[0] == 1 and gauge[-1] == 0
