@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import logging
 import threading
-import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -25,6 +24,7 @@ from prometheus_client.registry import Collector
 
 from streams.codec import AvroCodec
 from streams.dlq_store import Ledger
+from streams.partition_read import behind, drain
 
 log = logging.getLogger(__name__)
 
@@ -130,20 +130,13 @@ class DlqWatch(Collector):
             consumer.seek_to_beginning(*sorted(found - known))
 
     def _read_to_end(self, consumer: KafkaConsumer) -> bool:
-        """Poll until every partition's position reaches the high-water mark its last fetch
-        reported (fetch responses are right on Tansu, where ListOffsets is not)."""
+        """Read what the DLQ's partitions hold up to their end; whether it got there."""
         tps = sorted(consumer.assignment())
         if not tps:
             return False
-        deadline = time.monotonic() + self.timeout_s
-        while True:
-            for batch in consumer.poll(timeout_ms=200).values():
-                for message in batch:
-                    self._add(message.value)
-            if all(_at_end(consumer, tp) for tp in tps):
-                return True
-            if time.monotonic() > deadline:
-                return False
+        for message in drain(consumer, tps, self.timeout_s):
+            self._add(message.value)
+        return not behind(consumer, tps)
 
     def _add(self, value: bytes | None) -> None:
         if value is None:
@@ -156,8 +149,3 @@ class DlqWatch(Collector):
                         self.topic, exc)  # fmt: skip
             return
         self._ledger.add({name: record.get(name) for name in _SLIM})
-
-
-def _at_end(consumer: KafkaConsumer, tp: TopicPartition) -> bool:
-    highwater = consumer.highwater(tp)
-    return highwater is not None and consumer.position(tp) >= highwater

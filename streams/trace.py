@@ -15,7 +15,6 @@ shown, only which PSP object it is about.
 from __future__ import annotations
 
 import json
-import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -27,6 +26,7 @@ from kafka.partitioner.default import murmur2
 from streams.agents.commands import LINK_CONTENT_TYPE
 from streams.agents.sequencer_records import load_state
 from streams.codec import AvroCodec
+from streams.partition_read import behind, drain
 from streams.sequencing_state import AggregateState, format_time
 from streams.topics import TopicMap
 
@@ -147,28 +147,14 @@ class _Reader:
             return
         self.consumer.assign(wanted)
         self.consumer.seek_to_beginning(*wanted)
-        deadline = time.monotonic() + self.timeout_s
-        while True:
-            for tp, batch in self.consumer.poll(timeout_ms=200).items():
-                for message in batch:
-                    if keep(message):
-                        yield tp.topic, message
-            done = all(
-                (hw := self.consumer.highwater(tp)) is not None and self.consumer.position(tp) >= hw
-                for tp in wanted
+        for message in drain(self.consumer, wanted, self.timeout_s):
+            if keep(message):
+                yield message.topic, message
+        for tp, (at, hw) in behind(self.consumer, wanted).items():
+            self.unfinished[f"{tp.topic}[{tp.partition}]"] = (
+                f"read to offset {at} of {hw if hw is not None else '?'} in "
+                f"{self.timeout_s:.0f} s (--timeout)"
             )
-            if done:
-                return
-            if time.monotonic() > deadline:
-                for tp in wanted:
-                    hw = self.consumer.highwater(tp)
-                    at = self.consumer.position(tp)
-                    if hw is None or at < hw:
-                        self.unfinished[f"{tp.topic}[{tp.partition}]"] = (
-                            f"read to offset {at} of {hw if hw is not None else '?'} in "
-                            f"{self.timeout_s:.0f} s (--timeout)"
-                        )
-                return
 
     def close(self) -> None:
         self.consumer.close()

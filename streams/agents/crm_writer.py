@@ -39,7 +39,6 @@ no-op, so at-least-once delivery is exactly-once in the CRM.
 from __future__ import annotations
 
 import asyncio
-import copy
 import logging
 import time
 from collections.abc import Sequence
@@ -61,6 +60,13 @@ from connectors.salesforce.writer import CrmWriter, Outcome, UpdateResult, Write
 from streams import metrics
 from streams.agents.batches import batched
 from streams.agents.common import send_dead_letter
+from streams.agents.crm_outcomes import (
+    FAILED_PERMANENT,
+    RETRIES_EXHAUSTED,
+    disposition,
+    note_error,
+    redacted,
+)
 from streams.app import PaybusApp
 from streams.errors import ConfigurationError
 from streams.records import StatusUpdate
@@ -79,49 +85,6 @@ GUARD_RECHECK_S = 3600.0
 #: ``paybus_crm_version_guard`` modes: the writer reads first; the org's rule guards records
 #: written by Id; and also the no-create rule, so records named by external id are upserted.
 GUARD_MODES = ("read", "rule", "upsert")
-
-WRITTEN = "written"
-SKIPPED_OLDER = "skipped_older"
-NOT_FOUND = "not_found"
-FAILED_PERMANENT = "failed_permanent"
-RETRIES_EXHAUSTED = "retries_exhausted"
-
-
-def disposition(result: UpdateResult) -> str:
-    """The final outcome name of one update's last write result."""
-    if result.outcome is Outcome.WRITTEN:
-        return WRITTEN
-    if result.outcome is Outcome.SKIPPED_OLDER:
-        return SKIPPED_OLDER
-    if result.outcome is Outcome.NOT_FOUND:
-        # A named record that is gone needs a person; an aggregate the CRM never held does not.
-        return FAILED_PERMANENT if result.update.crm_record_id else NOT_FOUND
-    return RETRIES_EXHAUSTED if result.should_retry else FAILED_PERMANENT
-
-
-def _note(log_: list[str], attempt: int, error: ConnectorError) -> None:
-    """Add an attempt's error to an update's error log; a repeat of the last one widens its
-    range (``attempts 1-3: ...``) instead: an outage of hours would otherwise write thousands
-    of identical lines into the dead letter."""
-    text = str(error)
-    if log_ and log_[-1].endswith(f": {text}"):
-        first = log_[-1].split(" ", 2)[1].rstrip(":").split("-")[0]
-        log_[-1] = f"attempts {first}-{attempt}: {text}"
-    else:
-        log_.append(f"attempt {attempt}: {text}")
-
-
-def redacted(result: UpdateResult) -> UpdateResult:
-    """``result`` fit for an e-mail: no card or account numbers in the reason or the error
-    (a PSP's decline text, or a CRM error echoing a field value, may carry one)."""
-    update = result.update
-    if update.reason:
-        update = StatusUpdate(**{**update.asdict(), "reason": redact(update.reason)})
-    error = result.error
-    if error is not None:
-        error = copy.copy(error)
-        error.message = redact(error.message)
-    return UpdateResult(update, result.outcome, result.object_name, result.record_id, error)
 
 
 def record_allowance(client: SalesforceClient) -> None:
@@ -275,7 +238,7 @@ class CrmWriterStage:
                 for index, result in zip(pending, report.results, strict=True):
                     tries[index] = tries.get(index, 0) + 1
                     if result.error is not None:
-                        _note(errors.setdefault(index, []), attempt, result.error)
+                        note_error(errors.setdefault(index, []), attempt, result.error)
                     retry = result.outcome is Outcome.FAILED and result.should_retry
                     unavailable = retry and is_unavailable(result.error)
                     outage = outage or unavailable

@@ -17,7 +17,8 @@ from connectors.salesforce.client import ApiUsage
 from connectors.salesforce.guard_rule import MARKER, RULE_NAME, OrgGuards
 from connectors.salesforce.writer import Outcome, UpdateResult, WriteReport
 from streams.agents import crm_writer
-from streams.agents.crm_writer import CrmWriterStage, disposition
+from streams.agents.crm_outcomes import disposition
+from streams.agents.crm_writer import CrmWriterStage
 from streams.records import StatusUpdate
 
 
