@@ -14,7 +14,8 @@ PSP's dashboard, or before paybus) has an empty aggregate id. The webhook path r
 those through the normaliser's table of links, which lives inside the workers; a backfill
 cannot key such an event (its key *is* the aggregate id, the unit of ordering), so it does not
 publish it: it counts and reports it as *unresolved* (the CLI lists them; the stage logs and
-counts them), for an operator to decide about.
+counts them), for an operator to decide about. A refund made at the PSP whose connector found
+the bus's payment it refunds is named like the webhook path names it (:mod:`.psp_refunds`).
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from streams import psp_refunds
 from streams.records import _MAP_FIELDS, PaymentEvent
 from streams.topics import partition_key
 
@@ -133,7 +135,8 @@ def run_backfill(
     for its acknowledgements before trusting the report's ``published`` counts.
     """
     report = BackfillReport(psp=psp, since=since)
-    for event in events:
+    for read in events:
+        event = psp_refunds.resolve(read) or read  # a refund made at the PSP: its own id
         key = key_of(event)
         if key is None:
             report.unresolved.append(event)

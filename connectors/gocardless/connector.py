@@ -302,4 +302,30 @@ class GoCardlessConnector(PspConnector):
             return tf.payout_events(event, payout, paid_out)
         if kind == _PAID_OUT and payout_id:
             return tf.events_from_event(event, payout=self._payout(str(payout_id)))
+        if kind[0] == "refunds" and not (event.get("resource_metadata") or {}).get(
+            META_AGGREGATE_ID
+        ):
+            return tf.events_from_event(event, payment_id=self._refunded_payment(event))
         return tf.events_from_event(event)
+
+    def _refunded_payment(self, event: Mapping[str, Any]) -> str | None:
+        """The aggregate id of the payment a refund made outside the bus refunds (a refund
+        staff made in GoCardless's dashboard carries no paybus metadata, and its events link
+        only the refund); None when that payment is not the bus's either.
+
+        Two look-ups (the refund for its payment, the payment for its metadata) per event
+        of such a refund: rare, and it keeps those refunds out of the DLQ
+        (:mod:`streams.psp_refunds`)."""
+        links = event.get("links") or {}
+        payment_id = links.get("payment")
+        try:
+            if not payment_id and links.get("refund"):
+                refund = self._retry(lambda: self.api.get_refund(str(links["refund"])))
+                payment_id = (refund.get("links") or {}).get("payment")
+            if not payment_id:
+                return None
+            payment = self._retry(lambda: self.api.get_payment(str(payment_id)))
+        except NotFoundError:
+            return None
+        found = (payment.get("metadata") or {}).get(META_AGGREGATE_ID)
+        return str(found) if found else None

@@ -3,7 +3,9 @@
 It maps each verified webhook onto canonical events. A PSP object id becomes an aggregate id
 through the PSP's metadata where it carries one, else through a table of links the connector
 workers publish when they create PSP objects. Webhooks and links are both keyed by PSP object
-id, so a link and the webhooks it resolves meet on one partition.
+id, so a link and the webhooks it resolves meet on one partition. A refund the bus did not
+create, on a payment it did, becomes a refund aggregate of its own (:mod:`streams.psp_refunds`);
+an object the bus knows nothing about is dead-lettered.
 
 It runs in the workers (the ``normaliser`` role), not beside the webhook receiver: at 1,000
 webhooks/s on 2 cores, one process doing both was saturated and webhooks waited up to a
@@ -20,7 +22,7 @@ from typing import Any
 
 from faust.types import EventT
 
-from streams import metrics
+from streams import metrics, psp_refunds
 from streams.agents.batch_send import BatchSender, Record
 from streams.agents.batches import batched
 from streams.agents.commands import LINK_CONTENT_TYPE
@@ -147,12 +149,15 @@ class NormaliserStage:
             if link and pe.aggregate_type == "refund" and not pe.payment_id:
                 return pe.derive(payment_id=link.get("aggregate_id"))
             return pe
-        if link is None or (
-            pe.aggregate_type == "refund" and link.get("aggregate_type") == "payment"
+        if pe.aggregate_type == "refund" and (
+            link is None or link.get("aggregate_type") == "payment"
         ):
-            # Unknown object, or a refund the bus did not create: only its payment is known,
-            # not which refund aggregate it is. Dead-lettered, so an operator can decide.
-            return None
+            # Not a refund the bus made: one made at the PSP, on the payment its connector
+            # found or this webhook's key links (None, dead-lettered, when neither is known).
+            payment = pe.payment_id or (link or {}).get("aggregate_id")
+            return psp_refunds.resolve(pe.derive(payment_id=str(payment))) if payment else None
+        if link is None:
+            return None  # an object the bus never heard of: dead-lettered for an operator
         attrs = dict(pe.attributes or {})
         if link.get("crm_record_id"):
             attrs.setdefault("crm_record_id", link["crm_record_id"])

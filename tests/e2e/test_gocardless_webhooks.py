@@ -154,3 +154,42 @@ def test_backfill_cli_recovers_dropped_webhooks(gc_bus: GcBus) -> None:
         assert not any(u["inferred"] for u in gc_bus.updates(aggregate))
     # Every status the sandbox reports maps onto a canonical one the bus shows.
     assert {gc_bus.true_status(p) for p in payments.values()} <= set(tf.PAYMENT_STATUS.values())
+
+
+def test_refund_made_at_gocardless_becomes_its_own_aggregate_not_a_dead_letter(
+    gc_bus: GcBus,
+) -> None:
+    """A refund staff make in GoCardless's dashboard carries no paybus metadata: its events
+    become the refund aggregate ``gocardless-<RF id>`` under the payment, walk the refund
+    lifecycle, name no CRM record, and none of them is dead-lettered."""
+    gc_bus.reset_webhooks()
+    change = gc_bus.payment_change(gc_bus.active_mandate(), amount=3000)
+    payment = change["aggregate_id"]
+    gc_bus.publish(change)
+    pm = str(gc_bus.wait_status(payment, "pending_submission")["psp_object_id"])
+    gc_bus.sandbox.advance(days=4)
+    gc_bus.deliver()
+    gc_bus.wait_status(payment, "paid_out")
+    rejected = (
+        'paybus_events_total{aggregate_type="refund",outcome="rejected",'
+        'source="gocardless",stage="normaliser"}'
+    )
+    rejected_before = gc_bus.metric(rejected)
+
+    refund = gc_bus.gc.refunds.create(
+        params={"amount": 1200, "total_amount_confirmation": 1200, "links": {"payment": pm}}
+    )
+    gc_bus.deliver()
+    aggregate = f"gocardless-{refund.id}"
+    gc_bus.wait_status(aggregate, "created")
+    gc_bus.sandbox.advance(days=3)
+    gc_bus.deliver()
+    gc_bus.wait_status(aggregate, "refunded")
+
+    updates = gc_bus.updates(aggregate)
+    assert [u["to_status"] for u in updates] == ["created", "refunded"]
+    assert {u["payment_id"] for u in updates} == {payment}
+    assert {u["psp_object_id"] for u in updates} == {refund.id}
+    assert not any(u["crm_record_id"] for u in updates), "a payment's record is not a refund's"
+    assert gc_bus.metric(rejected) == rejected_before
+    assert gc_bus.status(payment) == "paid_out"
