@@ -28,6 +28,21 @@ if TYPE_CHECKING:
 
 OPERATIONS = ("create_payment", "create_mandate", "cancel", "refund")
 
+#: Attribute of an event whose PSP object carries metadata, none of it the bus's: an object
+#: another system made on the same PSP account (one account often serves a web shop, a
+#: billing system and the bus, and its webhooks carry everything). Where no link names it
+#: either, the normaliser counts it ``foreign`` rather than dead-lettering it.
+FOREIGN_ATTRIBUTE = "psp_foreign"
+
+
+def foreign_marker(metadata: object, key: str) -> dict[str, str]:
+    """``{FOREIGN_ATTRIBUTE: "true"}`` when ``metadata`` (a PSP object's metadata) is a
+    mapping without the bus's ``key``; ``{}`` otherwise (including when the object has no
+    metadata to judge by, such as a Stripe dispute, whose metadata is never the payment's)."""
+    if isinstance(metadata, Mapping) and not metadata.get(key):
+        return {FOREIGN_ATTRIBUTE: "true"}
+    return {}
+
 
 def header_value(headers: Mapping[str, str], name: str) -> str | None:
     """Case-insensitive header lookup (HTTP header names are case-insensitive): every PSP's

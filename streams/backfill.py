@@ -16,6 +16,8 @@ cannot key such an event (its key *is* the aggregate id, the unit of ordering), 
 publish it: it counts and reports it as *unresolved* (the CLI lists them; the stage logs and
 counts them), for an operator to decide about. A refund made at the PSP whose connector found
 the bus's payment it refunds is named like the webhook path names it (:mod:`.psp_refunds`).
+Events its connector marks foreign (other systems' objects on a shared PSP account) are only
+counted.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from connectors.base import FOREIGN_ATTRIBUTE
 from streams import psp_refunds
 from streams.records import _MAP_FIELDS, PaymentEvent
 from streams.topics import partition_key
@@ -105,6 +108,8 @@ class BackfillReport:
     published: Counter[tuple[str, str]] = field(default_factory=Counter)
     #: Events not published because their aggregate is unknown.
     unresolved: list[PaymentEvent] = field(default_factory=list)
+    #: Events about other systems' objects on the same PSP account, skipped.
+    foreign: int = 0
 
     @property
     def published_total(self) -> int:
@@ -112,7 +117,7 @@ class BackfillReport:
 
     @property
     def read_total(self) -> int:
-        return self.published_total + len(self.unresolved)
+        return self.published_total + len(self.unresolved) + self.foreign
 
     def rows(self) -> list[tuple[str, str, int, int]]:
         """(aggregate type, status, published, unresolved), sorted, for a summary table."""
@@ -138,7 +143,9 @@ def run_backfill(
     for read in events:
         event = psp_refunds.resolve(read) or read  # a refund made at the PSP: its own id
         key = key_of(event)
-        if key is None:
+        if key is None and (event.attributes or {}).get(FOREIGN_ATTRIBUTE):
+            report.foreign += 1
+        elif key is None:
             report.unresolved.append(event)
         else:
             send(key, event)

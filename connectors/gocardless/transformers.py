@@ -51,6 +51,7 @@ from collections.abc import Iterable, Mapping
 from datetime import datetime
 from typing import Any
 
+from connectors.base import foreign_marker
 from connectors.errors import PermanentError
 from connectors.gocardless.params import (
     METHOD,
@@ -237,6 +238,13 @@ def _attributes(event: Mapping[str, Any]) -> dict[str, str]:
     return attrs
 
 
+def _foreign(event: Mapping[str, Any]) -> dict[str, str]:
+    """The foreign marker of an event about a resource another system made: GoCardless
+    copies a resource's metadata into each event about it, and every resource paybus makes
+    carries its aggregate id there (see ``connectors.base``)."""
+    return foreign_marker(event.get("resource_metadata"), META_AGGREGATE_ID)
+
+
 def events_from_event(
     event: Mapping[str, Any],
     *,
@@ -284,7 +292,10 @@ def events_from_event(
             currency=currency.upper() if currency else None,
             settlement_date=settlement,
             reason=_str(details.get("cause")) if status in _REASONED else None,
-            attributes=_attributes(event),
+            attributes={
+                **_attributes(event),
+                **({} if aggregate_id or payment_id else _foreign(event)),
+            },
         )
     ]
 
@@ -322,7 +333,11 @@ def payout_events(
                 psp=PSP,
                 psp_object_id=payment,
                 settlement_date=settlement,
-                attributes={"gocardless_event": "payouts.paid", "gocardless_payout": payout_id},
+                attributes={
+                    "gocardless_event": "payouts.paid",
+                    "gocardless_payout": payout_id,
+                    **_foreign(payment_event),
+                },
             )
         )
     return out

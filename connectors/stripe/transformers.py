@@ -29,6 +29,7 @@ from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime
 from typing import Any
 
+from connectors.base import foreign_marker
 from connectors.errors import PermanentError
 from connectors.stripe.params import STRIPE_PM_TYPE, payment_intent_params, refund_params
 from connectors.stripe.settings import (
@@ -110,6 +111,18 @@ def _ref(value: Any) -> str | None:
 def _metadata(obj: Mapping[str, Any]) -> Mapping[str, Any]:
     meta = obj.get("metadata")
     return meta if isinstance(meta, Mapping) else {}
+
+
+#: Objects whose metadata says whose they are: Stripe copies a PaymentIntent's metadata to
+#: the charge it creates, and paybus writes its own on refunds; a dispute's is never set.
+_OWNED_OBJECTS = frozenset({"payment_intent", "charge", "refund"})
+
+
+def _foreign(obj: Mapping[str, Any]) -> dict[str, str]:
+    """The foreign marker of an object another system made (see ``connectors.base``)."""
+    if obj.get("object") not in _OWNED_OBJECTS:
+        return {}
+    return foreign_marker(obj.get("metadata"), META_AGGREGATE_ID)
 
 
 def _int(value: Any) -> int | None:
@@ -222,7 +235,7 @@ def _payment_event(
         # A decline's or last_payment_error's message is Stripe's free text: redacted, since
         # the event goes onto Kafka (a card number must never).
         reason=redact(reason) if reason else reason,
-        attributes=attributes or {},
+        attributes={**(attributes or {}), **_foreign(obj)},
     )
 
 
@@ -249,7 +262,10 @@ def _refund_event(
         amount_minor=_int(refund.get("amount")),
         currency=_currency(refund),
         reason=str(reason) if isinstance(reason, str) else None,
-        attributes={"stripe_payment_intent": _ref(refund.get("payment_intent")) or ""},
+        attributes={
+            "stripe_payment_intent": _ref(refund.get("payment_intent")) or "",
+            **_foreign(refund),
+        },
     )
 
 

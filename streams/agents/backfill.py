@@ -94,6 +94,7 @@ class BackfillStage:
         await asyncio.gather(*futures)
         metrics.BACKFILL_EVENTS.labels(psp, "published").inc(report.published_total)
         metrics.BACKFILL_EVENTS.labels(psp, "unresolved").inc(len(report.unresolved))
+        metrics.BACKFILL_EVENTS.labels(psp, "foreign").inc(report.foreign)
         metrics.BACKFILL_RUNS.labels(psp, "ok").inc()
         if report.unresolved:
             log.warning(

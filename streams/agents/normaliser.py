@@ -4,8 +4,10 @@ It maps each verified webhook onto canonical events. A PSP object id becomes an 
 through the PSP's metadata where it carries one, else through a table of links the connector
 workers publish when they create PSP objects. Webhooks and links are both keyed by PSP object
 id, so a link and the webhooks it resolves meet on one partition. A refund the bus did not
-create, on a payment it did, becomes a refund aggregate of its own (:mod:`streams.psp_refunds`);
-an object the bus knows nothing about is dead-lettered.
+create, on a payment it did, becomes a refund aggregate of its own (:mod:`streams.psp_refunds`).
+An event about another system's object on a shared PSP account (its connector marks it
+foreign: the object carries metadata, none of it the bus's) is counted ``foreign`` and goes no
+further; any other event naming no aggregate is dead-lettered for an operator to decide.
 
 It runs in the workers (the ``normaliser`` role), not beside the webhook receiver: at 1,000
 webhooks/s on 2 cores, one process doing both was saturated and webhooks waited up to a
@@ -22,6 +24,7 @@ from typing import Any
 
 from faust.types import EventT
 
+from connectors.base import FOREIGN_ATTRIBUTE
 from streams import metrics, psp_refunds
 from streams.agents.batch_send import BatchSender, Record
 from streams.agents.batches import batched
@@ -113,6 +116,10 @@ class NormaliserStage:
         futures = []
         for pe in normalised:
             resolved = self._resolve(event, key, pe, learned)
+            if resolved is None and (pe.attributes or {}).get(FOREIGN_ATTRIBUTE):
+                # Another system's object on a shared PSP account: none of the bus's business.
+                metrics.EVENTS.labels(STAGE, "foreign", pe.aggregate_type, webhook.psp).inc()
+                continue
             if resolved is None:
                 metrics.EVENTS.labels(STAGE, "rejected", pe.aggregate_type, webhook.psp).inc()
                 futures.append(
@@ -125,6 +132,10 @@ class NormaliserStage:
                     )
                 )
                 continue
+            if FOREIGN_ATTRIBUTE in (resolved.attributes or {}):  # a link named it: ours
+                attrs = {k: v for k, v in (resolved.attributes or {}).items()}
+                del attrs[FOREIGN_ATTRIBUTE]
+                resolved = resolved.derive(attributes=attrs)
             value = self.event_codec.dumps(resolved.asdict())
             outputs.append((None, event_key(resolved).encode(), value))
             metrics.EVENTS.labels(STAGE, "applied", pe.aggregate_type, webhook.psp).inc()

@@ -110,7 +110,7 @@ def backfill(
                 progress.update(
                     task,
                     description=f"read {report.read_total}, queued {report.published_total}, "
-                    f"unresolved {len(report.unresolved)}",
+                    f"unresolved {len(report.unresolved)}, foreign {report.foreign}",
                 )
 
             try:
@@ -167,6 +167,7 @@ def _summary(report: Any, dry_run: bool) -> None:
             err_console.print(f"... and {len(report.unresolved) - _UNRESOLVED_SHOWN} more")
     console.print(
         f"{'would publish' if dry_run else 'published'} {report.published_total}, "
-        f"unresolved {len(report.unresolved)}",
+        f"unresolved {len(report.unresolved)}, foreign {report.foreign} (other systems' "
+        "objects on this PSP account, skipped)",
         highlight=False,
     )

@@ -1,9 +1,11 @@
-"""Refunds made in Stripe's dashboard, through a real receiver, normaliser and sequencer.
+"""Objects paybus did not make, through a real receiver, normaliser and sequencer.
 
-A refund paybus did not create carries none of its metadata. On a payment the bus made (the
-normaliser learnt the PaymentIntent's link from its first webhook) it becomes the refund
-aggregate ``stripe-<re id>`` under that payment, and the payment moves to ``refunded`` with
-Stripe's ``charge.refunded``; on a PaymentIntent the bus never heard of, it is dead-lettered.
+A refund made in Stripe's dashboard carries none of paybus's metadata. On a payment the bus
+made (the normaliser learnt the PaymentIntent's link from its first webhook) it becomes the
+refund aggregate ``stripe-<re id>`` under that payment, and the payment moves to ``refunded``
+with Stripe's ``charge.refunded``. Another system's PaymentIntent on the same account, and a
+refund of it, are counted ``foreign`` and go no further; a dispute naming no known payment
+(a dispute's metadata never says whose it is) is dead-lettered.
 """
 
 from __future__ import annotations
@@ -82,8 +84,13 @@ def test_dashboard_refund_is_its_own_aggregate_and_an_unknown_one_a_dead_letter(
         _post(url, se.event("refund.created", refund))
         charge = se.charge("ch_dash1", payment_intent=pi, amount=1500, amount_refunded=1500)
         _post(url, se.event("charge.refunded", charge))
-        stray = se.refund("re_stray", payment_intent="pi_never_seen", charge_id="ch_x", amount=9)
+        shop = se.payment_intent("pi_shop", status="succeeded")  # the web shop's, no paybus id
+        shop["metadata"] = {"order_id": "shop-1"}
+        _post(url, se.event("payment_intent.succeeded", shop))
+        stray = se.refund("re_shop", payment_intent="pi_shop", charge_id="ch_shop", amount=9)
         _post(url, se.event("refund.created", stray))
+        unknown = se.dispute("dp_unknown", charge_id="ch_unknown", payment_intent="pi_unknown")
+        _post(url, se.event("charge.dispute.created", unknown))
 
         wait_for(lambda: bool(read.of("stripe-re_dash1")), 60,
                  f"the dashboard refund sequenced; log: {worker.log_tail()}")  # fmt: skip
@@ -93,12 +100,19 @@ def test_dashboard_refund_is_its_own_aggregate_and_an_unknown_one_a_dead_letter(
         assert update["payment_id"] == payment
         assert update["psp_object_id"] == "re_dash1"
         assert not update["crm_record_id"], "the payment's CRM record is not the refund's"
-        wait_for(lambda: read.poll() or any(b"re_stray" in v for v in read.letters), 60,
-                 "the refund of an unknown payment dead-lettered")  # fmt: skip
-        assert not any(b"re_dash1" in v for v in read.letters)
+        wait_for(lambda: read.poll() or any(b"dp_unknown" in v for v in read.letters), 60,
+                 "the dispute of an unknown payment dead-lettered")  # fmt: skip
+        assert len(read.letters) == 1, "only the dispute is dead-lettered"
         metrics = worker.metrics_text() or ""
-        line = 'paybus_events_total{aggregate_type="refund",outcome="rejected",source="stripe"'
-        assert f'{line},stage="normaliser"}} 1.0' in metrics
+        line = (
+            'paybus_events_total{{aggregate_type="{}",outcome="{}",'
+            'source="stripe",stage="normaliser"}}'
+        )
+        assert line.format("payment", "rejected") + " 1.0" in metrics
+        assert line.format("payment", "foreign") + " 1.0" in metrics
+        assert line.format("refund", "foreign") + " 1.0" in metrics
+        assert line.format("refund", "rejected") not in metrics
+        assert not [u for u in read.updates if u["psp_object_id"] in ("pi_shop", "re_shop")]
     finally:
         read.consumer.close()
         worker.stop()

@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
+from connectors.base import FOREIGN_ATTRIBUTE
 from streams import psp_refunds
 from streams.backfill import run_backfill
 from streams.records import PaymentEvent
@@ -48,7 +49,14 @@ def test_events_that_cannot_or_need_not_be_named() -> None:
 
 def test_backfill_publishes_a_psp_refund_under_its_payment_and_counts_the_rest() -> None:
     sent: list[tuple[str, PaymentEvent]] = []
-    events = [_refund(), _refund(event_id="EV2", payment_id=None, psp_object_id="RF2")]
+    foreign = {FOREIGN_ATTRIBUTE: "true"}
+    events = [
+        _refund(attributes=foreign),  # its payment is the bus's: no longer foreign
+        _refund(event_id="EV2", payment_id=None, psp_object_id="RF2"),
+        _refund(event_id="EV3", payment_id=None, psp_object_id="RF3", attributes=foreign),
+    ]
     report = run_backfill("gocardless", NOW, events, lambda k, e: sent.append((k, e)))
     assert [(key, e.aggregate_id) for key, e in sent] == [("pay-1", "gocardless-RF1")]
+    assert sent[0][1].attributes == {"refund_origin": "psp"}
     assert [e.psp_object_id for e in report.unresolved] == ["RF2"]
+    assert report.foreign == 1 and report.read_total == 3

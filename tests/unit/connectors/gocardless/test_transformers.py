@@ -7,6 +7,7 @@ from typing import Any
 
 import pytest
 
+from connectors.base import FOREIGN_ATTRIBUTE
 from connectors.errors import PermanentError
 from connectors.gocardless import transformers as tf
 from streams.lifecycles import lifecycle_for
@@ -104,8 +105,24 @@ def test_without_metadata_the_aggregate_is_left_for_the_lookup_table() -> None:
     assert out.aggregate_id == ""
 
 
+def test_resources_another_system_made_are_marked_foreign() -> None:
+    shop = {"resource_metadata": {"order": "shop-1"}}
+    [theirs] = tf.events_from_event(event("payments", "confirmed", "PM1", **shop))
+    assert theirs.attributes is not None and theirs.attributes[FOREIGN_ATTRIBUTE] == "true"
+    ours = {"resource_metadata": {"paybus_aggregate_id": "pay-1"}}
+    [mine] = tf.events_from_event(event("payments", "confirmed", "PM1", **ours))
+    assert FOREIGN_ATTRIBUTE not in (mine.attributes or {})
+    # a refund whose payment the connector found is the bus's business, whatever its metadata
+    [found] = tf.events_from_event(event("refunds", "paid", "RF1"), payment_id="pay-1")
+    assert FOREIGN_ATTRIBUTE not in (found.attributes or {})
+    paid_out = [event("payments", "paid_out", p, **m) for p, m in (("PM1", shop), ("PM2", ours))]
+    payout = tf.payout_events(event("payouts", "paid", "PO1"), {"id": "PO1"}, paid_out)
+    assert [FOREIGN_ATTRIBUTE in (e.attributes or {}) for e in payout] == [True, False]
+
+
 def test_failure_carries_cause_and_details() -> None:
-    [out] = tf.events_from_event(event("payments", "failed", "PM1"))
+    ours = {"paybus_aggregate_id": "pay-1"}
+    [out] = tf.events_from_event(event("payments", "failed", "PM1", resource_metadata=ours))
     assert out.reason == "insufficient_funds"
     assert out.attributes == {
         "gocardless_event": "payments.failed",

@@ -7,6 +7,7 @@ from datetime import UTC, datetime
 import pytest
 import stripe
 
+from connectors.base import FOREIGN_ATTRIBUTE
 from connectors.errors import AuthenticationError, NotFoundError, PermanentError, TransientError
 from connectors.stripe import results
 from connectors.stripe import transformers as tf
@@ -203,6 +204,25 @@ def test_charge_refund_and_dispute_events() -> None:
     dispute = se.dispute("dp_1", charge_id="ch_1", payment_intent="pi_1")
     [d] = tf.events_from_event(se.event("charge.dispute.created", dispute))
     assert (d.status, d.psp_object_id, d.reason) == ("charged_back", "pi_1", "fraudulent")
+
+
+def test_objects_another_system_made_are_marked_foreign() -> None:
+    def marked(kind: str, obj: dict[str, object]) -> list[bool]:
+        events = tf.events_from_event(se.event(kind, obj))
+        return [FOREIGN_ATTRIBUTE in (e.attributes or {}) for e in events]
+
+    shop = se.payment_intent("pi_shop", status="succeeded")
+    assert marked("payment_intent.succeeded", shop) == [True]
+    ours = se.payment_intent("pi_ours", status="succeeded", aggregate_id="pay-1")
+    assert marked("payment_intent.succeeded", ours) == [False]
+    refund = se.refund("re_1", payment_intent="pi_shop", charge_id="ch_1", amount=5)
+    assert marked("refund.created", refund) == [True]
+    charge = se.charge("ch_1", payment_intent="pi_ours", amount_refunded=1500,
+                       metadata={"paybus_aggregate_id": "pay-1"})  # fmt: skip
+    assert marked("charge.refunded", charge) == [False]
+    # a dispute's metadata never says whose it is: no verdict, the link table decides
+    dispute = se.dispute("dp_1", charge_id="ch_1", payment_intent="pi_shop")
+    assert marked("charge.dispute.created", dispute) == [False]
 
 
 def test_ignored_event_types() -> None:
