@@ -29,6 +29,7 @@ from faust.types import TransportT
 from streams.codec import AvroCodec
 from streams.consumer import Transport
 from streams.faust_codec import register_codecs
+from streams.health import PRODUCER_METADATA_MAX_AGE_MS
 from streams.registry_client import SchemaRegistryClient
 from streams.settings import Settings
 from streams.topics import TopicMap
@@ -206,6 +207,9 @@ def build_app(settings: Settings, *, autodiscover: bool = False) -> PaybusApp:
         # the receiver await delivery per batch, not per record (bench: ~+15-20 %).
         producer_linger=0.005,
         producer_max_batch_size=256 * 1024,
+        # /readyz reads the age of the producer's metadata as its evidence that the broker
+        # answers (streams.health); aiokafka refreshes it this often (default: 5 minutes).
+        producer_metadata_max_age_ms=PRODUCER_METADATA_MAX_AGE_MS,
     )
     app.settings = settings
     app.avro = avro

@@ -11,7 +11,7 @@ from typing import Any
 
 from faust.web import Request, Response, View
 
-from streams import metrics
+from streams import health, metrics
 from streams.app import PaybusApp
 
 ROLES = ("sequencer", "router", "connectors", "normaliser", "web", "retry", "crm", "ops")
@@ -76,6 +76,7 @@ def attach(app: PaybusApp, roles: Iterable[str] = ROLES) -> dict[str, Any]:
         "decode"
     )  # every worker's topics dead-letter what they cannot decode
     _attach_metrics_view(app)
+    health.attach(app)
     _attach_lag_collector(app)
     if "ops" in wanted:
         _attach_dlq_watch(app)

@@ -19,6 +19,7 @@ from prometheus_client.metrics import MetricWrapperBase
 
 from streams import dlq_watch, lag_metrics, metrics
 from streams.agents import ROLES
+from streams.health import HEALTHZ, READYZ
 from streams.render import deploy_topic_map, render_topics
 from streams.settings import Settings
 
@@ -235,6 +236,28 @@ def test_ports_agree() -> None:
         assert pod["metadata"]["annotations"]["prometheus.io/port"] == str(WEB_PORT)
         for container in pod["spec"]["containers"]:
             assert [p["containerPort"] for p in container["ports"]] == [WEB_PORT]
+
+
+def test_probes_use_the_health_endpoints() -> None:
+    """Readiness on /readyz and liveness on /healthz (a liveness probe on /readyz would restart
+    every pod during a Kafka outage), on the container's own port, for every worker."""
+    probed = []
+    for obj in k8s_objects():
+        if obj["kind"] != "Deployment":
+            continue
+        for c in obj["spec"]["template"]["spec"]["containers"]:
+            if list(c["args"])[:1] != ["worker"]:
+                continue
+            paths = {k: c[k]["httpGet"]["path"] for k in c if k.endswith("Probe")}
+            assert paths == {
+                "startupProbe": HEALTHZ, "readinessProbe": READYZ, "livenessProbe": HEALTHZ
+            }, obj["metadata"]["name"]  # fmt: skip
+            assert {c[k]["httpGet"]["port"] for k in paths} == {p["name"] for p in c["ports"]}
+            probed.append(obj["metadata"]["name"])
+    assert sorted(probed) == ["paybus-webhooks", "paybus-worker"]
+    for name in ("worker", "webhooks"):
+        check = " ".join(yaml_docs(COMPOSE)[0]["services"][name]["healthcheck"]["test"])
+        assert f"127.0.0.1:{WEB_PORT}{READYZ}'" in check, name
 
 
 def paybus_commands() -> Iterator[tuple[str, list[str]]]:
