@@ -26,7 +26,7 @@ from streams.records import PaymentCommand, PaymentEvent
 if TYPE_CHECKING:
     from streams.settings import Settings
 
-OPERATIONS = ("create_payment", "create_mandate", "cancel", "refund")
+OPERATIONS = ("create_payment", "request_payment", "create_mandate", "cancel", "refund")
 
 #: Attribute of an event whose PSP object carries metadata, none of it the bus's: an object
 #: another system made on the same PSP account (one account often serves a web shop, a
@@ -100,6 +100,21 @@ class StatusLookup:
 
 
 @dataclass(frozen=True)
+class PageState:
+    """What a payment page shows of one payment (``streams/pages.py``), from its PSP."""
+
+    #: ``open`` (waiting for the customer), ``paid``, ``processing`` or ``closed``.
+    state: str
+    amount_minor: int
+    currency: str
+    description: str | None = None
+    #: What the browser needs to pay (Stripe: the PaymentIntent's client secret).
+    client_secret: str | None = None
+    #: Why a closed payment closed (cancelled, failed), for the error page.
+    reason: str | None = None
+
+
+@dataclass(frozen=True)
 class VerifiedWebhook:
     """One verified unit of a webhook request (a PSP may batch several events in one request)."""
 
@@ -157,6 +172,11 @@ class PspConnector(abc.ABC):
     def backfill(self, since: datetime) -> Iterator[PaymentEvent]:
         """Canonical events since ``since`` from the PSP's event log (optional)."""
         raise NotImplementedError(f"{self.name} has no event backfill")
+
+    def page_state(self, psp_object_id: str) -> PageState:
+        """What the payment page of a ``request_payment`` shows now (optional: a connector
+        without payment pages refuses ``request_payment`` commands)."""
+        raise NotImplementedError(f"{self.name} has no payment pages")
 
 
 def supports_backfill(connector: object) -> bool:

@@ -24,6 +24,7 @@ from streams.routing import (
 
 INTENTS = {
     "create_payment": "payment",
+    "request_payment": "payment",  # the customer pays on a payment page (streams/pages.py)
     "create_mandate": "mandate",
     "cancel": None,
     "refund": "refund",
@@ -110,6 +111,11 @@ def check_intent(change: Mapping[str, Any]) -> None:
             raise IntentError("a direct debit needs mandate_ref (the PSP mandate id)")
         if method == "card" and not change.get("payment_method_ref"):
             raise IntentError("a card payment needs payment_method_ref (a saved card token)")
+    elif intent == "request_payment":
+        if (change.get("method") or "card") != "card":
+            raise IntentError("a payment page takes cards; a direct debit needs a mandate")
+        _amount(change, required=True)
+        _currency(change)
     elif intent == "create_mandate":
         if not change.get("payment_method_ref"):
             raise IntentError("a mandate needs payment_method_ref (the bank account token)")
@@ -127,14 +133,21 @@ def route(
     gateways: Sequence[GatewayConfig],
     rules: Sequence[RoutingRule],
     now: datetime,
+    pages: bool = True,
 ) -> Routed:
     """Validate ``change`` (a CrmChange as a dict) and build its command, or raise IntentError.
 
     ``known_gateway`` is the gateway the aggregate (or, for a refund, its payment) was routed to
-    before; cancellations and refunds must go where the payment went.
+    before; cancellations and refunds must go where the payment went. ``pages``: whether
+    payment pages are served (``request_payment`` needs them).
     """
     check_intent(change)
     intent = str(change["intent"])
+    if intent == "request_payment" and not pages:
+        raise IntentError(
+            "payment pages are off: set PAYBUS_PAGES__PUBLIC_URL to where customers reach the "
+            "web role"
+        )
     by_name = {g.name: g for g in gateways}
     command: dict[str, Any] = {
         "command_id": command_id(str(change["change_id"]), intent),
@@ -152,7 +165,7 @@ def route(
         "description": change.get("description"),
         "metadata": dict(change.get("metadata") or {}),
     }
-    if intent == "create_payment":
+    if intent in ("create_payment", "request_payment"):
         method = change.get("method") or "card"
         amount = _amount(change, required=True)
         currency = _currency(change)

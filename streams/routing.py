@@ -76,6 +76,14 @@ DEFAULT_RULES: tuple[RoutingRule, ...] = (
 )
 
 
+#: ISO 4217 currencies whose minor unit is not 1/100.
+MINOR_DIGITS = {
+    **dict.fromkeys(("BIF", "CLP", "DJF", "GNF", "ISK", "JPY", "KMF", "KRW", "PYG"), 0),
+    **dict.fromkeys(("RWF", "UGX", "VND", "VUV", "XAF", "XOF", "XPF"), 0),
+    **dict.fromkeys(("BHD", "IQD", "JOD", "KWD", "LYD", "OMR", "TND"), 3),
+}
+
+
 def is_currency(code: str) -> bool:
     return len(code) == 3 and code.isupper() and pycountry.currencies.get(alpha_3=code) is not None
 

@@ -26,6 +26,7 @@ from streams.settings import (
     CrmSettings,
     GoCardlessSettings,
     OpsSettings,
+    PagesSettings,
     Settings,
     StripeSettings,
 )
@@ -62,6 +63,14 @@ def _inbound(settings: Settings, roles: Iterable[str]) -> list[tuple[str, Secret
             settings.gocardless.webhook_secret,
             GoCardlessSettings,
             "webhook_secret",
+        ),
+        (
+            # pages on: the web role checks page links, the connector workers sign them
+            bool(settings.pages.public_url) and (web or "connectors" in wanted),
+            "PAYBUS_PAGES__SECRET",
+            settings.pages.secret,
+            PagesSettings,
+            "secret",
         ),
         (
             "crm" in wanted,

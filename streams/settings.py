@@ -40,6 +40,20 @@ class StripeSettings(_Section):
     base_url: str | None = None
     #: Webhook timestamps older than this are refused as replays.
     webhook_tolerance_s: int = 300
+    #: The publishable key the payment page's Stripe.js uses (public by design).
+    publishable_key: str = "pk_test_paybus"
+
+
+class PagesSettings(_Section):
+    """Hosted payment pages: ``GET /pay/{psp}/{id}`` on the ``web`` role (streams/pages.py)."""
+
+    #: Where customers reach the ``web`` role; page links written to the CRM start with it.
+    #: ``None``: pages are off in production, ``http://<web host>:<web port>`` when embedded.
+    public_url: str | None = None
+    #: HMAC key of the page links (a link cannot be made for another payment or stretched).
+    secret: SecretStr = SecretStr("paybus_page_secret")
+    #: How long a page link stays valid after the payment was requested.
+    link_ttl_s: int = Field(default=7 * 24 * 3600, gt=0)
 
 
 class GoCardlessSettings(_Section):
@@ -66,6 +80,8 @@ class SalesforceSettings(_Section):
     payment_object: str = "Payment__c"
     mandate_object: str = "Mandate__c"
     refund_object: str = "Refund__c"
+    #: The payment object's field for its payment page link; empty: the org has none.
+    payment_page_field: str = "Payment_Page_URL__c"
     poll_interval_s: float = 5.0
     batch_size: int = Field(default=200, ge=1, le=200)
     #: Longest wait of a batch's first status update for others to join it: the CRM writer's
@@ -225,6 +241,7 @@ class Settings(BaseSettings):
     gateways: tuple[GatewayConfig, ...] = DEFAULT_GATEWAYS
     routing_rules: tuple[RoutingRule, ...] = DEFAULT_RULES
     stripe: StripeSettings = StripeSettings()
+    pages: PagesSettings = PagesSettings()
     gocardless: GoCardlessSettings = GoCardlessSettings()
     salesforce: SalesforceSettings = SalesforceSettings()
     crm: CrmSettings = CrmSettings()
@@ -244,6 +261,15 @@ class Settings(BaseSettings):
             if getattr(self, name) is None:
                 object.__setattr__(self, name, value)
         return self
+
+    @property
+    def page_base_url(self) -> str | None:
+        """The base of payment page links, or None when pages are off."""
+        if self.pages.public_url:
+            return self.pages.public_url.rstrip("/")
+        if self.profile == "embedded":
+            return f"http://{self.web_host}:{self.web_port}"
+        return None
 
     @property
     def effective_session_timeout_s(self) -> float:

@@ -17,6 +17,7 @@ from enum import StrEnum
 from typing import Any
 
 from connectors.errors import ConnectorError, PermanentError
+from streams.page_links import PAGE_URL_ATTRIBUTE
 from streams.records import StatusUpdate
 from streams.redaction import redact  # card and account numbers never reach the CRM
 
@@ -152,6 +153,9 @@ def record_payload(
         payload[mapping.settlement_date] = update.settlement_date
     if update.reason:
         payload[mapping.failure_reason] = redact(update.reason)[: mapping.failure_reason_length]
+    page = (update.attributes or {}).get(PAGE_URL_ATTRIBUTE)
+    if page and mapping.payment_page_url:
+        payload[mapping.payment_page_url] = page
     return payload
 
 

@@ -109,7 +109,10 @@ def _object_findings(client: SalesforceClient, mapping: ObjectMapping) -> list[F
     if seq is not None and seq.get("type") not in NUMERIC_TYPES:
         found.append(Finding(obj, mapping.bus_seq, False, f"is {seq.get('type')}, not a number"))
     for name in sorted(mapping.writeback_fields - {mapping.bus_seq}):
-        field(name, "the writer sets it", True)
+        use = "the writer sets it"
+        if name == mapping.payment_page_url:
+            use = "payment page links; PAYBUS_SALESFORCE__PAYMENT_PAGE_FIELD= (empty) without pages"
+        field(name, use, True)
     ext = field(mapping.external_id, "records are found by aggregate id", False)
     if ext is not None and not ext.get("externalId"):
         found.append(Finding(obj, mapping.external_id, False, "not marked External ID"))

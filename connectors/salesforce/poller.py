@@ -21,6 +21,8 @@ from decimal import ROUND_HALF_UP, Decimal
 from pathlib import Path
 from typing import Any, Protocol
 
+from streams.routing import MINOR_DIGITS
+
 from .client import SalesforceClient, soql_quote
 from .error_map import NAME
 from .settings import FieldMap, ObjectMapping
@@ -28,12 +30,6 @@ from .settings import FieldMap, ObjectMapping
 #: Status values with which staff ask the bus for something (compared case-insensitively).
 NEW_STATUSES = frozenset({"", "new"})
 CANCEL_STATUSES = frozenset({"cancel requested"})
-#: ISO 4217 currencies whose minor unit is not 1/100.
-MINOR_DIGITS = {
-    **dict.fromkeys(("BIF", "CLP", "DJF", "GNF", "ISK", "JPY", "KMF", "KRW", "PYG"), 0),
-    **dict.fromkeys(("RWF", "UGX", "VND", "VUV", "XAF", "XOF", "XPF"), 0),
-    **dict.fromkeys(("BHD", "IQD", "JOD", "KWD", "LYD", "OMR", "TND"), 3),
-}
 
 
 @dataclass(frozen=True)
@@ -160,7 +156,12 @@ def intent_of(mapping: ObjectMapping, record: Mapping[str, Any]) -> str | None:
         return "create_mandate"
     if record.get(mapping.amount) is None:
         return None  # a payment or refund without an amount is not ready yet
-    return "refund" if mapping.aggregate_type == "refund" else "create_payment"
+    if mapping.aggregate_type == "refund":
+        return "refund"
+    token = record.get(mapping.payment_method_ref) if mapping.payment_method_ref else None
+    if _label(record.get(mapping.method)) in (None, "card") and not token:
+        return "request_payment"  # no saved card: the customer pays on a payment page
+    return "create_payment"
 
 
 def change_id(record_id: str, modstamp: str) -> str:

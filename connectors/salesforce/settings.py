@@ -45,6 +45,9 @@ class ObjectMapping:
     mandate_ref: str | None = "Mandate_Ref__c"
     country: str | None = "Country__c"
     charge_date: str | None = "Charge_Date__c"
+    #: The link to the payment's page (``request_payment``; payments only). ``None`` leaves
+    #: it out, for an org without the field.
+    payment_page_url: str | None = None
     #: Field lengths of the demo org; longer values are cut rather than refused by Salesforce.
     failure_reason_length: int = 255
     psp_id_length: int = 80
@@ -52,9 +55,9 @@ class ObjectMapping:
     @property
     def writeback_fields(self) -> frozenset[str]:
         """Fields only the bus writes: a change to nothing else is the bus's own echo."""
-        return frozenset(
-            {self.status, self.psp_id, self.bus_seq, self.settlement_date, self.failure_reason}
-        )
+        fields = {self.status, self.psp_id, self.bus_seq, self.settlement_date}
+        fields |= {self.failure_reason, *([self.payment_page_url] if self.payment_page_url else [])}
+        return frozenset(fields)
 
     @property
     def poll_fields(self) -> tuple[str, ...]:
@@ -88,11 +91,19 @@ class ObjectMapping:
         }
 
 
+#: The demo org's payment page link field (see deploy/salesforce).
+PAYMENT_PAGE_FIELD = "Payment_Page_URL__c"
+
+
 @dataclass(frozen=True)
 class FieldMap:
     """The three objects of the bus, by aggregate type."""
 
-    payment: ObjectMapping = field(default_factory=lambda: ObjectMapping("Payment__c", "payment"))
+    payment: ObjectMapping = field(
+        default_factory=lambda: ObjectMapping(
+            "Payment__c", "payment", payment_page_url=PAYMENT_PAGE_FIELD
+        )
+    )
     mandate: ObjectMapping = field(default_factory=lambda: ObjectMapping("Mandate__c", "mandate"))
     refund: ObjectMapping = field(
         default_factory=lambda: ObjectMapping("Refund__c", "refund", payment_lookup="Payment__c")
@@ -102,7 +113,11 @@ class FieldMap:
     def from_settings(cls, settings: SalesforceSettings) -> FieldMap:
         """Object names from the settings; field names are the defaults."""
         return cls(
-            payment=ObjectMapping(settings.payment_object, "payment"),
+            payment=ObjectMapping(
+                settings.payment_object,
+                "payment",
+                payment_page_url=settings.payment_page_field or None,
+            ),
             mandate=ObjectMapping(settings.mandate_object, "mandate"),
             refund=ObjectMapping(settings.refund_object, "refund", payment_lookup="Payment__c"),
         )

@@ -18,12 +18,13 @@ from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
 from connectors.base import (
     CommandResult,
+    PageState,
     PspConnector,
     StatusLookup,
     VerifiedWebhook,
     idempotency_key,
 )
-from connectors.errors import PermanentError
+from connectors.errors import NotFoundError, PermanentError
 from connectors.retry import call_with_retries
 from connectors.stripe import results
 from connectors.stripe import transformers as tf
@@ -84,6 +85,14 @@ class StripeConnector(PspConnector):
         op = command.operation
         if op == "create_payment":
             return self._create_payment(command, key)
+        if op == "request_payment":
+            params = tf.payment_page_params(command)
+            pi = self._retry(lambda: self.api.create_payment_intent(params, key))
+            return CommandResult(
+                psp_object_id=str(pi["id"]),
+                events=results.command_events(command, pi, fallback_at=self._now()),
+                links=self._links(pi, command.aggregate_id),
+            )
         if op == "cancel":
             if not command.psp_object_id:
                 raise PermanentError(
@@ -157,6 +166,32 @@ class StripeConnector(PspConnector):
             aggregate_type=aggregate_type,
             status=status,
             observed_at=self._now(),
+        )
+
+    def page_state(self, psp_object_id: str) -> PageState:
+        """The payment page of a PaymentIntent made by ``request_payment`` (any other is no
+        page's: NotFoundError, whatever link names it)."""
+        pi = self._retry(lambda: self.api.retrieve_payment_intent(psp_object_id))
+        if not tf.is_page(pi):
+            raise NotFoundError(f"{psp_object_id} is no payment page's", psp=PSP)
+        status = str(pi.get("status"))
+        state, reason = "closed", None
+        if status in tf.PAGE_OPEN:
+            state = "open"
+        elif status == "processing":
+            state = "processing"
+        elif status in ("succeeded", "requires_capture"):
+            state = "paid"
+        else:
+            reason = "this payment request was cancelled" if status == "canceled" else None
+        description = pi.get("description")
+        return PageState(
+            state=state,
+            amount_minor=int(pi["amount"]),
+            currency=str(pi["currency"]).upper(),
+            description=str(description) if description else None,
+            client_secret=str(pi["client_secret"]) if state == "open" else None,
+            reason=reason,
         )
 
     def verify_webhook(self, body: bytes, headers: Mapping[str, str]) -> list[VerifiedWebhook]:

@@ -17,13 +17,14 @@ from connectors.stripe.settings import (
     META_AGGREGATE_ID,
     META_AGGREGATE_TYPE,
     META_METHOD,
+    META_PAGE,
     META_PAYMENT_ID,
     META_REFUND_ID,
     PSP,
 )
 from streams.records import PaymentCommand
 
-__all__ = ["STRIPE_PM_TYPE", "payment_intent_params", "refund_params"]
+__all__ = ["STRIPE_PM_TYPE", "payment_intent_params", "payment_page_params", "refund_params"]
 
 #: Stripe PaymentMethod type per canonical method.
 STRIPE_PM_TYPE: Mapping[str, str] = {"card": "card", "direct_debit": "sepa_debit"}
@@ -58,6 +59,35 @@ def payment_intent_params(command: PaymentCommand) -> dict[str, Any]:
         params["description"] = command.description
     if method == "direct_debit" and command.mandate_ref:
         params["mandate"] = command.mandate_ref
+    return params
+
+
+def payment_page_params(command: PaymentCommand) -> dict[str, Any]:
+    """PaymentIntent create params for a payment page: not confirmed, no payment method; the
+    customer's browser confirms it with their card (Stripe.js), so no card reaches the bus."""
+    require_fields(command, PSP, "amount_minor", "currency")
+    if (command.method or "card") != "card":
+        raise PermanentError(
+            "a payment page takes cards; ask direct debits for a mandate instead",
+            psp=PSP,
+            code="invalid_command",
+        )
+    params: dict[str, Any] = {
+        "amount": command.amount_minor,
+        "currency": str(command.currency).lower(),
+        "payment_method_types": ["card"],
+        "metadata": {
+            **(command.metadata or {}),
+            META_AGGREGATE_ID: command.aggregate_id,
+            META_AGGREGATE_TYPE: command.aggregate_type,
+            META_METHOD: "card",
+            META_PAGE: "1",
+        },
+    }
+    if command.customer_ref:
+        params["customer"] = command.customer_ref
+    if command.description:
+        params["description"] = command.description
     return params
 
 

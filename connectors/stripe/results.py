@@ -74,7 +74,7 @@ def command_events(
     status = payment_status(obj)
     if status == "cancelled" and _int(obj.get("canceled_at")):
         at = ts(obj["canceled_at"])
-    elif command.operation == "create_payment" and _int(obj.get("created")):
+    elif command.operation in ("create_payment", "request_payment") and _int(obj.get("created")):
         at = ts(obj["created"])
     else:
         at = fallback_at

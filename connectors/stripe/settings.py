@@ -13,6 +13,7 @@ __all__ = [
     "META_AGGREGATE_ID",
     "META_AGGREGATE_TYPE",
     "META_METHOD",
+    "META_PAGE",
     "META_PAYMENT_ID",
     "META_REFUND_ID",
     "PSP",
@@ -31,6 +32,8 @@ META_AGGREGATE_TYPE = "paybus_aggregate_type"
 META_METHOD = "paybus_method"
 META_PAYMENT_ID = "paybus_payment_id"
 META_REFUND_ID = "paybus_refund_id"
+#: ``"1"`` on a PaymentIntent that waits for its customer on a payment page (streams/pages.py).
+META_PAGE = "paybus_page"
 
 #: The header carrying ``t=<unix>,v1=<hex hmac>``.
 SIGNATURE_HEADER = "Stripe-Signature"

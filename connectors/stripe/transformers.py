@@ -31,10 +31,16 @@ from typing import Any
 
 from connectors.base import foreign_marker
 from connectors.errors import PermanentError
-from connectors.stripe.params import STRIPE_PM_TYPE, payment_intent_params, refund_params
+from connectors.stripe.params import (
+    STRIPE_PM_TYPE,
+    payment_intent_params,
+    payment_page_params,
+    refund_params,
+)
 from connectors.stripe.settings import (
     META_AGGREGATE_ID,
     META_METHOD,
+    META_PAGE,
     META_PAYMENT_ID,
     PSP,
 )
@@ -49,8 +55,10 @@ __all__ = [
     "STRIPE_PM_TYPE",
     "charge_status",
     "events_from_event",
+    "is_page",
     "method_of",
     "payment_intent_params",
+    "payment_page_params",
     "payment_status",
     "payout_events",
     "refund_params",
@@ -168,9 +176,21 @@ def charge_status(charge: Mapping[str, Any]) -> str | None:
     return None
 
 
+def is_page(pi: Mapping[str, Any]) -> bool:
+    """Whether a PaymentIntent waits for its customer on a payment page."""
+    return _metadata(pi).get(META_PAGE) == "1"
+
+
+#: PaymentIntent statuses in which a payment page still waits for its customer (a declined
+#: card leaves the intent at ``requires_payment_method``: the customer may try another).
+PAGE_OPEN = frozenset({"requires_payment_method", "requires_confirmation", "requires_action"})
+
+
 def payment_status(pi: Mapping[str, Any]) -> str:
     """Canonical payment status of a PaymentIntent (see the module table)."""
     status = str(pi.get("status"))
+    if status in PAGE_OPEN and is_page(pi):
+        return "pending_customer_approval"
     if status == "requires_payment_method" and pi.get("last_payment_error"):
         return "failed"
     if status == "succeeded":
@@ -310,6 +330,8 @@ def events_from_event(event: Mapping[str, Any]) -> list[PaymentEvent]:
     pi_status = PAYMENT_EVENT_STATUS.get(kind)
     if pi_status is None or obj.get("object") != "payment_intent":
         return []
+    if is_page(obj) and pi_status in ("created", "failed"):
+        pi_status = "pending_customer_approval"  # a declined card: the page offers another try
     return [
         _payment_event(
             event_id=event_id,

@@ -55,6 +55,9 @@ def attach(app: PaybusApp, roles: Iterable[str] = ROLES) -> dict[str, Any]:
         from streams.agents.bank_details import BankDetailsStage
 
         stages["bank_details"] = BankDetailsStage(app)
+        from streams.pages import PaymentPages
+
+        stages["pages"] = PaymentPages(app)
     if "retry" in wanted:
         from streams.agents.retry import RetryStage
 

@@ -28,7 +28,7 @@ from faust.types import EventT
 
 from connectors.base import CommandResult
 from connectors.errors import ConnectorError
-from streams import metrics, parking
+from streams import metrics, page_links, parking
 from streams.agents.batches import batched
 from streams.agents.common import Connectors, as_current, connector_call, event_key, failed_event
 from streams.app import PaybusApp
@@ -38,6 +38,8 @@ from streams.topics import partition_key
 
 #: Content type of the link records a worker sends to the normaliser (PSP id -> aggregate).
 LINK_CONTENT_TYPE = "application/vnd.paybus.link+json"
+#: Operations whose PSP object later cancellations and refunds act on.
+CREATES_OBJECT = ("create_payment", "request_payment", "create_mandate")
 
 
 class Shared:
@@ -101,12 +103,31 @@ class Shared:
         metrics.EVENTS.labels(stage, "applied", command.aggregate_type, psp).inc()
         return None
 
+    def _with_page_link(
+        self, psp: str, command: PaymentCommand, object_id: str, events: list[PaymentEvent]
+    ) -> list[PaymentEvent]:
+        """``events`` carrying the link to the payment's page (to the CRM record). It
+        expires ``pages.link_ttl_s`` after the command was issued, so a re-executed command
+        gives the same link."""
+        settings = self.app.settings
+        base = settings.page_base_url
+        if base is None:  # turned off since it was routed: the record shows no link
+            return events
+        secret = settings.pages.secret.get_secret_value()
+        ttl = settings.pages.link_ttl_s
+        link = page_links.link_for(base, secret, psp, object_id, command.issued_at, ttl)
+        return [
+            pe.derive(attributes={**(pe.attributes or {}), page_links.PAGE_URL_ATTRIBUTE: link})
+            for pe in events
+        ]
+
     async def _publish(
         self, psp: str, event: EventT[Any], command: PaymentCommand, result: CommandResult
     ) -> None:
-        futures = [
-            await self.events_topic.send(key=event_key(pe), value=pe) for pe in result.events
-        ]
+        events = result.events
+        if command.operation == "request_payment" and result.psp_object_id:
+            events = self._with_page_link(psp, command, result.psp_object_id, events)
+        futures = [await self.events_topic.send(key=event_key(pe), value=pe) for pe in events]
         for object_id, aggregate_id in result.links.items():
             link = {
                 "aggregate_id": aggregate_id,
@@ -125,7 +146,7 @@ class Shared:
             )
             futures.append(await self.webhooks_topic.send(key=object_id, value=record))
         await asyncio.gather(*futures)
-        if result.psp_object_id and command.operation in ("create_payment", "create_mandate"):
+        if result.psp_object_id and command.operation in CREATES_OBJECT:
             with as_current(event):
                 self.objects[command.aggregate_id] = result.psp_object_id
 

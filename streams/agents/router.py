@@ -41,7 +41,7 @@ from streams.records import CrmChange, PaymentCommand, PaymentEvent
 STAGE = "router"
 #: Intents that make a PSP object: routed once per aggregate (the gateway table says which
 #: aggregates were), whatever change ids later saves of the CRM record carry.
-CREATES = frozenset({"create_payment", "create_mandate", "refund"})
+CREATES = frozenset({"create_payment", "request_payment", "create_mandate", "refund"})
 
 log = logging.getLogger(__name__)
 
@@ -91,6 +91,7 @@ class RouterStage:
                     gateways=settings.gateways,
                     rules=settings.routing_rules,
                     now=now,
+                    pages=settings.page_base_url is not None,
                 )
             except IntentError as exc:
                 counts["rejected", change.aggregate_type, change.source] += 1

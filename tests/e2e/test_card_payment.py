@@ -27,6 +27,27 @@ API_KEY = "sk_test_paybus_e2e"
 SECRET = "whsec_paybus_e2e"
 
 
+def stripe_rig(
+    broker: EmbeddedBroker, prefix: str, tmp_path: Path, localstripe: Any, proxy: Any,
+    **extra: str,
+) -> tuple[TopicMap, dict[str, str], stripe.StripeClient]:  # fmt: skip
+    """Topics, a worker environment talking to localstripe (behind the idempotency proxy)
+    on a free web port that localstripe's webhooks are sent to, and a Stripe client."""
+    tm = TopicMap(prefix, 8, 1)
+    create_topics(broker.bootstrap, tm.all())
+    port = free_port()
+    env = paybus_env(
+        broker.bootstrap, prefix, tmp_path,
+        PAYBUS_WEB_PORT=str(port),
+        PAYBUS_STRIPE__API_KEY=API_KEY,
+        PAYBUS_STRIPE__WEBHOOK_SECRET=SECRET,
+        PAYBUS_STRIPE__BASE_URL=proxy.base_url,
+        **extra,
+    )  # fmt: skip
+    localstripe.register_webhook(prefix, f"http://127.0.0.1:{port}/webhooks/stripe", SECRET)
+    return tm, env, stripe.StripeClient(API_KEY, base_addresses={"api": proxy.base_url})
+
+
 class TopicReader:
     """Collects decoded records of some topics."""
 
@@ -50,18 +71,7 @@ class TopicReader:
 def test_card_payment_confirmed_through_webhook(
     broker: EmbeddedBroker, topic_prefix: str, tmp_path: Path, localstripe: Any, proxy: Any
 ) -> None:
-    tm = TopicMap(topic_prefix, 8, 1)
-    create_topics(broker.bootstrap, tm.all())
-    port = free_port()
-    env = paybus_env(
-        broker.bootstrap, topic_prefix, tmp_path,
-        PAYBUS_WEB_PORT=str(port),
-        PAYBUS_STRIPE__API_KEY=API_KEY,
-        PAYBUS_STRIPE__WEBHOOK_SECRET=SECRET,
-        PAYBUS_STRIPE__BASE_URL=proxy.base_url,
-    )  # fmt: skip
-    localstripe.register_webhook("paybus-e2e", f"http://127.0.0.1:{port}/webhooks/stripe", SECRET)
-    client = stripe.StripeClient(API_KEY, base_addresses={"api": proxy.base_url})
+    tm, env, client = stripe_rig(broker, topic_prefix, tmp_path, localstripe, proxy)
     customer = client.v1.customers.create(params={"name": "Grace Hopper"}).id
     worker = WorkerProcess.paybus(env, tmp_path / "worker.log").start()
     reader = TopicReader(

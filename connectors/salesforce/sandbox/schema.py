@@ -21,6 +21,7 @@ FIELD_TYPES = frozenset(
         "id",
         "string",
         "textarea",
+        "url",
         "picklist",
         "double",
         "currency",
@@ -215,7 +216,12 @@ USER_OBJECT = ObjectSpec(
 def default_objects() -> list[ObjectSpec]:
     """The paybus objects of the demo org: payments, mandates and refunds."""
     return [
-        ObjectSpec("Payment__c", "a01", _payment_like(), label="Payment"),
+        ObjectSpec(
+            "Payment__c",
+            "a01",
+            _payment_like([FieldSpec("Payment_Page_URL__c", "url", length=255)]),
+            label="Payment",
+        ),
         ObjectSpec("Mandate__c", "a02", _payment_like(), label="Mandate"),
         ObjectSpec(
             "Refund__c",

@@ -399,7 +399,7 @@ def _body(message: Message) -> str:
 def _staff_payments(env: Env, tag: str, n: int) -> list[str]:
     rows = [
         {"External_Id__c": f"{tag}-{i}", "Status__c": "New", "Amount__c": 10 + i,
-         "Currency__c": "EUR", "Method__c": "card"}
+         "Currency__c": "EUR", "Method__c": "card", "Payment_Method_Ref__c": "pm_card_visa"}
         for i in range(n)
     ]  # fmt: skip
     return env.sandbox.admin.seed("Payment__c", rows, as_user="staff")

@@ -144,6 +144,19 @@ def test_what_depends_on_the_bus_configuration_is_left_to_the_router() -> None:
             _route(change)
 
 
+def test_a_payment_page_request_needs_an_amount_a_card_and_pages_served() -> None:
+    page = {**CHANGE, "intent": "request_payment", "payment_method_ref": None}
+    routed = _route(page)
+    assert routed.gateway.name == "stripe" and routed.command["operation"] == "request_payment"
+    assert routed.command["amount_minor"] == CHANGE["amount_minor"]
+    for bad, message in (({"amount_minor": None}, "amount_minor is required"),
+                         ({"method": "direct_debit"}, "payment page takes cards")):  # fmt: skip
+        with pytest.raises(IntentError, match=message):
+            check_intent({**page, **bad})
+    with pytest.raises(IntentError, match="PAYBUS_PAGES__PUBLIC_URL"):
+        route(page, known_gateway=None, gateways=GATEWAYS, rules=RULES, now=NOW, pages=False)
+
+
 def test_refund_and_cancel_follow_the_payment_gateway() -> None:
     refund = {**CHANGE, "intent": "refund", "aggregate_type": "refund", "aggregate_id": "ref-1",
               "payment_id": "pay-1", "amount_minor": 500}  # fmt: skip

@@ -53,6 +53,9 @@ def _row(**values: Any) -> dict[str, Any]:
         ("payment", {"Status__c": "confirmed"}, None),
         ("mandate", {"Amount__c": None}, "create_mandate"),
         ("refund", {}, "refund"),
+        ("payment", {"Method__c": "Card", "Payment_Method_Ref__c": "pm_1"}, "create_payment"),
+        ("payment", {"Method__c": "Card"}, "request_payment"),
+        ("payment", {"Method__c": None, "Payment_Method_Ref__c": ""}, "request_payment"),
     ],
 )
 def test_intent_follows_the_record_state(

@@ -29,7 +29,11 @@ def test_object_names_come_from_the_settings() -> None:
         "Bus_Seq__c",
         "Settlement_Date__c",
         "Failure_Reason__c",
+        "Payment_Page_URL__c",
     }
+    assert "Payment_Page_URL__c" not in fields.refund.writeback_fields
+    without = FieldMap.from_settings(SalesforceSettings(payment_page_field=""))
+    assert without.payment.payment_page_url is None
 
 
 def test_a_ca_bundle_turns_off_the_environment(tmp_path: Path) -> None:

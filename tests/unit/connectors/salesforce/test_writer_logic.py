@@ -67,6 +67,12 @@ def test_payload_writes_only_what_the_update_carries() -> None:
     )
     assert full["Psp_Id__c"] == "pi_123" and full["Settlement_Date__c"] == "2026-01-05"
     assert full["Failure_Reason__c"] == "x" * 255
+    link = {"payment_page_url": "https://pay.example.com/pay/stripe/pi_1?exp=1&sig=ab"}
+    paged = record_payload(mapping, None, _update("a", 9, attributes=link))
+    assert paged["Payment_Page_URL__c"] == link["payment_page_url"]
+    assert "Payment_Page_URL__c" not in record_payload(
+        FieldMap().refund, None, _update("a", 9, kind="refund", attributes=link)
+    ), "only payments have pages"
 
 
 def test_card_and_bank_numbers_never_reach_the_crm() -> None:

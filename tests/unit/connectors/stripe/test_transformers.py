@@ -225,6 +225,25 @@ def test_objects_another_system_made_are_marked_foreign() -> None:
     assert marked("charge.dispute.created", dispute) == [False]
 
 
+def test_a_page_payment_waits_for_its_customer_through_declined_attempts() -> None:
+    page = _command(operation="request_payment", payment_method_ref=None, description="Dues")
+    params = tf.payment_page_params(page)
+    assert "confirm" not in params and "payment_method" not in params
+    assert params["payment_method_types"] == ["card"] and params["description"] == "Dues"
+    assert params["metadata"]["paybus_page"] == "1"
+    with pytest.raises(PermanentError, match="takes cards"):
+        tf.payment_page_params(page.derive(method="direct_debit"))
+    pi = se.payment_intent("pi_page", status="requires_payment_method", aggregate_id="pay-1")
+    pi["metadata"]["paybus_page"] = "1"
+    assert tf.payment_status(pi) == "pending_customer_approval"
+    declined = {**pi, "last_payment_error": {"code": "card_declined"}}
+    assert tf.payment_status(declined) == "pending_customer_approval"  # another card may do
+    [failed] = tf.events_from_event(se.event("payment_intent.payment_failed", declined))
+    assert failed.status == "pending_customer_approval" and failed.reason is None
+    ordinary = se.payment_intent("pi_off", status="requires_payment_method", aggregate_id="p")
+    assert tf.payment_status({**ordinary, "last_payment_error": {"code": "x"}}) == "failed"
+
+
 def test_ignored_event_types() -> None:
     assert (
         tf.events_from_event(se.event("customer.created", {"id": "cus_1", "object": "customer"}))

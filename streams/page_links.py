@@ -1,0 +1,59 @@
+"""Signed links to payment pages (pure: no I/O; the pages are :mod:`streams.pages`).
+
+A link is ``<base>/pay/<psp>/<PSP object id>?exp=<unix>&sig=<hex>``, the signature an
+HMAC-SHA256 under ``pages.secret`` of the PSP, the object id and the expiry: it cannot be
+pointed at another payment or made to last longer.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+from datetime import datetime
+from urllib.parse import quote, urlencode
+
+#: The attribute of a status update carrying the payment's page link (to the CRM record).
+PAGE_URL_ATTRIBUTE = "payment_page_url"
+
+
+class PageLinkError(Exception):
+    """A page link that must not open: ``status`` is the HTTP answer (403 forged, 410 expired)."""
+
+    def __init__(self, message: str, status: int) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+def _signature(secret: str, psp: str, object_id: str, expires: int) -> str:
+    message = f"{psp}\n{object_id}\n{expires}".encode()
+    return hmac.new(secret.encode(), message, hashlib.sha256).hexdigest()
+
+
+def page_link(base_url: str, secret: str, psp: str, object_id: str, expires: int) -> str:
+    """The signed link to the page of ``object_id`` at ``psp``, valid until ``expires``."""
+    query = urlencode({"exp": expires, "sig": _signature(secret, psp, object_id, expires)})
+    return f"{base_url}/pay/{quote(psp, safe='')}/{quote(object_id, safe='')}?{query}"
+
+
+def link_for(
+    base_url: str, secret: str, psp: str, object_id: str, requested: datetime, ttl_s: int
+) -> str:
+    """:func:`page_link` expiring ``ttl_s`` after ``requested`` (the command's issue time):
+    the same command always gives the same link."""
+    return page_link(base_url, secret, psp, object_id, int(requested.timestamp()) + ttl_s)
+
+
+def check_link(
+    secret: str, psp: str, object_id: str, exp: str | None, sig: str | None, now: float
+) -> None:
+    """Raise :class:`PageLinkError` unless ``exp``/``sig`` are a live link's.
+
+    An empty secret opens nothing (an HMAC under an empty key is one anyone can compute).
+    The comparison is of bytes, so odd characters in ``sig`` are a forgery, not a crash."""
+    if not secret or not exp or not sig or not (exp.isascii() and exp.isdigit()):
+        raise PageLinkError("this payment link is incomplete", 403)
+    want = _signature(secret, psp, object_id, int(exp)).encode()
+    if not hmac.compare_digest(want, sig.encode("utf-8", "surrogatepass")):
+        raise PageLinkError("this payment link is not valid", 403)
+    if int(exp) < now:
+        raise PageLinkError("this payment link has expired; ask for a new one", 410)

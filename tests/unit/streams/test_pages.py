@@ -1,0 +1,107 @@
+"""Payment page links and HTML (pure: no broker, no PSP)."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from pathlib import Path
+from urllib.parse import parse_qs, urlsplit
+
+import pytest
+
+from connectors.base import PageState
+from streams.page_html import amount_text, render
+from streams.page_links import PageLinkError, check_link, link_for, page_link
+from streams.pages import page_headers
+from streams.secrets_check import insecure_secrets
+from streams.settings import Settings
+
+SECRET = "page-secret"
+NOW = 1_800_000_000.0
+
+
+def _parts(link: str) -> tuple[str, str, str, str]:
+    url = urlsplit(link)
+    _, _, psp, object_id = url.path.split("/")
+    query = parse_qs(url.query)
+    return psp, object_id, query["exp"][0], query["sig"][0]
+
+
+def test_a_link_opens_its_own_payment_until_it_expires() -> None:
+    link = page_link("https://pay.example.com", SECRET, "stripe", "pi_1", int(NOW) + 60)
+    assert link.startswith("https://pay.example.com/pay/stripe/pi_1?exp=1800000060&sig=")
+    psp, object_id, exp, sig = _parts(link)
+    check_link(SECRET, psp, object_id, exp, sig, NOW)  # opens
+    with pytest.raises(PageLinkError) as expired:
+        check_link(SECRET, psp, object_id, exp, sig, NOW + 61)
+    assert expired.value.status == 410
+
+
+@pytest.mark.parametrize(
+    ("psp", "object_id", "exp", "sig", "secret"),
+    [
+        ("stripe", "pi_2", None, None, SECRET),  # another payment
+        ("gocardless", "pi_1", None, None, SECRET),  # another PSP
+        ("stripe", "pi_1", "1900000000", None, SECRET),  # stretched
+        ("stripe", "pi_1", None, "0" * 64, SECRET),  # made up
+        ("stripe", "pi_1", None, "\udce9", SECRET),  # odd bytes: refused, not a crash
+        ("stripe", "pi_1", "²", None, SECRET),  # a digit, but not an ASCII one
+        ("stripe", "pi_1", None, None, ""),  # an empty key signs nothing
+        ("stripe", "pi_1", "", None, SECRET),
+    ],
+)
+def test_a_link_cannot_be_bent(
+    psp: str, object_id: str, exp: str | None, sig: str | None, secret: str
+) -> None:
+    _, _, good_exp, good_sig = _parts(page_link("b", SECRET, "stripe", "pi_1", int(NOW) + 60))
+    with pytest.raises(PageLinkError) as refused:
+        check_link(secret, psp, object_id, good_exp if exp is None else exp,
+                   good_sig if sig is None else sig, NOW)  # fmt: skip
+    assert refused.value.status == 403
+
+
+def test_the_same_command_gives_the_same_link() -> None:
+    issued = datetime(2026, 12, 4, 12, tzinfo=UTC)
+    first = link_for("b", SECRET, "stripe", "pi_1", issued, 3600)
+    assert first == link_for("b", SECRET, "stripe", "pi_1", issued, 3600)
+    assert _parts(first)[2] == str(int(issued.timestamp()) + 3600)
+
+
+def test_amounts_in_the_currencys_own_unit() -> None:
+    assert amount_text(2500, "eur") == "25.00 EUR"
+    assert amount_text(1500, "JPY") == "1500 JPY"
+    assert amount_text(1234, "KWD") == "1.234 KWD"
+
+
+def test_pages_escape_what_they_show() -> None:
+    state = PageState("open", 2500, "EUR", description="<script>alert(1)</script>",
+                      client_secret="pi_1_secret_</script><b>")  # fmt: skip
+    form = render("form", state=state, publishable_key="pk_1", js_url="https://js/v3/",
+                  return_url="https://pay/x?a=1&b=2")  # fmt: skip
+    assert "<script>alert(1)</script>" not in form and "&lt;script&gt;" in form
+    assert "</script><b>" not in form, "a value must not end the script element"
+    assert '"pk_1"' in form and '<script src="https://js/v3/">' in form
+    closed = render("error", message="<b>no</b>", state=PageState("closed", 1, "EUR"))
+    assert "&lt;b&gt;no&lt;/b&gt;" in closed and "Payment not possible" in closed
+    assert "being processed" in render("exit", state=PageState("processing", 1, "EUR"))
+
+
+def test_headers_let_only_stripe_js_in() -> None:
+    headers = page_headers("https://js.stripe.com/v3/", "https://api.stripe.com")
+    assert headers["Cache-Control"] == "no-store" and headers["Referrer-Policy"] == "no-referrer"
+    policy = headers["Content-Security-Policy"]
+    assert "script-src 'self' 'unsafe-inline' https://js.stripe.com;" in policy
+    assert "connect-src https://api.stripe.com https://js.stripe.com;" in policy
+
+
+def test_page_links_default_to_the_embedded_web_port_and_are_off_in_production(
+    clean_env: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("PAYBUS_WEB_PORT", "7070")
+    assert Settings().page_base_url == "http://127.0.0.1:7070"
+    monkeypatch.setenv("PAYBUS_PROFILE", "production")
+    assert Settings().page_base_url is None
+    assert not any("PAGES" in e for e in insecure_secrets(Settings(), ["web", "connectors"]))
+    monkeypatch.setenv("PAYBUS_PAGES__PUBLIC_URL", "https://pay.example.com/")
+    assert Settings().page_base_url == "https://pay.example.com"
+    errors = insecure_secrets(Settings(), ["connectors"])
+    assert [e for e in errors if e.startswith("PAYBUS_PAGES__SECRET ")], errors
