@@ -13,6 +13,8 @@ Only this module constructs a ``faust.App``. It also adapts Faust to the embedde
   :mod:`streams.consumer` holds the fixed one.
 * A record that cannot be decoded would be thrown into its agent by Faust (crashing it, or
   dropping the record silently); :class:`PaybusTopic` sends it to the DLQ instead.
+* One full stream buffer makes Faust's fetch loop wait, stopping every stage of the worker;
+  a stage that may wait for hours reads a :class:`PatientTopic`, whose buffer never does.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from typing import Any
 import faust
 from faust.exceptions import ValueDecodeError
 from faust.types import TransportT
+from mode.utils.queues import ThrowableQueue
 
 from streams.codec import AvroCodec
 from streams.consumer import Transport
@@ -139,6 +142,39 @@ class PaybusApp(faust.App):
             log.warning("stopping with records Kafka has not acknowledged")
 
 
+class _NeverFullQueue(ThrowableQueue[Any]):
+    """A stream buffer that Faust's fetch loop never waits on (see :class:`PatientTopic`)."""
+
+    def full(self) -> bool:
+        return False
+
+
+class PatientTopic(PaybusTopic):
+    """A topic for a stage that may hold a batch for hours (the CRM writer through an outage):
+    its full stream buffer never stops the worker's other stages.
+
+    One fetch loop feeds every stream of a worker. A buffer past 80 % of
+    ``stream_buffer_maxsize`` takes its partition out of the next fetches, and records of one
+    already fetched are added anyway (``faust/transport/conductor.py``); but a buffer that is
+    full makes the loop wait for room before it delivers anything else, so with the stage
+    waiting, every partition of every stage on the worker stopped until it went on (measured
+    on the embedded broker: a sequencer beside a waiting CRM writer applied nothing for the
+    whole outage). This buffer is never full: it still takes its partitions out of the fetch
+    at 80 %, and holds at most what was fetched with them beyond that (one fetch response per
+    partition, ``consumer_max_fetch_size``), as Faust intends the 80 % mark to work.
+    """
+
+    @property
+    def queue(self) -> ThrowableQueue[Any]:
+        if self._queue is None:
+            self._queue = _NeverFullQueue(
+                maxsize=self.maxsize or self.app.conf.stream_buffer_maxsize,
+                flow_control=self.app.flow_control,
+                clear_on_resume=True,
+            )
+        return self._queue
+
+
 @dataclass
 class Components:
     """What :func:`build_app` wires: the app plus the Faust topics by role."""
@@ -195,6 +231,7 @@ def build_app(settings: Settings, *, autodiscover: bool = False) -> PaybusApp:
         broker_rebalance_timeout=max(timeout * 2, 4.0),
         broker_request_timeout=max(timeout * 4, 30.0),
         broker_commit_interval=0.5,
+        broker_max_poll_interval=settings.max_poll_interval_s,
         consumer_auto_offset_reset="earliest",
         processing_guarantee="at_least_once",
         table_standby_replicas=0,

@@ -34,6 +34,7 @@ from mode.services import WaitResults
 
 from streams import eager
 from streams.consumer_holes import Hole, HoleTracking, message_of
+from streams.consumer_waits import DeliberateWaits
 from streams.offsets import fetch_highwaters
 
 if TYPE_CHECKING:
@@ -87,6 +88,15 @@ class _ConsumerThread(faust_aiokafka.AIOKafkaConsumerThread):
         consumer._fetch_max_wait_ms = paybus.settings.effective_fetch_max_wait_ms
         return consumer
 
+    def verify_event_path(self, now: float, tp: Any) -> None:
+        """Faust's stall check (an ERROR per partition every 1.25 s once a stream has not
+        moved for ``stream_processing_timeout``, 5 min), except for partitions whose stage
+        waits on purpose: through a CRM outage its own warning says why, once a retry."""
+        consumer: Any = self.consumer
+        if consumer.waiting_deliberately(tp):
+            return None
+        return super().verify_event_path(now, tp)
+
     async def _highwaters(self, partitions: list[Any]) -> Mapping[Any, int]:
         """End offsets for changelog recovery; from fetch responses where ListOffsets is wrong."""
         listed = await super()._highwaters(partitions)
@@ -115,8 +125,9 @@ class _NoReadOffsets(dict[Any, Any]):
         return None
 
 
-class _Consumer(HoleTracking, faust_aiokafka.Consumer):
-    """Faust's consumer, with fixes to what it commits and delivers (see the module doc)."""
+class _Consumer(HoleTracking, DeliberateWaits, faust_aiokafka.Consumer):
+    """Faust's consumer, with fixes to what it commits and delivers (see the module doc),
+    that stays in its group while a stage waits on purpose (:mod:`streams.consumer_waits`)."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -124,6 +135,7 @@ class _Consumer(HoleTracking, faust_aiokafka.Consumer):
         self._gap_seen: dict[Any, float] = {}
         self._repairs: set[asyncio.Future[Any]] = set()
         self._init_holes()
+        self._init_waits()
 
     async def wait_first(self, *coros: Any, timeout: Any = None) -> Any:
         """Faust's per-record ``wait_first(deliver(record), suspend_flow.wait())``, eagerly,
@@ -219,9 +231,14 @@ class _Consumer(HoleTracking, faust_aiokafka.Consumer):
         would stay stuck until a restart. Seeking back delivers it (and the records after it)
         again, and a hole at it keeps records already on their way from overtaking it; every
         stage is idempotent, so the repeats cost time, not correctness. A record that is merely
-        slow (a long PSP call) is delivered twice at worst.
+        slow (a long PSP call) is delivered twice at worst; none is re-read while its stage
+        waits on purpose (``waiting_on``: the CRM writer through an outage), and the wait
+        starts over after it.
         """
         now = time.monotonic()
+        if self.waiting_deliberately(tp):  # its stage holds the record: not stalled
+            self._gap_seen.pop(tp, None)
+            return
         since = self._gap_seen.setdefault(tp, now)
         if now - since < GAP_REPAIR_S:
             return

@@ -205,6 +205,11 @@ class Settings(BaseSettings):
     session_timeout_s: float | None = None
     #: Consumer fetch max wait (Faust fixes 1.5 s; Tansu holds an empty fetch that long).
     fetch_max_wait_ms: int | None = None
+    #: Longest a worker's consumer may go without fetching before aiokafka takes it out of
+    #: the group (Faust's ``broker_max_poll_interval``); Faust stops fetching a stage's
+    #: partitions while its stream buffer is full. A stage waiting on purpose (the CRM
+    #: writer through a Salesforce outage) counts as fetching: see consumer_waits.py.
+    max_poll_interval_s: float = Field(default=1000.0, gt=0)
     #: How long a stopping worker waits for Kafka to acknowledge what it already sent. With the
     #: broker unreachable, Faust's producer would wait out its 20-minute request timeout and
     #: the worker would outlive any SIGTERM grace period. Nothing is lost by giving up: a

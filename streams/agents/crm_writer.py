@@ -32,6 +32,15 @@ Every update of a batch ends in exactly one named, counted outcome before the ba
   ``salesforce.outage_retry_max_s`` apart, until the CRM is back (``paybus_crm_unavailable``
   is 1 meanwhile), while the updates behind it wait in Kafka.
 
+An outage holds one batch for as long as it lasts, so it must not cost the worker its place:
+the worker stays in its consumer group with its partitions and heartbeats (while the writer
+waits, the consumer counts as polling: :mod:`streams.consumer_waits`; otherwise aiokafka
+dropped it after the max poll interval and it never rejoined), the writer's full buffer
+does not stop the worker's other stages (:class:`~streams.app.PatientTopic`), and Faust's
+stall errors and stall repairs leave its partitions alone meanwhile. When the CRM is back,
+the batch and then the backlog are written in order, each update once, and the commits
+catch up (``tests/integration/streams/test_crm_outage_membership.py``).
+
 A crash anywhere before the ack re-delivers the batch; the version guard makes the rewrite a
 no-op, so at-least-once delivery is exactly-once in the CRM.
 """
@@ -39,6 +48,7 @@ no-op, so at-least-once delivery is exactly-once in the CRM.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import Sequence
@@ -67,7 +77,8 @@ from streams.agents.crm_outcomes import (
     note_error,
     redacted,
 )
-from streams.app import PaybusApp
+from streams.app import PatientTopic, PaybusApp
+from streams.consumer_waits import waiting_on
 from streams.errors import ConfigurationError
 from streams.records import StatusUpdate
 
@@ -138,8 +149,10 @@ class CrmWriterStage:
         smtp = smtp_settings(app)
         self.alerter = FailureAlerter(smtp) if smtp else None
         self._writer: CrmWriter | None = None
-        self.status_topic = app.topic(
-            app.topic_map.status_updates.name,
+        self.topic_name = app.topic_map.status_updates.name
+        self.status_topic = PatientTopic(
+            app,
+            topics=[self.topic_name],
             key_type=str,
             key_serializer="raw",
             value_type=StatusUpdate,
@@ -228,6 +241,7 @@ class CrmWriterStage:
         pending = list(range(len(updates)))
         attempt = 0
         outage_since: float | None = None
+        held = contextlib.ExitStack()  # the worker's group membership, through an outage
         try:
             while pending:
                 attempt += 1
@@ -253,7 +267,9 @@ class CrmWriterStage:
                         continue
                     final[index] = result
                 if again and outage:
-                    outage_since = outage_since or time.monotonic()
+                    if outage_since is None:
+                        outage_since = time.monotonic()
+                        held.enter_context(waiting_on(self.app, self.topic_name))
                     metrics.CRM_UNAVAILABLE.set(1)
                     delay = backoff_delay(min(attempt, 30), base_s=RETRY_BASE_S,
                                           cap_s=self.outage_cap_s, retry_after_s=hint)  # fmt: skip
@@ -275,6 +291,7 @@ class CrmWriterStage:
                     await asyncio.sleep(delay)
                 pending = again
         finally:
+            held.close()
             if outage_since is not None:
                 metrics.CRM_UNAVAILABLE.set(0)
                 log.warning("CRM available again after %.0fs", time.monotonic() - outage_since)

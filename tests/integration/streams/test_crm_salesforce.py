@@ -89,16 +89,7 @@ class Env:
 
     def metric(self, name: str, **labels: str) -> float:
         """Sum of the worker's samples of ``name`` whose labels include ``labels``."""
-        text = self.worker.metrics_text() or ""
-        total = 0.0
-        for line in text.splitlines():
-            match = re.match(rf"^{name}(?:\{{(.*)\}})? (\S+)$", line)
-            if not match:
-                continue
-            found = dict(re.findall(r'(\w+)="([^"]*)"', match[1] or ""))
-            if all(found.get(k) == v for k, v in labels.items()):
-                total += float(match[2])
-        return total
+        return worker_metric(self.worker, name, **labels)
 
     def settled(self) -> float:
         return self.metric("paybus_crm_records_written_total")
@@ -109,6 +100,20 @@ class Env:
             for r in self.sandbox.admin.records("Payment__c")
             if r.get("External_Id__c")
         }
+
+
+def worker_metric(worker: WorkerProcess, name: str, **labels: str) -> float:
+    """Sum of ``worker``'s samples of ``name`` whose labels include ``labels``."""
+    text = worker.metrics_text() or ""
+    total = 0.0
+    for line in text.splitlines():
+        match = re.match(rf"^{name}(?:\{{(.*)\}})? (\S+)$", line)
+        if not match:
+            continue
+        found = dict(re.findall(r'(\w+)="([^"]*)"', match[1] or ""))
+        if all(found.get(k) == v for k, v in labels.items()):
+            total += float(match[2])
+    return total
 
 
 def sandbox_env(sandbox: Sandbox) -> dict[str, str]:

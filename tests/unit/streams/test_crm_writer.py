@@ -82,6 +82,7 @@ class _Alerter:
 def _stage(writer: _Writer, alerter: _Alerter | None, attempts: int = 3) -> CrmWriterStage:
     stage = CrmWriterStage.__new__(CrmWriterStage)
     stage.app = None  # type: ignore[assignment]
+    stage.topic_name = "paybus.payments.status"
     stage.attempts = attempts
     stage.outage_cap_s = 60.0
     stage.budget = None
