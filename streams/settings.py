@@ -146,6 +146,11 @@ class CrmSettings(_Section):
     alert_smtp_ca_bundle: Path | None = None
     #: Largest accepted ``POST /events/crm`` body.
     ingest_max_body_bytes: int = Field(default=1024 * 1024, ge=1024)
+    #: A signed push whose timestamp is further than this from now is refused (a replay).
+    ingest_tolerance_s: int = Field(default=300, gt=0)
+    #: Also accept the older ``sha256=<HMAC of the body>`` signature, which signs no time
+    #: (replayable): only for a sender that cannot add one.
+    ingest_untimed_signatures: bool = False
 
     @model_validator(mode="after")
     def _login_only_over_tls(self) -> CrmSettings:

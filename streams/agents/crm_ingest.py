@@ -1,10 +1,12 @@
 """``POST /events/crm``: CRM changes pushed over HTTP, signed, validated, published durably.
 
 For CRMs (or middleware) that push rather than being polled. The body is one ``CrmChange``
-JSON object or a JSON array of them, signed with ``X-Paybus-Signature: sha256=<hex
-HMAC-SHA256(crm.ingest_secret, raw body)>``. The answer tells the sender what to do next:
+JSON object or a JSON array of them, signed with ``X-Paybus-Signature: t=<unix time>,
+sha256=<hex HMAC-SHA256(crm.ingest_secret, "<t>." + raw body)>`` (:func:`sign`); a timestamp
+more than ``crm.ingest_tolerance_s`` away is refused, so a captured request cannot be
+replayed later. The answer tells the sender what to do next:
 
-* 401: missing or bad signature (nothing published);
+* 401: missing or bad signature, or a stale timestamp (nothing published; the body says which);
 * 400: not JSON, or a record the schema refuses; the message names the record and field, and
   nothing of the body is published (all or nothing, so a fixed resend cannot duplicate);
 * 413: body over ``crm.ingest_max_body_bytes``;
@@ -22,6 +24,7 @@ import hashlib
 import hmac
 import json
 import logging
+import time
 from typing import Any, cast
 
 from faust.web import Request, Response, View
@@ -42,23 +45,66 @@ SIGNATURE_HEADER = "X-Paybus-Signature"
 PUBLISH_TIMEOUT_S = 15.0
 
 
-def sign(secret: str, body: bytes) -> str:
-    """The ``X-Paybus-Signature`` value of ``body`` (what a sender computes)."""
-    return "sha256=" + hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
+def sign(secret: str, body: bytes, timestamp: int | None = None) -> str:
+    """The ``X-Paybus-Signature`` value of ``body`` sent at ``timestamp`` (unix seconds,
+    default now): ``t=<timestamp>,sha256=<hex HMAC-SHA256(secret, "<timestamp>." + body)>``,
+    what a sender computes."""
+    t = int(time.time()) if timestamp is None else timestamp
+    return f"t={t},sha256=" + _mac(secret, f"{t}.".encode() + body)
 
 
-def signature_ok(secret: str, body: bytes, header: str | None) -> bool:
-    """Constant-time check of a ``sha256=<hex>`` signature header.
+def sign_untimed(secret: str, body: bytes) -> str:
+    """The older ``sha256=<hex HMAC of the body>`` form (accepted only where allowed)."""
+    return "sha256=" + _mac(secret, body)
+
+
+def _mac(secret: str, message: bytes) -> str:
+    return hmac.new(secret.encode(), message, hashlib.sha256).hexdigest()
+
+
+def signature_problem(
+    secret: str, body: bytes, header: str | None, *, now: float, tolerance_s: float,
+    allow_untimed: bool = False,
+) -> str | None:  # fmt: skip
+    """Why a signature header is refused, or None when it is good (constant-time compare).
+
+    The signed timestamp must be within ``tolerance_s`` of ``now``: a captured request
+    replayed later is refused (its change ids would make most replays harmless, but a
+    cancellation would reach the PSP again). The untimed form signs no time, so it is
+    accepted only with ``allow_untimed``.
 
     An empty secret accepts nothing: an HMAC under an empty key is one anyone can compute.
     The comparison is of bytes: ``hmac.compare_digest`` raises TypeError on non-ASCII text,
     and header bytes arrive surrogate-escaped, so a str comparison turned any odd byte into
     a 500 instead of a 401.
     """
-    if not secret or not header or not header.startswith("sha256="):
-        return False
-    given = header.strip().encode("utf-8", "surrogatepass")
-    return hmac.compare_digest(sign(secret, body).encode(), given)
+    if not secret or not header:
+        return f"missing {SIGNATURE_HEADER}"
+    parts = dict(p.partition("=")[::2] for p in header.strip().split(","))
+    given = parts.get("sha256", "").encode("utf-8", "surrogatepass")
+    stamp = parts.get("t")
+    if stamp is None:
+        if not allow_untimed or set(parts) != {"sha256"}:
+            return f"{SIGNATURE_HEADER} needs t=<unix time>,sha256=<HMAC of '<t>.<body>'>"
+        want = _mac(secret, body)
+    elif not (stamp.isascii() and stamp.isdigit()):
+        return f"{SIGNATURE_HEADER} has a bad timestamp"
+    else:
+        want = _mac(secret, f"{stamp}.".encode() + body)
+    if not hmac.compare_digest(want.encode(), given):
+        return f"bad {SIGNATURE_HEADER}"
+    if stamp is not None and abs(now - int(stamp)) > tolerance_s:
+        return f"{SIGNATURE_HEADER} timestamp is more than {tolerance_s:.0f} s from now"
+    return None
+
+
+def signature_ok(secret: str, body: bytes, header: str | None, *, now: float | None = None,
+                 tolerance_s: float = 300, allow_untimed: bool = False) -> bool:  # fmt: skip
+    """Whether :func:`signature_problem` finds nothing wrong."""
+    moment = time.time() if now is None else now
+    problem = signature_problem(secret, body, header, now=moment, tolerance_s=tolerance_s,
+                                allow_untimed=allow_untimed)  # fmt: skip
+    return problem is None
 
 
 def parse_changes(app: PaybusApp, body: bytes) -> list[dict[str, Any]]:
@@ -116,8 +162,12 @@ class CrmIngest:
         if body is None:
             return self._refuse(view, 413, "too_large", f"body over {limit} bytes")
         secret = crm.ingest_secret.get_secret_value()
-        if not signature_ok(secret, body, raw.headers.get(SIGNATURE_HEADER)):
-            return self._refuse(view, 401, "bad_signature", f"missing or bad {SIGNATURE_HEADER}")
+        problem = signature_problem(
+            secret, body, raw.headers.get(SIGNATURE_HEADER), now=time.time(),
+            tolerance_s=crm.ingest_tolerance_s, allow_untimed=crm.ingest_untimed_signatures,
+        )  # fmt: skip
+        if problem is not None:
+            return self._refuse(view, 401, "bad_signature", problem)
         try:
             records = parse_changes(self.app, body)
         except ValidationError as exc:

@@ -66,7 +66,7 @@ def ready_lines(ends: Endpoints) -> list[str]:
         f"  POST {ends.worker}/webhooks/gocardless  secret {GC_SECRET}",
         f"    {GC_SIGNATURE_HEADER}: <{hmac} of the body>",
         f"  POST {ends.worker}/events/crm  secret {CRM_INGEST_SECRET}",
-        f"    {CRM_SIGNATURE_HEADER}: sha256=<{hmac} of the body>",
+        f"    {CRM_SIGNATURE_HEADER}: t=<unix time>,sha256=<{hmac} of '<t>.<body>'>",
     ]
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 import urllib.error
 import urllib.request
 import uuid
@@ -15,7 +16,7 @@ import pytest
 from kafka import KafkaConsumer
 
 from streams.admin import create_topics
-from streams.agents.crm_ingest import sign
+from streams.agents.crm_ingest import sign, sign_untimed
 from streams.broker import EmbeddedBroker
 from streams.codec import AvroCodec
 from streams.topics import TopicMap
@@ -128,6 +129,10 @@ def test_bad_or_missing_signature_is_401_and_nothing_is_published(ingest: Ingest
     # A signature over another body does not cover this one.
     other = json.dumps(change(11)).encode()
     assert ingest.post(body, signature=sign(SECRET, other))[0] == 401
+    # A captured request replayed later, and the untimed form, which signs no time.
+    replayed = ingest.post(body, signature=sign(SECRET, body, int(time.time()) - 3600))
+    assert replayed[0] == 401 and "timestamp" in replayed[1]["error"], replayed
+    assert ingest.post(body, signature=sign_untimed(SECRET, body))[0] == 401
     # A good change published after them is on the topic; the refused ones never are.
     assert ingest.post(json.dumps(change(12)).encode())[0] == 202
     wait_for(lambda: "chg-12" in ingest.change_ids(), 30, "the marker change")
