@@ -21,6 +21,10 @@ Payment lifecycle (DESIGN.md) from a PaymentIntent's ``status``:
 A SEPA debit that Stripe accepted is already past ``pending_submission`` (a mandatory stage of
 direct debits), so a create answer in ``processing`` reports ``pending_submission`` and
 ``submitted``, and one already ``succeeded`` all three stages, in order.
+
+A payment page's PaymentIntent (``request_payment``) waits for its customer: while open (a
+declined card included) it is ``pending_customer_approval``, and its ``payment_intent.created``
+yields nothing, left to the command's own event, which carries the page link.
 """
 
 from __future__ import annotations
@@ -330,7 +334,12 @@ def events_from_event(event: Mapping[str, Any]) -> list[PaymentEvent]:
     pi_status = PAYMENT_EVENT_STATUS.get(kind)
     if pi_status is None or obj.get("object") != "payment_intent":
         return []
-    if is_page(obj) and pi_status in ("created", "failed"):
+    if is_page(obj) and kind == "payment_intent.created":
+        # The request_payment command's own event reports this, carrying the page link for
+        # the CRM record; sequenced first, this one would make that event a duplicate and
+        # the link would never reach the record (the webhook can beat the command's event).
+        return []
+    if is_page(obj) and pi_status == "failed":
         pi_status = "pending_customer_approval"  # a declined card: the page offers another try
     return [
         _payment_event(

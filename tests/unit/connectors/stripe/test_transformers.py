@@ -244,6 +244,19 @@ def test_a_page_payment_waits_for_its_customer_through_declined_attempts() -> No
     assert tf.payment_status({**ordinary, "last_payment_error": {"code": "x"}}) == "failed"
 
 
+def test_a_page_payments_created_webhook_leaves_the_status_to_the_commands_event() -> None:
+    """The request_payment command's event (pending_customer_approval) carries the page link
+    to the CRM record. A webhook saying the same status, sequenced first, made that event a
+    duplicate, and the record never got its link; the webhook can come first (the create's
+    answer lost and retried, the command re-delivered after a crash)."""
+    pi = se.payment_intent("pi_page", status="requires_payment_method", aggregate_id="pay-1")
+    pi["metadata"]["paybus_page"] = "1"
+    assert tf.events_from_event(se.event("payment_intent.created", pi)) == []
+    ordinary = se.payment_intent("pi_off", status="requires_payment_method", aggregate_id="p")
+    [created] = tf.events_from_event(se.event("payment_intent.created", ordinary))
+    assert created.status == "created"
+
+
 def test_ignored_event_types() -> None:
     assert (
         tf.events_from_event(se.event("customer.created", {"id": "cus_1", "object": "customer"}))
