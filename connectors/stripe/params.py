@@ -39,7 +39,8 @@ def payment_intent_params(command: PaymentCommand) -> dict[str, Any]:
             f"stripe cannot collect method {method!r}", psp=PSP, code="invalid_command"
         )
     metadata = {
-        **(command.metadata or {}),
+        # the page marker is the bus's to set (a page's declines are no failures): not the CRM's
+        **{k: v for k, v in (command.metadata or {}).items() if k != META_PAGE},
         META_AGGREGATE_ID: command.aggregate_id,
         META_AGGREGATE_TYPE: command.aggregate_type,
         META_METHOD: method,

@@ -242,6 +242,10 @@ def test_a_page_payment_waits_for_its_customer_through_declined_attempts() -> No
     assert failed.status == "pending_customer_approval" and failed.reason is None
     ordinary = se.payment_intent("pi_off", status="requires_payment_method", aggregate_id="p")
     assert tf.payment_status({**ordinary, "last_payment_error": {"code": "x"}}) == "failed"
+    # a saved-card payment is no page's, whatever metadata its CRM record sent along
+    saved = _command(metadata={"paybus_page": "1", "order": "o-1"})
+    assert tf.payment_intent_params(saved)["metadata"].get("paybus_page") is None
+    assert tf.payment_intent_params(saved)["metadata"]["order"] == "o-1"
 
 
 def test_a_page_payments_created_webhook_leaves_the_status_to_the_commands_event() -> None:
