@@ -56,9 +56,11 @@ def _js(value: str) -> str:
     return json.dumps(value).replace("<", "\\u003c").replace(">", "\\u003e")
 
 
-def _page(title: str, body: str, script: str = "", script_src: str | None = None) -> str:
+def _page(
+    title: str, body: str, script: str = "", script_src: str | None = None, nonce: str = ""
+) -> str:
     src = f'<script src="{html.escape(script_src)}"></script>' if script_src else ""
-    tail = f"<script>{script}</script>" if script else ""
+    tail = f'<script nonce="{html.escape(nonce)}">{script}</script>' if script else ""
     return (
         '<!doctype html><html lang="en"><head><meta charset="utf-8">'
         '<meta name="viewport" content="width=device-width,initial-scale=1">'
@@ -77,7 +79,8 @@ def _summary(state: PageState | None) -> str:
 
 def render(kind: str, **values: Any) -> str:
     """The page of ``kind``: ``form`` (needs ``state``, ``publishable_key``, ``js_url``,
-    ``return_url``), ``exit`` (``state``) or ``error`` (``message``, optional ``state``)."""
+    ``return_url`` and ``nonce``, the one the response's CSP names), ``exit`` (``state``) or
+    ``error`` (``message``, optional ``state``)."""
     state: PageState | None = values.get("state")
     if kind == "form":
         assert state is not None and state.client_secret
@@ -91,7 +94,7 @@ def render(kind: str, **values: Any) -> str:
             '<form id="pay"><div id="card"></div><p id="err" role="alert"></p>'
             "<button type=submit>Pay</button></form>"
         )
-        return _page("Payment", body, script, values["js_url"])
+        return _page("Payment", body, script, values["js_url"], values["nonce"])
     if kind == "exit":
         pending = state is not None and state.state == "processing"
         text = "Your payment is being processed." if pending else "Your payment has been received."

@@ -29,10 +29,21 @@ def _signature(secret: str, psp: str, object_id: str, expires: int) -> str:
     return hmac.new(secret.encode(), message, hashlib.sha256).hexdigest()
 
 
+#: Most digits an expiry may have (unix seconds stay under 12 digits for 30,000 years): a
+#: longer one is refused before ``int`` sees it (Python refuses over 4,300 digits, a 500).
+_EXP_DIGITS = 12
+
+
+def page_url(base_url: str, psp: str, object_id: str, exp: int | str, sig: str) -> str:
+    """The page URL of ``object_id`` at ``psp`` under ``base_url`` with ``exp`` and ``sig``."""
+    query = urlencode({"exp": exp, "sig": sig})
+    return f"{base_url}/pay/{quote(psp, safe='')}/{quote(object_id, safe='')}?{query}"
+
+
 def page_link(base_url: str, secret: str, psp: str, object_id: str, expires: int) -> str:
     """The signed link to the page of ``object_id`` at ``psp``, valid until ``expires``."""
-    query = urlencode({"exp": expires, "sig": _signature(secret, psp, object_id, expires)})
-    return f"{base_url}/pay/{quote(psp, safe='')}/{quote(object_id, safe='')}?{query}"
+    sig = _signature(secret, psp, object_id, expires)
+    return page_url(base_url, psp, object_id, expires, sig)
 
 
 def link_for(
@@ -50,7 +61,8 @@ def check_link(
 
     An empty secret opens nothing (an HMAC under an empty key is one anyone can compute).
     The comparison is of bytes, so odd characters in ``sig`` are a forgery, not a crash."""
-    if not secret or not exp or not sig or not (exp.isascii() and exp.isdigit()):
+    digits = exp is not None and 0 < len(exp) <= _EXP_DIGITS and exp.isascii() and exp.isdigit()
+    if not secret or not sig or exp is None or not digits:
         raise PageLinkError("this payment link is incomplete", 403)
     want = _signature(secret, psp, object_id, int(exp)).encode()
     if not hmac.compare_digest(want, sig.encode("utf-8", "surrogatepass")):

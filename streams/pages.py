@@ -20,6 +20,7 @@ outcome reaches the CRM the usual way: the PSP's webhook, sequenced.
 from __future__ import annotations
 
 import logging
+import secrets
 import time
 from urllib.parse import urlsplit
 
@@ -29,7 +30,7 @@ from connectors.errors import ConnectorError, NotFoundError, UnknownConnectorErr
 from streams.agents.common import Connectors
 from streams.app import PaybusApp
 from streams.page_html import render
-from streams.page_links import PageLinkError, check_link
+from streams.page_links import PageLinkError, check_link, page_url
 
 log = logging.getLogger(__name__)
 
@@ -43,7 +44,7 @@ class PaymentPages:
         base = app.settings.stripe.base_url
         #: Stripe.js: Stripe's own, or the stand-in localstripe serves (embedded profile).
         self.js_url = f"{base.rstrip('/')}/js.stripe.com/v3/" if base else STRIPE_JS
-        self.headers = page_headers(self.js_url, base.rstrip("/") if base else STRIPE_API)
+        self.api_url = base.rstrip("/") if base else STRIPE_API
         stage = self
 
         @app.page("/pay/{psp}/{object_id}")
@@ -51,17 +52,22 @@ class PaymentPages:
             """The payment page of one PSP object."""
 
             async def get(self, request: Request, psp: str, object_id: str) -> Response:
-                status, html = await stage.page(request, psp, object_id)
+                nonce = secrets.token_urlsafe(16)  # this response's inline script only
+                status, html = await stage.page(request, psp, object_id, nonce)
                 response = self.html(html, status=status)
-                response.headers.update(stage.headers)
+                response.headers.update(page_headers(stage.js_url, stage.api_url, nonce))
                 return response
 
-    async def page(self, request: Request, psp: str, object_id: str) -> tuple[int, str]:
+    async def page(self, request: Request, psp: str, object_id: str, nonce: str) -> tuple[int, str]:
         settings = self.app.settings
+        base = settings.page_base_url
+        if base is None:  # pages off: no link was made, and the secret may be the default
+            return 404, render("error", message="there is no such payment")
         query = request.query
+        exp, sig = query.get("exp"), query.get("sig")
         try:
-            check_link(settings.pages.secret.get_secret_value(), psp, object_id,
-                       query.get("exp"), query.get("sig"), time.time())  # fmt: skip
+            check_link(settings.pages.secret.get_secret_value(), psp, object_id, exp, sig,
+                       time.time())  # fmt: skip
         except PageLinkError as exc:
             return exc.status, render("error", message=str(exc))
         try:
@@ -80,7 +86,10 @@ class PaymentPages:
                 state=state,
                 publishable_key=settings.stripe.publishable_key,
                 js_url=self.js_url,
-                return_url=str(request.url),
+                # the link as the customer was given it: the worker's own view of the request
+                # (http behind a TLS proxy, an internal host) is no place to send them back to
+                return_url=page_url(base, psp, object_id, str(exp), str(sig)),
+                nonce=nonce,
             )
         if state.state in ("paid", "processing"):
             return 200, render("exit", state=state)
@@ -96,17 +105,22 @@ def _origin(url: str) -> str:
     return f"{parts.scheme}://{parts.netloc}"
 
 
-def page_headers(js_url: str, api_url: str) -> dict[str, str]:
-    """The page holds a client secret: never cached, never sent on as a referrer; only
-    Stripe.js may run, call out or frame in it (its 3-D Secure frames included)."""
+def page_headers(js_url: str, api_url: str, nonce: str) -> dict[str, str]:
+    """The page holds a client secret: never cached, never sent on as a referrer, never
+    framed by another site; only Stripe.js and the page's own script (``nonce``: no other
+    inline script, injected or not, runs) may run, call out or frame in it (Stripe's 3-D
+    Secure frames included)."""
     js, api = _origin(js_url), _origin(api_url)
+    if js == _origin(STRIPE_JS):
+        js = f"{js} https://*.js.stripe.com"  # Stripe.js's own frames (Stripe's CSP guide)
     return {
         "Cache-Control": "no-store",
         "Referrer-Policy": "no-referrer",
         "X-Content-Type-Options": "nosniff",
         "Content-Security-Policy": (
-            f"default-src 'self'; script-src 'self' 'unsafe-inline' {js}; "
+            f"default-src 'self'; script-src 'nonce-{nonce}' {js}; "
             f"frame-src {js} https://hooks.stripe.com; connect-src {api} {js}; "
-            "style-src 'self' 'unsafe-inline'; img-src 'self' data:"
+            "style-src 'self' 'unsafe-inline'; img-src 'self' data:; object-src 'none'; "
+            "base-uri 'none'; form-action 'self'; frame-ancestors 'none'"
         ),
     }

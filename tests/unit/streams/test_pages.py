@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
+import asyncio
 from datetime import UTC, datetime
 from pathlib import Path
-from urllib.parse import parse_qs, urlsplit
+from types import SimpleNamespace
+from urllib.parse import parse_qs, parse_qsl, urlsplit
 
 import pytest
 
 from connectors.base import PageState
 from streams.page_html import amount_text, render
 from streams.page_links import PageLinkError, check_link, link_for, page_link
-from streams.pages import page_headers
+from streams.pages import PaymentPages, page_headers
 from streams.secrets_check import insecure_secrets
 from streams.settings import Settings
 
@@ -76,7 +78,7 @@ def test_pages_escape_what_they_show() -> None:
     state = PageState("open", 2500, "EUR", description="<script>alert(1)</script>",
                       client_secret="pi_1_secret_</script><b>")  # fmt: skip
     form = render("form", state=state, publishable_key="pk_1", js_url="https://js/v3/",
-                  return_url="https://pay/x?a=1&b=2")  # fmt: skip
+                  return_url="https://pay/x?a=1&b=2", nonce="n1")  # fmt: skip
     assert "<script>alert(1)</script>" not in form and "&lt;script&gt;" in form
     assert "</script><b>" not in form, "a value must not end the script element"
     assert '"pk_1"' in form and '<script src="https://js/v3/">' in form
@@ -85,12 +87,72 @@ def test_pages_escape_what_they_show() -> None:
     assert "being processed" in render("exit", state=PageState("processing", 1, "EUR"))
 
 
-def test_headers_let_only_stripe_js_in() -> None:
-    headers = page_headers("https://js.stripe.com/v3/", "https://api.stripe.com")
+def test_headers_let_only_stripe_js_and_the_pages_own_script_in() -> None:
+    headers = page_headers("https://js.stripe.com/v3/", "https://api.stripe.com", "n0nce")
     assert headers["Cache-Control"] == "no-store" and headers["Referrer-Policy"] == "no-referrer"
-    policy = headers["Content-Security-Policy"]
-    assert "script-src 'self' 'unsafe-inline' https://js.stripe.com;" in policy
-    assert "connect-src https://api.stripe.com https://js.stripe.com;" in policy
+    policy = dict(d.strip().split(" ", 1) for d in headers["Content-Security-Policy"].split(";"))
+    stripe_js = "https://js.stripe.com https://*.js.stripe.com"
+    # no 'unsafe-inline': a script that got into the page some other way does not run
+    assert policy["script-src"] == f"'nonce-n0nce' {stripe_js}"
+    assert policy["frame-src"] == f"{stripe_js} https://hooks.stripe.com"
+    assert policy["connect-src"] == f"https://api.stripe.com {stripe_js}"
+    assert policy["frame-ancestors"] == "'none'", "another site must not frame the payment page"
+    assert policy["base-uri"] == "'none'" and policy["object-src"] == "'none'"
+    local = page_headers("http://127.0.0.1:8420/js.stripe.com/v3/", "http://127.0.0.1:8420", "n")
+    assert "script-src 'nonce-n' http://127.0.0.1:8420;" in local["Content-Security-Policy"]
+    state = PageState("open", 2500, "EUR", client_secret="pi_1_secret_x")
+    form = render("form", state=state, publishable_key="pk_1", js_url="https://js/v3/",
+                  return_url="https://pay/x", nonce="n0nce")  # fmt: skip
+    assert form.count("<script") == 2 and '<script nonce="n0nce">' in form
+
+
+def test_an_expiry_too_long_to_be_one_is_refused_not_a_crash() -> None:
+    with pytest.raises(PageLinkError) as refused:
+        check_link(SECRET, "stripe", "pi_1", "9" * 5000, "0" * 64, NOW)
+    assert refused.value.status == 403
+
+
+class _Stripe:
+    def page_state(self, object_id: str) -> PageState:
+        return PageState("open", 2500, "EUR", client_secret=f"{object_id}_secret_x")
+
+
+async def _page(query: str) -> tuple[int, str]:
+    """What the page view answers a request for ``/pay/stripe/pi_1?<query>``."""
+    app = SimpleNamespace(settings=Settings(), page=lambda path: lambda view: view,
+                          loop=asyncio.get_running_loop())  # fmt: skip
+    pages = PaymentPages(app)  # type: ignore[arg-type]
+    pages.connectors._cache["stripe"] = _Stripe()  # type: ignore[assignment]
+    # the worker's own view of the request: http, and its pod's address behind the ingress
+    request = SimpleNamespace(query=dict(parse_qsl(query)),
+                              url=f"http://10.0.0.7:6066/pay/stripe/pi_1?{query}")  # fmt: skip
+    return await pages.page(request, "stripe", "pi_1", "n0nce")  # type: ignore[arg-type]
+
+
+async def test_the_page_sends_its_customer_back_to_the_public_link(
+    clean_env: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("PAYBUS_PROFILE", "production")
+    monkeypatch.setenv("PAYBUS_PAGES__PUBLIC_URL", "https://pay.example.com")
+    monkeypatch.setenv("PAYBUS_PAGES__SECRET", SECRET)
+    link = page_link("https://pay.example.com", SECRET, "stripe", "pi_1", int(NOW) + 3600)
+    monkeypatch.setattr("streams.pages.time.time", lambda: NOW)
+    status, html = await _page(urlsplit(link).query)
+    assert status == 200 and "10.0.0.7" not in html
+    assert f'window.location.replace("{link}")' in html
+
+
+async def test_no_page_opens_while_pages_are_off(
+    clean_env: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("PAYBUS_PROFILE", "production")  # no PUBLIC_URL: pages off
+    # the default secret is public and refused only while pages are on: a link made with it
+    # must open nothing on a worker whose pages are off
+    default = Settings().pages.secret.get_secret_value()
+    link = page_link("https://x", default, "stripe", "pi_1", int(NOW) + 3600)
+    monkeypatch.setattr("streams.pages.time.time", lambda: NOW)
+    status, html = await _page(urlsplit(link).query)
+    assert status == 404 and "no such payment" in html
 
 
 def test_page_links_default_to_the_embedded_web_port_and_are_off_in_production(
