@@ -29,7 +29,7 @@ from connectors.retry import call_with_retries
 from connectors.stripe import results
 from connectors.stripe import transformers as tf
 from connectors.stripe.client import CardDeclined, StripeApi
-from connectors.stripe.settings import PSP
+from connectors.stripe.settings import META_AGGREGATE_ID, PSP
 from connectors.stripe.webhooks import parse_event, verify_request
 from streams.records import PaymentCommand, PaymentEvent
 
@@ -220,5 +220,26 @@ class StripeConnector(PspConnector):
     def backfill(self, since: datetime) -> Iterator[PaymentEvent]:
         """Canonical events from Stripe's event log (kept 30 days by Stripe), oldest first."""
         events = self._retry(lambda: list(self.api.events_since(int(since.timestamp()))))
+        owners: dict[str, str | None] = {}
         for event in sorted(events, key=lambda e: (e["created"], e["id"])):
-            yield from self._events_of(event)
+            for pe in self._events_of(event):
+                yield self._with_refunded_payment(pe, owners)
+
+    def _with_refunded_payment(
+        self, pe: PaymentEvent, owners: dict[str, str | None]
+    ) -> PaymentEvent:
+        """A refund made at Stripe (its dashboard, another system: no paybus metadata) named
+        with the bus's payment it refunds, read from the PaymentIntent's metadata (once per
+        PaymentIntent in ``owners``): a backfill has none of the normaliser's links, and
+        without it a refund of the bus's payment was counted another system's (foreign)."""
+        pi_id = (pe.attributes or {}).get("stripe_payment_intent")
+        if pe.aggregate_type != "refund" or pe.aggregate_id or pe.payment_id or not pi_id:
+            return pe
+        if pi_id not in owners:
+            try:
+                pi = self._retry(lambda: self.api.retrieve_payment_intent(pi_id))
+            except NotFoundError:
+                pi = {}
+            found = (pi.get("metadata") or {}).get(META_AGGREGATE_ID)
+            owners[pi_id] = str(found) if found else None
+        return pe.derive(payment_id=owners[pi_id]) if owners[pi_id] else pe
