@@ -40,6 +40,9 @@ T = TypeVar("T")
 
 __all__ = ["StripeConnector"]
 
+#: Canonical payment statuses of a PaymentIntent Stripe can still cancel.
+_CANCELLABLE = frozenset({"created", "pending_customer_approval", "pending_submission"})
+
 
 class StripeConnector(PspConnector):
     """paybus's Stripe connector (entry point ``stripe`` in ``paybus.connectors``)."""
@@ -94,19 +97,7 @@ class StripeConnector(PspConnector):
                 links=self._links(pi, command.aggregate_id),
             )
         if op == "cancel":
-            if not command.psp_object_id:
-                raise PermanentError(
-                    f"cancel command {command.command_id} names no PaymentIntent",
-                    psp=PSP,
-                    code="invalid_command",
-                )
-            pi_id = command.psp_object_id
-            pi = self._retry(lambda: self.api.cancel_payment_intent(pi_id, key))
-            return CommandResult(
-                psp_object_id=str(pi["id"]),
-                events=results.command_events(command, pi, fallback_at=self._now()),
-                links={str(pi["id"]): command.aggregate_id},
-            )
+            return self._cancel(command, key)
         if op == "refund":
             params = tf.refund_params(command)
             refund = self._retry(lambda: self.api.create_refund(params, key))
@@ -125,6 +116,33 @@ class StripeConnector(PspConnector):
             f"stripe connector cannot {op!r} (mandates are GoCardless's)",
             psp=PSP,
             code="unsupported_operation",
+        )
+
+    def _cancel(self, command: PaymentCommand, key: str) -> CommandResult:
+        """Cancel a PaymentIntent. Stripe refuses once it is past cancelling (the customer
+        paid on its page meanwhile, or the CRM showed an older status when staff asked): then
+        its actual status is the answer, as GoCardless's connector reads a refused cancel's
+        payment back. Raised, the refusal became the payment's ``failed``, a paid payment
+        shown failed in the CRM (raised again by staff: charged twice)."""
+        if not command.psp_object_id:
+            raise PermanentError(
+                f"cancel command {command.command_id} names no PaymentIntent",
+                psp=PSP,
+                code="invalid_command",
+            )
+        pi_id = command.psp_object_id
+        try:
+            pi = self._retry(lambda: self.api.cancel_payment_intent(pi_id, key))
+        except NotFoundError:
+            raise
+        except PermanentError:
+            pi = self._retry(lambda: self.api.retrieve_payment_intent(pi_id))
+            if tf.payment_status(pi) in _CANCELLABLE:
+                raise  # refused for another reason: the payment may still go on
+        return CommandResult(
+            psp_object_id=str(pi["id"]),
+            events=results.command_events(command, pi, fallback_at=self._now()),
+            links={str(pi["id"]): command.aggregate_id},
         )
 
     def _create_payment(self, command: PaymentCommand, key: str) -> CommandResult:
