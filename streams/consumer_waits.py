@@ -57,15 +57,22 @@ class DeliberateWaits(_Base):
     @contextlib.contextmanager
     def waiting_on(self, topic: str) -> Iterator[None]:
         """While inside: the stage reading ``topic`` waits on purpose (see the module doc)."""
+        try:
+            release = self._hold_poll()
+        except Exception as exc:  # best effort: the outage handling must not fail on it
+            log.warning("cannot hold the consumer's place in its group: %r", exc)
+            release = _nothing
         self._waits[topic] += 1
-        release = self._hold_poll()
         try:
             yield
         finally:
-            release()
             self._waits[topic] -= 1
             if self._waits[topic] <= 0:
                 del self._waits[topic]
+            try:
+                release()
+            except Exception as exc:
+                log.warning("cannot release the consumer's poll hold: %r", exc)
 
     def _hold_poll(self) -> Callable[[], None]:
         """Count as polling until the returned function is called: aiokafka's fetch context,
@@ -85,6 +92,10 @@ class DeliberateWaits(_Base):
 
         on_thread(context.__enter__)
         return lambda: on_thread(lambda: context.__exit__(None, None, None))
+
+
+def _nothing() -> None:
+    return None
 
 
 def waiting_on(app: Any, topic: str) -> contextlib.AbstractContextManager[None]:

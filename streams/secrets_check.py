@@ -94,6 +94,7 @@ def insecure_secrets(settings: Settings, roles: Iterable[str]) -> list[str]:
     """
     if settings.profile != "production":
         return []
+    roles = list(roles)
     errors: list[str] = []
     for variable, secret, default in _inbound(settings, roles):
         value = secret.get_secret_value()
@@ -103,4 +104,15 @@ def insecure_secrets(settings: Settings, roles: Iterable[str]) -> list[str]:
             errors.append(f"{variable} is the public built-in default; set a secret of your own")
         elif PLACEHOLDER in value.lower():
             errors.append(f"{variable} is still the deploy files' placeholder; set it")
+    key = settings.stripe.publishable_key
+    default_key = StripeSettings.model_fields["publishable_key"].default
+    if (
+        settings.pages.public_url
+        and "web" in set(roles)
+        and (key == default_key or PLACEHOLDER in key.lower())
+    ):
+        errors.append(
+            "PAYBUS_STRIPE__PUBLISHABLE_KEY is the built-in test key while payment pages are "
+            "on; set your account's publishable key"
+        )
     return errors

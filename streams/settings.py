@@ -277,8 +277,9 @@ class Settings(BaseSettings):
         """The base of payment page links, or None when pages are off."""
         if self.pages.public_url:
             return self.pages.public_url.rstrip("/")
-        if self.profile == "embedded":
-            return f"http://{self.web_host}:{self.web_port}"
+        if self.profile == "embedded":  # a customer cannot browse to "every interface"
+            host = "127.0.0.1" if self.web_host in ("0.0.0.0", "::", "") else self.web_host
+            return f"http://{host}:{self.web_port}"
         return None
 
     @property

@@ -159,8 +159,10 @@ def intent_of(mapping: ObjectMapping, record: Mapping[str, Any]) -> str | None:
     if mapping.aggregate_type == "refund":
         return "refund"
     token = record.get(mapping.payment_method_ref) if mapping.payment_method_ref else None
-    if _label(record.get(mapping.method)) in (None, "card") and not token:
-        return "request_payment"  # no saved card: the customer pays on a payment page
+    if _label(record.get(mapping.method)) == "card" and not token:
+        # A card payment with no saved card: the customer pays on a payment page. Only when
+        # the record says card: one with no method at all is no request to put to Stripe.
+        return "request_payment"
     return "create_payment"
 
 

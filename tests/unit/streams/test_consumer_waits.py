@@ -74,3 +74,14 @@ async def test_a_waiting_stages_partition_is_not_re_read_nor_reported_stalled(
     assert consumer._new_offset(TP0) is None  # the wait is over: stalls count again
     await asyncio.sleep(0)
     assert seeks == [(TP0, 10)]
+
+
+async def test_a_hold_that_cannot_be_taken_does_not_break_the_wait(
+    app: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Best effort: an aiokafka without the fetch context (a renamed attribute) must not make
+    the CRM writer fail mid-outage, nor leave the partition marked waiting for good."""
+    monkeypatch.setattr(app.consumer._thread, "_consumer", SimpleNamespace(_subscription=None))
+    with waiting_on(app, TP0.topic):
+        assert app.consumer.waiting_deliberately(TP0)
+    assert not app.consumer.waiting_deliberately(TP0)

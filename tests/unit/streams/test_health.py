@@ -172,3 +172,17 @@ async def test_a_wedged_thread_loop_shows_as_silence() -> None:
     finally:
         await thread.stop()
     assert health.loop_silent_s(None, time.monotonic()) is None  # no consumer thread yet
+
+
+def test_a_check_that_breaks_restarts_nothing_and_vouches_for_nothing(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    def broken(app: object) -> Snapshot:
+        raise AttributeError("'AIOKafkaConsumer' object has no attribute '_coordinator'")
+
+    monkeypatch.setattr(health, "snapshot", broken)
+    app = build_app(Settings(topic_prefix="unit"))
+    status, body = health.liveness_answer(app)
+    assert status == 200 and "_coordinator" in body["checks"]["snapshot"]
+    status, body = health.readiness_answer(app)
+    assert status == 503 and body["failing"] == ["snapshot"]

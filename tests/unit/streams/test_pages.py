@@ -167,3 +167,16 @@ def test_page_links_default_to_the_embedded_web_port_and_are_off_in_production(
     assert Settings().page_base_url == "https://pay.example.com"
     errors = insecure_secrets(Settings(), ["connectors"])
     assert [e for e in errors if e.startswith("PAYBUS_PAGES__SECRET ")], errors
+    monkeypatch.setenv("PAYBUS_PAGES__SECRET", "a-page-secret-of-our-own")
+    errors = insecure_secrets(Settings(), ["web"])
+    assert [e for e in errors if e.startswith("PAYBUS_STRIPE__PUBLISHABLE_KEY ")], errors
+    monkeypatch.setenv("PAYBUS_STRIPE__PUBLISHABLE_KEY", "pk_live_ours")
+    assert not [e for e in insecure_secrets(Settings(), ["web"]) if "PAGES" in e or "PUB" in e]
+
+
+def test_embedded_links_name_a_host_a_browser_can_reach(
+    clean_env: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("PAYBUS_WEB_HOST", "0.0.0.0")
+    monkeypatch.setenv("PAYBUS_WEB_PORT", "7070")
+    assert Settings().page_base_url == "http://127.0.0.1:7070"

@@ -55,7 +55,7 @@ def _row(**values: Any) -> dict[str, Any]:
         ("refund", {}, "refund"),
         ("payment", {"Method__c": "Card", "Payment_Method_Ref__c": "pm_1"}, "create_payment"),
         ("payment", {"Method__c": "Card"}, "request_payment"),
-        ("payment", {"Method__c": None, "Payment_Method_Ref__c": ""}, "request_payment"),
+        ("payment", {"Method__c": None, "Payment_Method_Ref__c": ""}, "create_payment"),
     ],
 )
 def test_intent_follows_the_record_state(
