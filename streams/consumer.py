@@ -137,6 +137,17 @@ class _Consumer(HoleTracking, DeliberateWaits, faust_aiokafka.Consumer):
         self._init_holes()
         self._init_waits()
 
+    async def _seek(self, partition: Any, offset: int) -> None:
+        """Seek on the consumer's own thread, as Faust's other calls into aiokafka do.
+
+        Faust seeks from the caller's thread, and aiokafka's seek deletes the partition's
+        fetched records (``Fetcher.seek_to``) while the consumer thread may be between
+        reading and deleting the same entry in ``Fetcher.fetched_records``: the KeyError
+        crashed the fetcher and with it the worker (seen after a kill -9 restart, when this
+        module's hole and gap repairs seek while the restarted worker fetches its backlog)."""
+        thread: Any = self._thread
+        await thread.call_thread(thread.seek, partition, offset)
+
     async def wait_first(self, *coros: Any, timeout: Any = None) -> Any:
         """Faust's per-record ``wait_first(deliver(record), suspend_flow.wait())``, eagerly,
         and remembering a record it drops.

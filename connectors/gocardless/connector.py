@@ -172,8 +172,17 @@ class GoCardlessConnector(PspConnector):
             if exc.code != "cancellation_failed":
                 raise
             resource = self._retry(lambda: get(target))
-            if tf.resource_status(command.aggregate_type, resource) != "cancelled":
-                raise
+            status = tf.resource_status(command.aggregate_type, resource)
+            if status != "cancelled":
+                # Past cancelling (submitted to the banks, confirmed): its actual status is
+                # the answer. Raised, the refusal became the payment's ``failed`` while the
+                # debit went on: a collected payment shown failed, raised again by staff.
+                log.warning("GoCardless refused to cancel %s %s: it is %s (%s)",
+                            command.aggregate_type, target, status, exc)  # fmt: skip
+                event = tf.command_event(
+                    command, command.aggregate_type, resource, occurred_at=self._now()
+                )
+                return CommandResult(psp_object_id=target, events=[event])
         return self._answer(command, command.aggregate_type, resource, "cancelled")
 
     def _refund(self, command: PaymentCommand, key: str) -> CommandResult:

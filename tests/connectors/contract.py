@@ -231,6 +231,23 @@ class PspConnectorContract:
         lookup = connector.lookup_status("payment", created.psp_object_id)
         assert lookup.status == "cancelled"
 
+    def test_a_cancel_refused_because_the_payment_went_on_reports_it_not_failed(
+        self, harness: ContractHarness, connector: PspConnector
+    ) -> None:
+        """Staff asked to cancel a payment the PSP had already taken further (the customer
+        paid on its page meanwhile; the CRM showed an older status): a refusal raised became
+        the payment's ``failed``, a collected payment shown failed in the CRM."""
+        self.require("cancel")
+        payment, created = self._create(harness, connector)
+        assert created.psp_object_id
+        harness.advance_to(created.psp_object_id, "confirmed")
+        cancel = payment.derive(command_id=new_id("cmd"), operation="cancel",
+                                psp_object_id=created.psp_object_id)  # fmt: skip
+        result = connector.execute(cancel)
+        now = connector.lookup_status("payment", created.psp_object_id).status
+        assert [e.status for e in result.events] == [now] and now != "cancelled"
+        assert_canonical(result.events, psp=connector.name)
+
     @pytest.mark.parametrize("partial", [False, True], ids=["full", "partial"])
     def test_refund(self, harness: ContractHarness, connector: PspConnector, partial: bool) -> None:
         self.require("partial_refund" if partial else "refund")

@@ -85,3 +85,36 @@ async def test_a_hold_that_cannot_be_taken_does_not_break_the_wait(
     with waiting_on(app, TP0.topic):
         assert app.consumer.waiting_deliberately(TP0)
     assert not app.consumer.waiting_deliberately(TP0)
+
+
+async def test_a_seek_runs_on_the_consumer_thread(
+    app: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """aiokafka's seek deletes fetched records the consumer thread's fetcher may be reading:
+    from any other thread it raced it (a KeyError crashed the worker). Faust's own seek runs
+    on the caller's thread; ours hands it to the consumer thread, as Faust's other calls do."""
+    import threading
+
+    ran_on: list[int] = []
+    consumer_thread = threading.Thread(target=lambda: None)
+
+    class Thread:
+        def seek(self, tp: TP, offset: int) -> None:
+            ran_on.append(threading.get_ident())
+
+        async def call_thread(self, method: Any, *args: Any) -> Any:
+            done: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+            loop = asyncio.get_running_loop()
+
+            def run() -> None:
+                result = method(*args)
+                loop.call_soon_threadsafe(done.set_result, result)
+
+            nonlocal consumer_thread
+            consumer_thread = threading.Thread(target=run)
+            consumer_thread.start()
+            return await done
+
+    monkeypatch.setattr(app.consumer, "_thread", Thread())
+    await app.consumer.seek(TP0, 5)
+    assert ran_on == [consumer_thread.ident] and ran_on[0] != threading.get_ident()
