@@ -35,6 +35,11 @@ OPERATIONS = ("create_payment", "request_payment", "create_mandate", "cancel", "
 FOREIGN_ATTRIBUTE = "psp_foreign"
 
 
+def unmarked(attributes: Mapping[str, str] | None) -> dict[str, str]:
+    """``attributes`` without the foreign marker (an event a link named is the bus's)."""
+    return {k: v for k, v in (attributes or {}).items() if k != FOREIGN_ATTRIBUTE}
+
+
 def foreign_marker(metadata: object, key: str) -> dict[str, str]:
     """``{FOREIGN_ATTRIBUTE: "true"}`` when ``metadata`` (a PSP object's metadata) is a
     mapping without the bus's ``key``; ``{}`` otherwise (including when the object has no

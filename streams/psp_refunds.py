@@ -17,7 +17,7 @@ on the payment itself (Stripe's ``charge.refunded``).
 
 from __future__ import annotations
 
-from connectors.base import FOREIGN_ATTRIBUTE
+from connectors.base import unmarked
 from streams.records import PaymentEvent
 
 #: The attribute marking an event of a refund made at the PSP.
@@ -39,8 +39,8 @@ def resolve(event: PaymentEvent) -> PaymentEvent | None:
         event.payment_id and event.psp and event.psp_object_id
     ):
         return None
-    dropped = {"crm_record_id", FOREIGN_ATTRIBUTE}  # its payment is the bus's
-    attributes = {k: v for k, v in (event.attributes or {}).items() if k not in dropped}
+    attributes = unmarked(event.attributes)  # its payment is the bus's
+    attributes.pop("crm_record_id", None)
     attributes[ORIGIN_ATTRIBUTE] = "psp"
     return event.derive(
         aggregate_id=aggregate_id(event.psp, event.psp_object_id), attributes=attributes

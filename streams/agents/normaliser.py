@@ -24,7 +24,7 @@ from typing import Any
 
 from faust.types import EventT
 
-from connectors.base import FOREIGN_ATTRIBUTE
+from connectors.base import FOREIGN_ATTRIBUTE, unmarked
 from streams import metrics, psp_refunds
 from streams.agents.batch_send import BatchSender, Record
 from streams.agents.batches import batched
@@ -133,9 +133,7 @@ class NormaliserStage:
                 )
                 continue
             if FOREIGN_ATTRIBUTE in (resolved.attributes or {}):  # a link named it: ours
-                attrs = {k: v for k, v in (resolved.attributes or {}).items()}
-                del attrs[FOREIGN_ATTRIBUTE]
-                resolved = resolved.derive(attributes=attrs)
+                resolved = resolved.derive(attributes=unmarked(resolved.attributes))
             value = self.event_codec.dumps(resolved.asdict())
             outputs.append((None, event_key(resolved).encode(), value))
             metrics.EVENTS.labels(STAGE, "applied", pe.aggregate_type, webhook.psp).inc()
