@@ -8,7 +8,11 @@ Rules, in priority order, for an event against the current status and latest tim
 
 1. duplicate: its id was seen (recently, or it is held); or it repeats the current status
    (other than a self-loop such as a further ``partially_refunded``) and is not older: no
-   transition, but a newer one moves the latest time forward, so anything older is now stale;
+   transition, but a newer one moves the latest time forward, so anything older is now stale.
+   Except the answer to a refused command (``REFUSED_ATTRIBUTE``): repeating the current
+   status and not older, it is applied as a re-assertion (an update from the status to
+   itself, with the refusal's reason), because the CRM record shows the request staff made
+   ("Cancel Requested") until the bus writes the status back;
 2. stale: older than the latest time, or at the same time with both statuses on the main line
    and the event's stage not after the current one (second-resolution PSP timestamps tie);
 3. applied: a legal transition (or the first event of an aggregate, at any status);
@@ -39,7 +43,13 @@ from datetime import datetime, timedelta
 from enum import StrEnum
 
 from streams.lifecycles import gap_path, is_legal, lifecycle_for, stage_index
-from streams.sequencing_state import AggregateState, Event, InvalidEvent, format_time
+from streams.sequencing_state import (
+    REFUSED_ATTRIBUTE,
+    AggregateState,
+    Event,
+    InvalidEvent,
+    format_time,
+)
 
 __all__ = [
     "AggregateState",
@@ -194,6 +204,8 @@ def classify(state: AggregateState, event: Event) -> tuple[Outcome, str]:
     kind, method, target = state.aggregate_type, state.method, event.status
     at = event.occurred_at
     if target == current and not is_legal(kind, method, current, target) and at >= latest:
+        if refused := event.attributes.get(REFUSED_ATTRIBUTE):
+            return Outcome.APPLIED, f"re-asserts {current}: the {refused} was refused"
         return Outcome.DUPLICATE, f"repeats current status {current}"
     if at < latest:
         return Outcome.STALE, f"older than latest {format_time(latest)}"

@@ -18,7 +18,20 @@ from typing import Any
 from streams.errors import PaybusError
 from streams.lifecycles import PAYMENT_METHODS, lifecycle_for
 
-__all__ = ["AggregateState", "Event", "InvalidEvent", "format_time", "parse_time"]
+__all__ = [
+    "REFUSED_ATTRIBUTE",
+    "AggregateState",
+    "Event",
+    "InvalidEvent",
+    "format_time",
+    "parse_time",
+]
+
+#: On an event that answers a command the PSP refused (its value: the operation, ``cancel``):
+#: the event reports the status the aggregate still has. Repeating the current status, it is
+#: applied anyway (a re-assertion, see streams/sequencing.py) so the CRM, whose record shows
+#: the request staff made, is told the request was refused and what the payment is.
+REFUSED_ATTRIBUTE = "paybus_refused"
 
 
 class InvalidEvent(PaybusError, ValueError):

@@ -123,7 +123,9 @@ class StripeConnector(PspConnector):
         paid on its page meanwhile, or the CRM showed an older status when staff asked): then
         its actual status is the answer, as GoCardless's connector reads a refused cancel's
         payment back. Raised, the refusal became the payment's ``failed``, a paid payment
-        shown failed in the CRM (raised again by staff: charged twice)."""
+        shown failed in the CRM (raised again by staff: charged twice). A refusal of an
+        intent still cancellable is answered the same way, with Stripe's message as the
+        reason: the payment has not failed and may still be paid."""
         if not command.psp_object_id:
             raise PermanentError(
                 f"cancel command {command.command_id} names no PaymentIntent",
@@ -131,17 +133,23 @@ class StripeConnector(PspConnector):
                 code="invalid_command",
             )
         pi_id = command.psp_object_id
+        refusal: str | None = None
         try:
             pi = self._retry(lambda: self.api.cancel_payment_intent(pi_id, key))
         except NotFoundError:
             raise
-        except PermanentError:
+        except PermanentError as exc:
             pi = self._retry(lambda: self.api.retrieve_payment_intent(pi_id))
             if tf.payment_status(pi) in _CANCELLABLE:
-                raise  # refused for another reason: the payment may still go on
+                # Refused for another reason (an intent Checkout owns, say): the payment may
+                # still go on, so it is no failure either; Stripe's words go to the CRM.
+                refusal = f"stripe refused the cancel: {exc.message}"
+        events = results.command_events(command, pi, fallback_at=self._now())
+        if refusal is not None:
+            events = [e.derive(reason=e.reason or refusal) for e in events]
         return CommandResult(
             psp_object_id=str(pi["id"]),
-            events=results.command_events(command, pi, fallback_at=self._now()),
+            events=events,
             links={str(pi["id"]): command.aggregate_id},
         )
 

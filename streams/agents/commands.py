@@ -9,7 +9,9 @@ A command whose aggregate has something parked (see :mod:`streams.parking`) is p
 it without being executed. A transient failure left after the connector's in-process retries
 parks the command on ``paybus.retry`` for the retry stage; a direct debit whose collection date
 is in the future is parked as ``scheduled``. A permanent failure — a request the PSP refuses —
-becomes a ``failed`` event with the reason, so the CRM shows it. Every call carries an
+becomes a ``failed`` event with the reason, so the CRM shows it; but a cancel refused is no
+failure of the payment: connectors answer it with the payment's actual status, which
+:mod:`streams.refusals` marks so the CRM record gets that status back. Every call carries an
 idempotency key derived from the command id, so a command re-delivered after a crash creates
 nothing twice.
 """
@@ -28,7 +30,7 @@ from faust.types import EventT
 
 from connectors.base import CommandResult
 from connectors.errors import ConnectorError
-from streams import metrics, page_links, parking
+from streams import metrics, page_links, parking, refusals
 from streams.agents.batches import batched
 from streams.agents.common import Connectors, as_current, connector_call, event_key, failed_event
 from streams.app import PaybusApp
@@ -100,7 +102,10 @@ class Shared:
             await self._refused(psp, stage, command, exc)
             return None
         await self._publish(psp, event, command, result)
-        metrics.EVENTS.labels(stage, "applied", command.aggregate_type, psp).inc()
+        # A cancel the PSP refused is answered (the payment's actual status), not raised.
+        refused = refusals.is_refusal(command, result.events)
+        outcome = "rejected" if refused else "applied"
+        metrics.EVENTS.labels(stage, outcome, command.aggregate_type, psp).inc()
         return None
 
     def _with_page_link(
@@ -124,7 +129,7 @@ class Shared:
     async def _publish(
         self, psp: str, event: EventT[Any], command: PaymentCommand, result: CommandResult
     ) -> None:
-        events = result.events
+        events = refusals.refused_answer(psp, command, result.events)
         if command.operation == "request_payment" and result.psp_object_id:
             events = self._with_page_link(psp, command, result.psp_object_id, events)
         futures = [await self.events_topic.send(key=event_key(pe), value=pe) for pe in events]

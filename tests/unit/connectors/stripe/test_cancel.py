@@ -1,4 +1,4 @@
-"""A cancel Stripe refuses because the payment went on (pure: a stand-in API, no broker)."""
+"""A cancel Stripe refuses (pure: a stand-in API, no broker): answered, never failed."""
 
 from __future__ import annotations
 
@@ -8,9 +8,9 @@ from typing import Any
 
 import pytest
 
-from connectors.errors import PermanentError
+from connectors.errors import NotFoundError, PermanentError
 from connectors.stripe.connector import StripeConnector
-from streams.records import PaymentCommand
+from streams.records import PaymentCommand, PaymentEvent
 from streams.settings import Settings
 from tests.support import stripe_events as se
 
@@ -33,14 +33,17 @@ class _Api:
         return self.pi
 
 
-def _cancel(api: _Api) -> list[tuple[str, str]]:
+def _answer(api: _Api) -> list[PaymentEvent]:
     connector = StripeConnector(Settings(), api=api)  # type: ignore[arg-type]
     command = PaymentCommand(
         command_id="cmd-cancel", aggregate_id="pay-1", aggregate_type="payment",
         operation="cancel", psp="stripe", issued_at=datetime.now(UTC), psp_object_id="pi_page",
     )  # fmt: skip
-    result = connector.execute(command)
-    return [(e.aggregate_id, e.status) for e in result.events]
+    return connector.execute(command).events
+
+
+def _cancel(api: _Api) -> list[tuple[str, str]]:
+    return [(e.aggregate_id, e.status) for e in _answer(api)]
 
 
 def test_a_payment_its_customer_paid_before_the_cancel_stays_paid(clean_env: Path) -> None:
@@ -50,6 +53,23 @@ def test_a_payment_its_customer_paid_before_the_cancel_stays_paid(clean_env: Pat
     assert _cancel(_Api("succeeded")) == [("pay-1", "confirmed")]
 
 
-def test_a_cancel_refused_while_the_payment_waits_is_still_refused(clean_env: Path) -> None:
-    with pytest.raises(PermanentError, match="cannot cancel"):
-        _cancel(_Api("requires_payment_method"))
+def test_a_cancel_refused_while_the_payment_waits_reports_it_waiting_with_the_reason(
+    clean_env: Path,
+) -> None:
+    """Refused for another reason while still cancellable: raised, it became ``failed`` while
+    the customer could still pay the page (and the late ``confirmed`` was dead-lettered)."""
+    (event,) = _answer(_Api("requires_payment_method"))
+    assert (event.status, event.reason) == (
+        "pending_customer_approval",
+        "stripe refused the cancel: You cannot cancel this PaymentIntent because it has a "
+        "status of requires_payment_method.",
+    )
+
+
+def test_a_cancel_stripe_does_not_find_still_raises(clean_env: Path) -> None:
+    class _Gone(_Api):
+        def cancel_payment_intent(self, pi_id: str, idempotency_key: str) -> dict[str, Any]:
+            raise NotFoundError("No such payment_intent", psp="stripe", code="resource_missing")
+
+    with pytest.raises(NotFoundError):
+        _cancel(_Gone("requires_payment_method"))
