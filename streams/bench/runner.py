@@ -32,6 +32,7 @@ from streams.bench import (
     baselines,
     broker_history,
     data,
+    hop_floor,
     latency,
     memory,
     report,
@@ -108,7 +109,7 @@ def run(
 ) -> tuple[list[Row], dict[str, float]]:
     """Every measurement, in order (baselines first: the stage ratios need them)."""
     rows: list[Row] = []
-    display = _Display(console, steps=10)
+    display = _Display(console, steps=11)
     ctx = BenchContext(settings, sizes, workdir, display.update)
     codec = AvroCodec()
     with display.progress:
@@ -121,6 +122,8 @@ def run(
                 rows, "broker_history", baselines.SECTION, "ms",
                 lambda: broker_history.measure(ctx),
             )  # fmt: skip
+        with display.step("broker: one Kafka hop's latency floor"):
+            _guarded(rows, "kafka_hop", baselines.SECTION, "ms", lambda: hop_floor.measure(ctx))
         with display.step(f"building {sizes.events:,} events"):
             events = data.shuffled_events(sizes.events)
             workload = data.build_workload(settings, events, codec)

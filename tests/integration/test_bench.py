@@ -23,7 +23,7 @@ MEASURED = {
     "router_vs_faust", "router_vs_plain", "router_cpu", "crm_writer_vs_faust",
     "crm_writer_vs_plain", "crm_writer_cpu", "crm_api_calls", "crm_api_calls_rule",
     "webhook_crm_p50_1k", "webhook_crm_p99_1k", "webhook_crm_p99_100", "webhook_crm_sustained_rate",
-    "broker_cpu_fresh", "broker_cpu_history",
+    "broker_cpu_fresh", "broker_cpu_history", "kafka_hop_p50", "kafka_hop_p99", "path_floor_p99",
 }  # fmt: skip
 
 

@@ -34,3 +34,19 @@ def test_the_floor_note_names_the_gap_and_what_is_left_of_250_ms() -> None:
     timed = replace(_run(300.0), before_writer=Hop("before_writer", 10, 51.0, 87.0))
     note = cost_floor_note(timed)
     assert "p50 51, p99 87 ms here" in note and "stay under 83 ms" in note
+
+
+def test_the_floor_note_gives_the_path_floor_measured_in_the_same_run() -> None:
+    note = cost_floor_note(_run(300.0), {"path_floor_p99_ms": 217.6})
+    assert "come to a p99 of 218 ms before any stage does any work" in note
+
+
+def test_the_path_floor_is_the_write_wait_plus_three_hops() -> None:
+    from streams.bench.hop_floor import path_floor_p99
+
+    # hops of exactly 10 ms: the p99 of 30 ms plus a uniform wait up to 100 ms is about 129
+    assert 128.0 <= path_floor_p99([10.0] * 50, 100.0) <= 130.0
+    # the slowest hops dominate the tail: one hop in ten at 50 ms lifts it by tens of ms
+    slow = path_floor_p99([10.0] * 45 + [50.0] * 5, 100.0)
+    assert 165.0 <= slow <= 205.0
+    assert path_floor_p99([10.0] * 45 + [50.0] * 5, 100.0) == slow  # seeded: reproducible
