@@ -163,6 +163,7 @@ def route(
         "payment_id": change.get("payment_id"),
         "charge_date": change.get("charge_date"),
         "description": change.get("description"),
+        "reason": change.get("reason"),
         "metadata": dict(change.get("metadata") or {}),
     }
     if intent in ("create_payment", "request_payment"):

@@ -178,6 +178,14 @@ JANITOR = Counter(
     "Janitor look-ups of stuck aggregates, by result (changed, unchanged, failed, no_reference).",
     ["result"],
 )
+PAGE_EXPIRY = Counter(
+    "paybus_page_expiry_total",
+    "Payment pages whose link expired, by outcome: requested (a cancel intent published), "
+    "requested_again (still waiting a janitor period later), failed (not published; tried "
+    "again at the next check), and the payment's next status after a request: cancelled, or "
+    "overtaken (paid or failed at the last second).",
+    ["outcome"],
+)
 DLQ_REPLAYED = Counter("paybus_dlq_replayed_total", "Dead letters replayed by operators.")
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 from datetime import datetime
-from urllib.parse import quote, urlencode
+from urllib.parse import parse_qs, quote, urlencode, urlsplit
 
 #: The attribute of a status update carrying the payment's page link (to the CRM record).
 PAGE_URL_ATTRIBUTE = "payment_page_url"
@@ -52,6 +52,20 @@ def link_for(
     """:func:`page_link` expiring ``ttl_s`` after ``requested`` (the command's issue time):
     the same command always gives the same link."""
     return page_link(base_url, secret, psp, object_id, int(requested.timestamp()) + ttl_s)
+
+
+def link_expiry(url: str) -> int | None:
+    """The expiry (unix seconds) a page link names, or None when it names none that could
+    open a page (missing, not digits, too long).
+
+    Unchecked: the bus reads it off the link it wrote itself (the janitor, to cancel the
+    payment once its link is dead). The link, not the command's issue time plus today's
+    ``pages.link_ttl_s``, is what the customer holds, and the TTL may have changed since."""
+    values = parse_qs(urlsplit(url).query).get("exp") or []
+    exp = values[0] if len(values) == 1 else None
+    if exp is None or not (0 < len(exp) <= _EXP_DIGITS and exp.isascii() and exp.isdigit()):
+        return None
+    return int(exp)
 
 
 def check_link(

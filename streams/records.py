@@ -47,6 +47,7 @@ class CrmChange(_PaybusRecord, serializer=codec_name("CrmChange")):
     payment_id: str | None = None
     charge_date: str | None = None
     description: str | None = None
+    reason: str | None = None
     metadata: dict[str, str] | None = None
 
 
@@ -79,6 +80,7 @@ class PaymentCommand(_PaybusRecord, serializer=codec_name("PaymentCommand")):
     payment_id: str | None = None
     charge_date: str | None = None
     description: str | None = None
+    reason: str | None = None
     metadata: dict[str, str] | None = None
 
 

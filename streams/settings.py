@@ -173,6 +173,13 @@ class OpsSettings(_Section):
     #: Janitor: aggregates stuck in a non-final status longer than this are looked up at the PSP.
     janitor_interval_s: float = Field(default=300.0, gt=0)
     janitor_stuck_after_s: float = Field(default=86400.0, gt=0)
+    #: Payment pages whose link expired are cancelled at their PSP, the CRM record showing
+    #: ``cancelled`` and why (streams/page_expiry.py): the janitor checks this often ...
+    page_expiry_check_s: float = Field(default=300.0, gt=0)
+    #: ... and cancels only this long after the link's expiry, so a customer who paid at the
+    #: last second is seen paid first (their webhook on its way; Stripe refuses to cancel a
+    #: paid PaymentIntent anyway, and the connector then reports its actual status).
+    page_expiry_grace_s: float = Field(default=300.0, ge=0)
     #: Scheduled collection of due direct debits, in bounded batches.
     collection_interval_s: float = Field(default=60.0, gt=0)
     collection_batch_size: int = Field(default=100, ge=1)

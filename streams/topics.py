@@ -77,7 +77,8 @@ class TopicMap:
     def crm_changes(self) -> TopicSpec:
         return self._spec(
             "crm_changes", "crm.changes", "aggregate id", "CrmChange",
-            writers="upstream publishers, CRM source, HTTP ingest", readers="router",
+            writers="upstream publishers, CRM source, HTTP ingest, janitor (expired pages)",
+            readers="router",
         )  # fmt: skip
 
     @property

@@ -126,12 +126,26 @@ class Shared:
             for pe in events
         ]
 
+    @staticmethod
+    def _with_reason(reason: str, events: list[PaymentEvent]) -> list[PaymentEvent]:
+        """``events`` with a cancel's reason (the bus's own, such as an expired payment page,
+        or the one the intent gave) on the ``cancelled`` ones, so the CRM record shows why: the
+        PSP's answer to a cancel says only that it is. An event of another status (the PSP
+        refused, the payment went on) keeps its own."""
+        text = redact(reason)[:500]
+        return [
+            pe.derive(reason=text) if pe.status == "cancelled" and not pe.reason else pe
+            for pe in events
+        ]
+
     async def _publish(
         self, psp: str, event: EventT[Any], command: PaymentCommand, result: CommandResult
     ) -> None:
         events = refusals.refused_answer(psp, command, result.events)
         if command.operation == "request_payment" and result.psp_object_id:
             events = self._with_page_link(psp, command, result.psp_object_id, events)
+        if command.operation == "cancel" and command.reason:
+            events = self._with_reason(command.reason, events)
         futures = [await self.events_topic.send(key=event_key(pe), value=pe) for pe in events]
         for object_id, aggregate_id in result.links.items():
             link = {

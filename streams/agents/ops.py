@@ -8,6 +8,11 @@ connector for the current status. What it learns enters the bus like anything el
 ``PaymentEvent`` (source ``janitor``) on ``paybus.payments.events``, whose id is derived from
 the aggregate, the status and the observation time, and the sequencer judges it as usual.
 
+The same entries say which payment pages expired (the entry keeps the link's expiry from the
+status update carrying it): a second timer publishes a ``cancel`` intent for each payment still
+waiting for its customer past its link's expiry and a grace period
+(:mod:`streams.page_expiry`), so the PSP object is closed and the CRM record shows why.
+
 Scheduled collection of held direct debits is run by the retry stage (it holds them in order
 with the rest of the aggregate's parked commands); see :mod:`streams.agents.retry`.
 """
@@ -23,11 +28,11 @@ import faust
 from faust.types import EventT
 
 from connectors.base import StatusLookup
-from streams import metrics
+from streams import metrics, page_expiry
 from streams.agents.common import Connectors, connector_call, json_table, keyed_topic
 from streams.app import PaybusApp
 from streams.errors import PaybusError
-from streams.records import PaymentEvent, StatusUpdate
+from streams.records import CrmChange, PaymentEvent, StatusUpdate
 from streams.topics import partition_key
 
 log = logging.getLogger(__name__)
@@ -77,12 +82,18 @@ class OpsStage:
         tm = app.topic_map
         self.status_topic = keyed_topic(app, tm.status_updates.name, StatusUpdate)
         self.events_topic = keyed_topic(app, tm.payment_events.name, PaymentEvent)
+        self.changes_topic = keyed_topic(app, tm.crm_changes.name, CrmChange)
+        self.page_grace = timedelta(seconds=ops.page_expiry_grace_s)
         #: aggregate id -> latest status, since when, PSP reference.
         self.latest = json_table(app, "janitor-status")
         #: When each aggregate was last looked up here (in memory: a restart looks again).
         self.checked: dict[str, datetime] = {}
+        #: When a cancel of each expired page was last published here (in memory: a restart
+        #: publishes again, the same intent, which the ids make harmless).
+        self.expiry_requested: dict[str, datetime] = {}
         app.agent(self.status_topic, name="paybus.janitor.status")(self.track)
         app.timer(ops.janitor_interval_s, name="paybus.janitor")(self.sweep)
+        app.timer(ops.page_expiry_check_s, name="paybus.page_expiry")(self.expire_pages)
 
     async def track(self, stream: faust.StreamT[StatusUpdate]) -> AsyncIterator[None]:
         async for event in stream.events():
@@ -92,6 +103,7 @@ class OpsStage:
     def remember(self, event: EventT[StatusUpdate]) -> None:
         update = cast(StatusUpdate, event.value)
         known = self.latest.get(update.aggregate_id) or {}
+        expires = page_expiry.expires_of(update.attributes)
         self.latest[update.aggregate_id] = {
             "type": update.aggregate_type,
             "status": update.to_status,
@@ -100,8 +112,20 @@ class OpsStage:
             "psp_object_id": update.psp_object_id or known.get("psp_object_id"),
             "payment_id": update.payment_id or known.get("payment_id"),
             "method": (update.attributes or {}).get("method") or known.get("method"),
+            "crm_record_id": update.crm_record_id or known.get("crm_record_id"),
+            page_expiry.EXPIRES_KEY: expires or known.get(page_expiry.EXPIRES_KEY),
         }
         metrics.EVENTS.labels("janitor", "tracked", update.aggregate_type, update.source).inc()
+        if update.to_status != page_expiry.WAITING:
+            self._count_expiry_outcome(update)
+
+    def _count_expiry_outcome(self, update: StatusUpdate) -> None:
+        """The outcome of a cancel this worker asked for: the payment's next status."""
+        requested_at: datetime | None = self.expiry_requested.pop(update.aggregate_id, None)
+        if requested_at is not None:
+            cancelled = update.to_status == "cancelled"
+            outcome = page_expiry.CANCELLED if cancelled else page_expiry.OVERTAKEN
+            metrics.PAGE_EXPIRY.labels(outcome).inc()
 
     async def sweep(self) -> None:
         """Look up every stuck aggregate (at most once per stuck period) and publish news."""
@@ -141,3 +165,33 @@ class OpsStage:
         key = partition_key(event.aggregate_type, aggregate_id, event.payment_id)
         fut = await self.events_topic.send(key=key, value=event)
         await fut
+
+    async def expire_pages(self) -> None:
+        """Publish a cancel intent for each payment still waiting for its customer
+        ``ops.page_expiry_grace_s`` after its page link expired (see :mod:`streams.page_expiry`);
+        once per payment, again only if it still waits a janitor period later."""
+        now = datetime.now(UTC)
+        for aggregate_id, entry in list(self.latest.items()):
+            requested_at = self.expiry_requested.get(aggregate_id)
+            outcome = page_expiry.decide(
+                entry or {}, now, self.page_grace, requested_at, self.stuck_after
+            )
+            if outcome is not None:
+                await self._request_cancel(aggregate_id, entry, outcome, now)
+
+    async def _request_cancel(
+        self, aggregate_id: str, entry: dict[str, Any], outcome: str, now: datetime
+    ) -> None:
+        change = page_expiry.cancel_intent(aggregate_id, entry)
+        try:
+            fut = await self.changes_topic.send(key=aggregate_id, value=change)
+            await fut
+        except Exception as exc:  # one payment's failure must not stop the others' checks
+            log.warning("page expiry: cancel of %s not published (next check tries again): %s",
+                        aggregate_id, exc)  # fmt: skip
+            metrics.PAGE_EXPIRY.labels(page_expiry.FAILED).inc()
+            return
+        self.expiry_requested[aggregate_id] = now
+        metrics.PAGE_EXPIRY.labels(outcome).inc()
+        log.info("page expiry: %s waited past its link's expiry; cancel %s published",
+                 aggregate_id, change.change_id)  # fmt: skip
