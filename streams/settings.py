@@ -90,8 +90,10 @@ class SalesforceSettings(_Section):
     #: whatever the wait (they form while the previous batch is written), so this only
     #: prices a steady flow: at 1,000 updates/s, 0.15 s cost 11.6 calls per 1,000 updates
     #: and 0.5 s cost 4.0 when each batch pays a read and a write (``version_guard=read``);
-    #: with the org-side rules (a write only), 0.2 s cost 4.4 and 0.15 s cost 5.7-5.9.
-    flush_interval_s: float = Field(default=0.2, gt=0)
+    #: with the org-side rules (a write only), 0.2 s cost 4.4-4.8 and 0.15 s cost 5.7-5.9.
+    #: 0.17 s spends what the bench's cost target allows (6 per 1,000: 5.5-5.6 measured) on
+    #: latency: webhook -> CRM p99 at 1,000/s of 256-270 ms against 282-293 at 0.2 s.
+    flush_interval_s: float = Field(default=0.17, gt=0)
     #: Status updates the writer takes per batch; None: ``batch_size``. Updates are coalesced
     #: per record before writing, so a batch larger than one collection call pays off: 1,000
     #: updates of 300 records cost 3 API calls in one batch, 10 in five batches of 200.
@@ -215,7 +217,11 @@ class Settings(BaseSettings):
     data_dir: Path = Path(".paybus")
     #: Consumer session timeout; ``None`` picks the profile's default.
     session_timeout_s: float | None = None
-    #: Consumer fetch max wait (Faust fixes 1.5 s; Tansu holds an empty fetch that long).
+    #: Consumer fetch max wait (Faust fixes 1.5 s; Tansu holds an empty fetch that long, and
+    #: a record arriving meanwhile waits for it). Embedded: 20 ms, a Kafka hop of 7 / 16 ms
+    #: at p50 / p99 against 12 / 31 at 50 ms (``make bench``'s hop row), for about 0.01 core
+    #: of broker and 0.01 of worker per idle worker more; 10 ms cost more cores than it saved
+    #: at 1,000 webhooks/s on 2 cores.
     fetch_max_wait_ms: int | None = None
     #: Longest a worker's consumer may go without fetching before aiokafka takes it out of
     #: the group (Faust's ``broker_max_poll_interval``); Faust stops fetching a stage's
@@ -270,7 +276,7 @@ class Settings(BaseSettings):
         embedded = self.profile == "embedded"
         defaults: dict[str, Any] = {
             "session_timeout_s": 2.0 if embedded else 10.0,
-            "fetch_max_wait_ms": 50 if embedded else 500,
+            "fetch_max_wait_ms": 20 if embedded else 500,
             "replication_factor": 1 if embedded else 3,
             "end_offsets": "fetch" if embedded else "list_offsets",
         }
