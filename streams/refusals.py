@@ -40,8 +40,9 @@ def refused_answer(
         return events
     own = [e for e in events if e.aggregate_id == command.aggregate_id]
     last = own[-1]
+    asked = f" ({command.reason})" if command.reason else ""  # the bus's own: an expired page
     reason = last.reason or (
-        f"{psp} refused the cancel: the {command.aggregate_type} is already {last.status}"
+        f"{psp} refused the cancel{asked}: the {command.aggregate_type} is already {last.status}"
     )
     marked = last.derive(
         reason=reason, attributes={**(last.attributes or {}), REFUSED_ATTRIBUTE: command.operation}

@@ -21,10 +21,10 @@ def ev(
     return _ev(event_id, status, second, method="card", attributes=attributes)
 
 
-def _command(operation: str = "cancel") -> PaymentCommand:
+def _command(operation: str = "cancel", reason: str | None = None) -> PaymentCommand:
     return PaymentCommand(
         command_id="cmd-1", aggregate_id="pay-1", aggregate_type="payment",
-        operation=operation, psp="stripe", issued_at=NOW, psp_object_id="pi_1",
+        operation=operation, psp="stripe", issued_at=NOW, psp_object_id="pi_1", reason=reason,
     )  # fmt: skip
 
 
@@ -55,6 +55,17 @@ def test_a_refused_cancel_keeps_the_actual_status_marked_with_a_reason() -> None
     assert (marked.event_id, marked.status) == ("cmd-1:confirmed", "confirmed")
     assert marked.attributes == {REFUSED_ATTRIBUTE: "cancel"}
     assert marked.reason == "stripe refused the cancel: the payment is already confirmed"
+
+
+def test_a_cancel_the_bus_asked_for_says_why_it_was_asked() -> None:
+    """An expired page's cancel losing the race to the customer's payment: the record shows
+    why a cancel was tried at all, since no one on staff asked for it."""
+    command = _command(reason="payment page link expired at 2026-12-05T12:00:00Z")
+    (marked,) = refused_answer("stripe", command, [_event("confirmed")])
+    assert marked.reason == (
+        "stripe refused the cancel (payment page link expired at 2026-12-05T12:00:00Z): "
+        "the payment is already confirmed"
+    )
 
 
 def test_the_psps_own_reason_is_kept_and_other_aggregates_pass_through() -> None:
