@@ -392,18 +392,18 @@ def cost_floor_note(run: Run, figures: Mapping[str, float] | None = None) -> str
         f"at {run.rate:,.0f}/s, {COST_TARGET.limit:.0f} calls per 1,000 updates allow a write "
         f"every {gap:.0f} ms at most, and an update just missing one waits that long"
     )
-    floor = (figures or {}).get("path_floor_p99_ms")
-    if floor is not None:
-        note += (
-            f"; with this broker's latency per Kafka hop measured alone (baselines), that wait "
-            f"and the path's {KAFKA_HOPS} hops come to a p99 of {floor:.0f} ms before any "
-            "stage does any work"
-        )
     if run.before_writer is not None:
         note += (
             f", after webhook -> status update (p50 {run.before_writer.p50_ms:.0f}, p99 "
             f"{run.before_writer.p99_ms:.0f} ms here): both targets hold together only while "
             f"that path, the CRM writer's fetch and its write stay under "
             f"{P99_TARGET.limit - gap:.0f} ms"
+        )
+    floor = (figures or {}).get("path_floor_p99_ms")
+    if floor is not None:
+        note += (
+            f"; with this broker's latency per Kafka hop measured alone (baselines), that wait "
+            f"and the path's {KAFKA_HOPS} hops come to a p99 of {floor:.0f} ms before any "
+            "stage does any work"
         )
     return note
