@@ -5,7 +5,8 @@ its customer is cancelled at Stripe and becomes ``cancelled``. One its customer 
 cannot be: Stripe refuses, and the status update re-asserts ``confirmed`` with the refusal as
 its reason (the CRM record, which shows staff's "Cancel Requested", gets its status back);
 before, the refusal became ``failed`` (a paid payment shown failed), and then a duplicate
-nothing was written for.
+nothing was written for. The PaymentIntents' webhooks reach Kafka without their client
+secrets.
 """
 
 from __future__ import annotations
@@ -39,7 +40,10 @@ def test_staff_cancel_a_waiting_payment_and_a_paid_one_is_refused_not_failed(
 ) -> None:
     tm, env, client = stripe_rig(broker, topic_prefix, tmp_path, localstripe, proxy)
     worker = WorkerProcess.paybus(env, tmp_path / "worker.log").start()
-    reader = TopicReader(broker.bootstrap, {tm.status_updates.name: "StatusUpdate"})
+    reader = TopicReader(
+        broker.bootstrap,
+        {tm.status_updates.name: "StatusUpdate", tm.psp_webhooks.name: "PspWebhook"},
+    )
     waiting, paid = (f"pay-{uuid.uuid4().hex[:10]}" for _ in range(2))
 
     def updates(aggregate: str) -> list[dict[str, Any]]:
@@ -84,6 +88,13 @@ def test_staff_cancel_a_waiting_payment_and_a_paid_one_is_refused_not_failed(
         refusal = history[-1]
         assert refusal["seq"] == 3 and refusal["attributes"][REFUSED_ATTRIBUTE] == "cancel"
         assert refusal["reason"] == "stripe refused the cancel: the payment is already confirmed"
+        # Stripe's webhooks carry each PaymentIntent's client secret; Kafka never does.
+        webhooks = [
+            w for w in reader.records[tm.psp_webhooks.name]
+            if w["psp_object_id"] in (paid_pi, waiting_pi)
+            and not w["webhook_id"].startswith("link:")
+        ]  # fmt: skip
+        assert webhooks and all(b"_secret_" not in w["body"] for w in webhooks), webhooks
         metrics = worker.metrics_text() or ""
         counted = {
             line.split("{")[1].split("}")[0]: float(line.rsplit(" ", 1)[1])

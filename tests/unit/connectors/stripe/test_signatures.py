@@ -110,3 +110,28 @@ def test_a_non_ascii_signature_is_a_bad_signature_not_a_crash(candidate: str) ->
     surrogateescape, so any byte can arrive)."""
     with pytest.raises(WebhookVerificationError, match="no Stripe-Signature matches"):
         verify_signature(BODY, f"t={NOW},v1={candidate}", SECRET, tolerance_s=300, now=NOW)
+
+
+def test_a_payment_intents_client_secret_is_never_stored() -> None:
+    """Stripe asks that a client secret never be stored or logged: the body published to
+    Kafka drops it (anywhere in the event), and keeps everything else."""
+    pi = {
+        "id": "pi_1", "object": "payment_intent", "client_secret": "pi_1_secret_abc",
+        "metadata": {"paybus_aggregate_id": "pay-1"},
+        "latest_charge": {"id": "ch_1", "nested": [{"client_secret": "seti_1_secret_x"}]},
+    }  # fmt: skip
+    event = {"id": "evt_2", "type": "payment_intent.created", "created": NOW,
+             "data": {"object": pi}}  # fmt: skip
+    body = json.dumps(event).encode()
+    stored = verify_request(body, {"stripe-signature": sign(body, SECRET, NOW)}, SECRET,
+                            tolerance_s=300, now=NOW).body  # fmt: skip
+    assert b"secret_" not in stored and b"client_secret" not in stored
+    kept = json.loads(stored)
+    del pi["client_secret"], pi["latest_charge"]["nested"][0]["client_secret"]  # type: ignore[attr-defined]
+    assert kept == event
+
+
+def test_a_body_without_secrets_is_stored_byte_for_byte() -> None:
+    stored = verify_request(BODY, {"stripe-signature": sign(BODY, SECRET, NOW)}, SECRET,
+                            tolerance_s=300, now=NOW).body  # fmt: skip
+    assert stored is BODY
