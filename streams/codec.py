@@ -73,7 +73,13 @@ class SchemaRepository:
             self.by_fingerprint[entry.fingerprint] = entry
         release = directory / RELEASE_FILE
         if release.exists():
-            for item in json.loads(release.read_text()).get("schemas", {}).values():
+            data = json.loads(release.read_text())
+            # The last release's schemas, and every other writer schema records were ever
+            # written with (``writers``: earlier releases, and schemas current between two
+            # releases): a record in a topic, a retry envelope or a dead letter outlives the
+            # schema it was written with, and an upstream publisher upgrades when it does.
+            items = [*data.get("schemas", {}).values(), *data.get("writers", ())]
+            for item in items:
                 entry = SchemaEntry.from_json(item["schema"])
                 self.by_fingerprint.setdefault(entry.fingerprint, entry)
 

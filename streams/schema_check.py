@@ -68,8 +68,11 @@ def check(directory: Path = SCHEMA_DIR) -> list[CheckResult]:
     current, results = _load_current(directory)
     release_path = directory / RELEASE_FILE
     released: dict[str, Any] = {}
+    writers: list[dict[str, Any]] = []
     if release_path.exists():
-        released = json.loads(release_path.read_text()).get("schemas", {})
+        data = json.loads(release_path.read_text())
+        released = data.get("schemas", {})
+        writers = list(data.get("writers", ()))
     checker = ReaderWriterCompatibilityChecker()  # type: ignore[no-untyped-call]
     for name, raw in current.items():
         old = released.get(name)
@@ -77,20 +80,28 @@ def check(directory: Path = SCHEMA_DIR) -> list[CheckResult]:
             results.append(CheckResult(name, "new"))
             continue
         new_fp = SchemaEntry.from_json(raw).fingerprint.hex()
-        if new_fp == old["fingerprint"]:
-            results.append(CheckResult(name, "unchanged"))
-            continue
         reader = avro.schema.parse(json.dumps(raw))
-        writer = avro.schema.parse(json.dumps(old["schema"]))
-        verdict = checker.get_compatibility(reader, writer)
-        if verdict.compatibility is SchemaCompatibilityType.compatible:
+        # Every schema records of this name were written with must stay readable: the
+        # release's, and the other writers the file keeps (earlier ones, in between).
+        olds = [old, *(w for w in writers if w.get("name") == name)]
+        broken = []
+        for writer_json in olds:
+            if writer_json["fingerprint"] == new_fp:
+                continue
+            writer = avro.schema.parse(json.dumps(writer_json["schema"]))
+            verdict = checker.get_compatibility(reader, writer)
+            if verdict.compatibility is not SchemaCompatibilityType.compatible:
+                detail = "; ".join(sorted(verdict.messages)) or "not backward compatible"
+                locations = ", ".join(sorted(verdict.locations))
+                broken.append(f"{detail} (at {locations}; writer {writer_json['fingerprint']})")
+        if broken:
+            results.append(CheckResult(name, "incompatible", "; ".join(broken)))
+        elif new_fp == old["fingerprint"]:
+            results.append(CheckResult(name, "unchanged"))
+        else:
             results.append(
                 CheckResult(name, "compatible", f"fingerprint {old['fingerprint']} -> {new_fp}")
             )
-        else:
-            detail = "; ".join(sorted(verdict.messages)) or "not backward compatible"
-            locations = ", ".join(sorted(verdict.locations))
-            results.append(CheckResult(name, "incompatible", f"{detail} (at {locations})"))
     for name in sorted(set(released) - set(current) - {r.name for r in results}):
         results.append(CheckResult(name, "removed", "a released schema was deleted"))
     return sorted(results, key=lambda r: r.name)
@@ -107,13 +118,24 @@ def freeze(version: str, directory: Path = SCHEMA_DIR) -> Path:
     current, errors = _load_current(directory)
     if errors:
         raise ValueError("; ".join(e.detail for e in errors))
-    data = {
-        "release": version,
-        "schemas": {
-            name: {"fingerprint": SchemaEntry.from_json(raw).fingerprint.hex(), "schema": raw}
-            for name, raw in sorted(current.items())
-        },
+    schemas = {
+        name: {"fingerprint": SchemaEntry.from_json(raw).fingerprint.hex(), "schema": raw}
+        for name, raw in sorted(current.items())
     }
+    # Nothing once written is forgotten: the release being replaced and the writers it kept
+    # join the writers (records written with them are still in topics and dead letters).
     path = directory / RELEASE_FILE
+    before = json.loads(path.read_text()) if path.exists() else {}
+    writers: dict[str, dict[str, Any]] = {}
+    previous = [
+        *({"name": n, **item} for n, item in before.get("schemas", {}).items()),
+        *before.get("writers", ()),
+    ]
+    for item in previous:
+        if schemas.get(item["name"], {}).get("fingerprint") != item["fingerprint"]:
+            writers.setdefault(item["fingerprint"], item)
+    data: dict[str, Any] = {"release": version, "schemas": schemas}
+    if writers:
+        data["writers"] = sorted(writers.values(), key=lambda w: (w["name"], w["fingerprint"]))
     path.write_text(json.dumps(data, indent=1) + "\n")
     return path
