@@ -12,7 +12,9 @@ Rules, in priority order, for an event against the current status and latest tim
    Except the answer to a refused command (``REFUSED_ATTRIBUTE``): repeating the current
    status and not older, it is applied as a re-assertion (an update from the status to
    itself, with the refusal's reason), because the CRM record shows the request staff made
-   ("Cancel Requested") until the bus writes the status back;
+   ("Cancel Requested") until the bus writes the status back. So is one reporting a status
+   the aggregate has passed (rule 5 would reject it): the PSP's view can lag the bus's
+   (Stripe has no ``paid_out``), and the current status is re-asserted;
 2. stale: older than the latest time, or at the same time with both statuses on the main line
    and the event's stage not after the current one (second-resolution PSP timestamps tie);
 3. applied: a legal transition (or the first event of an aggregate, at any status);
@@ -38,7 +40,7 @@ none changes. Choices the design leaves open, made here:
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from enum import StrEnum
 
@@ -218,7 +220,38 @@ def classify(state: AggregateState, event: Event) -> tuple[Outcome, str]:
     path = gap_path(kind, method, current, target)
     if path is not None:
         return Outcome.HELD, f"waiting for {' -> '.join((current, *path))} -> {target}"
+    if (refused := event.attributes.get(REFUSED_ATTRIBUTE)) and passed(state, target):
+        # The PSP's view is behind the bus's (Stripe knows no paid_out: a paid-out card
+        # payment is "succeeded" there): the refusal stands for the current status.
+        return Outcome.APPLIED, f"re-asserts {current}: the {refused} was refused ({target})"
     return Outcome.REJECTED, f"illegal transition {current} -> {target}: unreachable"
+
+
+def _behind(state: AggregateState, event: Event) -> bool:
+    """A refusal classify re-asserts the current status for: no move, no gap, passed."""
+    kind, method, current = state.aggregate_type, state.method, state.status
+    return (
+        bool(event.attributes.get(REFUSED_ATTRIBUTE))
+        and current is not None
+        and event.status != current
+        and not is_legal(kind, method, current, event.status)
+        and gap_path(kind, method, current, event.status) is None
+        and passed(state, event.status)
+    )
+
+
+def passed(state: AggregateState, status: str) -> bool:
+    """Whether the aggregate has moved on from ``status``: an earlier main-line stage, or a
+    status its current one follows directly (a paid-out payment has passed ``confirmed``, a
+    refunded one too; a cancelled one never passed it, whatever path the lifecycle allows
+    through a failure and a resubmission)."""
+    kind, method, current = state.aggregate_type, state.method, state.status
+    if current is None or status == current:
+        return False
+    cur_stage, stage = stage_index(kind, current), stage_index(kind, status)
+    if cur_stage is not None and stage is not None:
+        return stage < cur_stage
+    return is_legal(kind, method, status, current)
 
 
 class Sequencer:
@@ -339,6 +372,8 @@ class Sequencer:
             return
         call.see(event.event_id)
         if outcome is Outcome.APPLIED:
+            if _behind(st, event):
+                event = replace(event, status=st.status or event.status)  # re-asserted
             call.apply(event)
         elif outcome is Outcome.DUPLICATE:
             if st.latest_at is None or event.occurred_at > st.latest_at:

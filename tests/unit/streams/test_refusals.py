@@ -107,3 +107,26 @@ def test_a_refusal_reporting_a_later_status_applies_as_a_move() -> None:
     result = Sequencer().judge(state, answer)
     (update,) = result.updates
     assert (update.from_status, update.to_status) == ("pending_submission", "submitted")
+
+
+def test_a_refusal_behind_the_bus_re_asserts_the_current_status() -> None:
+    """Stripe has no paid_out: a paid-out card payment is 'succeeded' there, so a refused
+    cancel answers 'confirmed'. Rejected, it went to the DLQ and the CRM record kept staff's
+    'Cancel Requested' for good."""
+    state, _ = run([ev("e1", "created", 0), ev("e2", "confirmed", 1), ev("e3", "paid_out", 2)])
+    answer = ev("cmd-1:confirmed", "confirmed", 5, {REFUSED_ATTRIBUTE: "cancel"})
+    result = Sequencer().judge(state, answer)
+    assert outcomes(result) == [("cmd-1:confirmed", Outcome.APPLIED)]
+    (update,) = result.updates
+    assert (update.from_status, update.to_status, update.seq) == ("paid_out", "paid_out", 4)
+    assert result.state.status == "paid_out"
+
+
+def test_a_refusal_contradicting_the_bus_is_still_rejected() -> None:
+    """A payment the bus has cancelled that the PSP says is paid is no lag: the DLQ."""
+    state, _ = run([ev("e1", "created", 0), ev("e2", "cancelled", 1)])
+    answer = ev("cmd-1:confirmed", "confirmed", 5, {REFUSED_ATTRIBUTE: "cancel"})
+    assert outcomes(Sequencer().judge(state, answer)) == [("cmd-1:confirmed", Outcome.REJECTED)]
+    plain = ev("x", "confirmed", 5)  # and a PSP event behind the bus, unmarked: as before
+    state, _ = run([ev("e1", "created", 0), ev("e2", "confirmed", 1), ev("e3", "paid_out", 2)])
+    assert outcomes(Sequencer().judge(state, plain)) == [("x", Outcome.REJECTED)]
