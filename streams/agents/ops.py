@@ -25,6 +25,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, cast
 
 import faust
+from faust.stores.memory import Store as MemoryStore
 from faust.types import EventT
 
 from connectors.base import StatusLookup
@@ -115,6 +116,14 @@ class OpsStage:
             "crm_record_id": update.crm_record_id or known.get("crm_record_id"),
             page_expiry.EXPIRES_KEY: expires or known.get(page_expiry.EXPIRES_KEY),
         }
+        store = getattr(self.latest, "data", None)
+        if isinstance(store, MemoryStore):
+            # Faust's memory store forgets a revoked partition's keys when recovery completes,
+            # but only the keys it knows the partition of, which a plain table write does not
+            # record: without this, a partition that moved to another worker stayed here as
+            # it was, and both timers kept acting on it (a page paid meanwhile still waiting,
+            # cancelled again every janitor period, its refusal written to the paid record).
+            store._key_partition[update.aggregate_id] = event.message.partition
         metrics.EVENTS.labels("janitor", "tracked", update.aggregate_type, update.source).inc()
         if update.to_status != page_expiry.WAITING:
             self._count_expiry_outcome(update)
@@ -171,12 +180,15 @@ class OpsStage:
         ``ops.page_expiry_grace_s`` after its page link expired (see :mod:`streams.page_expiry`);
         once per payment, again only if it still waits a janitor period later."""
         now = datetime.now(UTC)
-        for aggregate_id, entry in list(self.latest.items()):
+        for aggregate_id, listed in list(self.latest.items()):
+            # Read again: publishing the cancels before it awaited the broker, and the status
+            # agent may have seen this payment paid meanwhile.
+            entry = self.latest.get(aggregate_id) if listed else None
             requested_at = self.expiry_requested.get(aggregate_id)
             outcome = page_expiry.decide(
                 entry or {}, now, self.page_grace, requested_at, self.stuck_after
             )
-            if outcome is not None:
+            if outcome is not None and entry:
                 await self._request_cancel(aggregate_id, entry, outcome, now)
 
     async def _request_cancel(

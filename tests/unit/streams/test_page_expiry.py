@@ -271,3 +271,36 @@ async def test_a_cancel_that_could_not_be_published_is_tried_at_the_next_check(
     sent.fail = False
     await stage.expire_pages()
     assert [k for k, _ in sent.records] == ["pay-1"]
+
+
+async def test_a_partition_moved_to_another_worker_is_forgotten_here(
+    tmp_path: Any, clock: dict[str, datetime]
+) -> None:
+    """The real Faust table (memory store, the default): a key this worker wrote stayed in
+    its store after its partition was revoked, frozen as it was, so this worker went on
+    cancelling a page the new owner saw paid (every janitor period, the refusal written to
+    the paid record)."""
+    from types import SimpleNamespace
+
+    from faust.types import TP
+
+    from streams.agents.common import json_table
+    from streams.app import build_app
+
+    app = build_app(Settings(data_dir=tmp_path))
+    stage = _janitor(_Sent())
+    stage.latest = table = json_table(app, "janitor-status")
+    table.partition_for_key = lambda key: 3  # type: ignore[method-assign]
+    table.send_changelog = lambda *a, **k: SimpleNamespace(  # type: ignore[method-assign]
+        message=SimpleNamespace(partition=3)
+    )
+    update = _update(2, "pending_customer_approval", attributes={PAGE_URL_ATTRIBUTE: LINK})
+    update.message = SimpleNamespace(partition=3)  # type: ignore[attr-defined]
+    stage.remember(update)  # type: ignore[arg-type]
+    assert "pay-1" in dict(table.items())
+    # A rebalance gives partition 3 to another worker; this one keeps partition 0.
+    await table.data.on_recovery_completed({TP("paybus-janitor-status-changelog", 0)}, set())
+    assert dict(table.items()) == {}
+    clock["now"] = _at(3600)
+    await stage.expire_pages()
+    assert stage.changes_topic.records == []  # type: ignore[attr-defined]
