@@ -17,6 +17,7 @@ seen those stages, the last event is held and the gap reconciled, as for any web
 from __future__ import annotations
 
 from streams.records import PaymentCommand, PaymentEvent
+from streams.redaction import redact
 from streams.sequencing_state import REFUSED_ATTRIBUTE
 
 #: The status a cancel's answer reports when the cancel took effect.
@@ -44,7 +45,10 @@ def refused_answer(
     reason = last.reason or (
         f"{psp} refused the cancel{asked}: the {command.aggregate_type} is already {last.status}"
     )
+    # Free text from the PSP (Stripe's message) and the intent: onto Kafka only redacted,
+    # like a failed event's reason (streams.agents.common.failed_event).
     marked = last.derive(
-        reason=reason, attributes={**(last.attributes or {}), REFUSED_ATTRIBUTE: command.operation}
+        reason=redact(reason)[:500],
+        attributes={**(last.attributes or {}), REFUSED_ATTRIBUTE: command.operation},
     )
     return [*(e for e in events if e.aggregate_id != command.aggregate_id), marked]

@@ -130,3 +130,12 @@ def test_a_refusal_contradicting_the_bus_is_still_rejected() -> None:
     plain = ev("x", "confirmed", 5)  # and a PSP event behind the bus, unmarked: as before
     state, _ = run([ev("e1", "created", 0), ev("e2", "confirmed", 1), ev("e3", "paid_out", 2)])
     assert outcomes(Sequencer().judge(state, plain)) == [("x", Outcome.REJECTED)]
+
+
+def test_the_refusal_reason_is_redacted_before_kafka() -> None:
+    """Stripe's message is free text the connector passes on, like a decline's."""
+    said = "stripe refused the cancel: card 4242 4242 4242 4242 is on file"
+    (marked,) = refused_answer("stripe", _command(), [_event("pending_customer_approval", said)])
+    assert marked.reason is not None and "4242 4242 4242 4242" not in marked.reason
+    (marked,) = refused_answer("stripe", _command(reason="x" * 2000), [_event("confirmed")])
+    assert marked.reason is not None and len(marked.reason) <= 500
