@@ -16,6 +16,7 @@ seen those stages, the last event is held and the gap reconciled, as for any web
 
 from __future__ import annotations
 
+from streams import page_expiry
 from streams.records import PaymentCommand, PaymentEvent
 from streams.redaction import redact
 from streams.sequencing_state import REFUSED_ATTRIBUTE
@@ -32,18 +33,25 @@ def is_refusal(command: PaymentCommand, events: list[PaymentEvent]) -> bool:
     return bool(own) and all(e.status != CANCELLED for e in own)
 
 
+def is_the_bus_own(command: PaymentCommand) -> bool:
+    """A cancel the bus asked for itself (an expired payment page's): no one on staff set
+    "Cancel Requested", so a refusal has nothing to undo on the record, and a failure reason
+    on a payment its customer paid at the last second would only mislead."""
+    return (command.change_id or "").startswith(f"{page_expiry.SOURCE}:")
+
+
 def refused_answer(
     psp: str, command: PaymentCommand, events: list[PaymentEvent]
 ) -> list[PaymentEvent]:
     """``events`` as the answer to a refused cancel (see the module doc), or unchanged when
-    the cancel took effect or ``command`` is no cancel."""
-    if not is_refusal(command, events):
+    the cancel took effect, ``command`` is no cancel, or the bus asked for it itself (the
+    answer then applies, or is dropped as a duplicate, like any PSP report)."""
+    if not is_refusal(command, events) or is_the_bus_own(command):
         return events
     own = [e for e in events if e.aggregate_id == command.aggregate_id]
     last = own[-1]
-    asked = f" ({command.reason})" if command.reason else ""  # the bus's own: an expired page
     reason = last.reason or (
-        f"{psp} refused the cancel{asked}: the {command.aggregate_type} is already {last.status}"
+        f"{psp} refused the cancel: the {command.aggregate_type} is already {last.status}"
     )
     # Free text from the PSP (Stripe's message) and the intent: onto Kafka only redacted,
     # like a failed event's reason (streams.agents.common.failed_event).

@@ -91,8 +91,10 @@ class SalesforceSettings(_Section):
     #: prices a steady flow: at 1,000 updates/s, 0.15 s cost 11.6 calls per 1,000 updates
     #: and 0.5 s cost 4.0 when each batch pays a read and a write (``version_guard=read``);
     #: with the org-side rules (a write only), 0.2 s cost 4.4-4.8 and 0.15 s cost 5.7-5.9.
-    #: 0.17 s spends what the bench's cost target allows (6 per 1,000: 5.5-5.6 measured) on
-    #: latency: webhook -> CRM p99 at 1,000/s of 256-270 ms against 282-293 at 0.2 s.
+    #: 0.17 s spends what the bench's cost target allows (6 per 1,000: 5.5-5.6 measured, org
+    #: rules) on latency: webhook -> CRM p99 at 1,000/s of 256-270 ms against 282-293 at
+    #: 0.2 s. With the read guard (the default until the rules are deployed) every batch
+    #: also pays a read, about twice the calls: deploy the rules, or lengthen this.
     flush_interval_s: float = Field(default=0.17, gt=0)
     #: Status updates the writer takes per batch; None: ``batch_size``. Updates are coalesced
     #: per record before writing, so a batch larger than one collection call pays off: 1,000

@@ -117,13 +117,14 @@ class OpsStage:
             page_expiry.EXPIRES_KEY: expires or known.get(page_expiry.EXPIRES_KEY),
         }
         store = getattr(self.latest, "data", None)
-        if isinstance(store, MemoryStore):
+        partitions = getattr(store, "_key_partition", None)  # Faust internals: checked
+        if isinstance(store, MemoryStore) and isinstance(partitions, dict):
             # Faust's memory store forgets a revoked partition's keys when recovery completes,
             # but only the keys it knows the partition of, which a plain table write does not
             # record: without this, a partition that moved to another worker stayed here as
             # it was, and both timers kept acting on it (a page paid meanwhile still waiting,
             # cancelled again every janitor period, its refusal written to the paid record).
-            store._key_partition[update.aggregate_id] = event.message.partition
+            partitions[update.aggregate_id] = event.message.partition
         metrics.EVENTS.labels("janitor", "tracked", update.aggregate_type, update.source).inc()
         if update.to_status != page_expiry.WAITING:
             self._count_expiry_outcome(update)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
+from streams import page_expiry
 from streams.records import PaymentCommand, PaymentEvent
 from streams.refusals import is_refusal, refused_answer
 from streams.sequencing import Outcome, Sequencer
@@ -57,15 +58,19 @@ def test_a_refused_cancel_keeps_the_actual_status_marked_with_a_reason() -> None
     assert marked.reason == "stripe refused the cancel: the payment is already confirmed"
 
 
-def test_a_cancel_the_bus_asked_for_says_why_it_was_asked() -> None:
-    """An expired page's cancel losing the race to the customer's payment: the record shows
-    why a cancel was tried at all, since no one on staff asked for it."""
-    command = _command(reason="payment page link expired at 2026-12-05T12:00:00Z")
-    (marked,) = refused_answer("stripe", command, [_event("confirmed")])
-    assert marked.reason == (
-        "stripe refused the cancel (payment page link expired at 2026-12-05T12:00:00Z): "
-        "the payment is already confirmed"
+def test_a_cancel_the_bus_asked_for_itself_is_not_marked() -> None:
+    """An expired page's cancel losing the race to the customer's payment: no one on staff
+    asked, so nothing is re-asserted and no failure reason lands on the paid record (the
+    answer applies, or is a duplicate, like any PSP report)."""
+    expiry = page_expiry.cancel_intent(
+        "pay-1", {page_expiry.EXPIRES_KEY: 1_764_936_000, "crm_record_id": None}
     )
+    command = _command(reason=expiry.reason).derive(change_id=expiry.change_id)
+    events = [_event("confirmed")]
+    assert is_refusal(command, events) and refused_answer("stripe", command, events) == events
+    staff = _command(reason="customer asked").derive(change_id="chg-staff-1")
+    (marked,) = refused_answer("stripe", staff, events)
+    assert marked.attributes == {REFUSED_ATTRIBUTE: "cancel"}
 
 
 def test_the_psps_own_reason_is_kept_and_other_aggregates_pass_through() -> None:
