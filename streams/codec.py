@@ -67,6 +67,9 @@ class SchemaRepository:
         self.directory = directory
         self.current: dict[str, SchemaEntry] = {}
         self.by_fingerprint: dict[bytes, SchemaEntry] = {}
+        #: Per name, the released schema and the fields the current one adds to it, where the
+        #: current schema is the released one plus optional fields only (see writer_for).
+        self.released: dict[str, tuple[SchemaEntry, tuple[str, ...]]] = {}
         for path in sorted(directory.glob("*.avsc")):
             entry = SchemaEntry.from_json(json.loads(path.read_text()))
             self.current[entry.name] = entry
@@ -82,6 +85,32 @@ class SchemaRepository:
             for item in items:
                 entry = SchemaEntry.from_json(item["schema"])
                 self.by_fingerprint.setdefault(entry.fingerprint, entry)
+            for name, item in data.get("schemas", {}).items():
+                released = self.by_fingerprint[SchemaEntry.from_json(item["schema"]).fingerprint]
+                added = _added_optional_fields(self.current.get(name), released)
+                if added:
+                    self.released[name] = (released, added)
+
+    def writer_for(
+        self, name: str, record: Mapping[str, Any]
+    ) -> tuple[SchemaEntry, Mapping[str, Any]]:
+        """The schema to write ``record`` with, and the record as written: the released one
+        (without the fields added since) while those fields are all null in it, else the
+        current one.
+
+        A worker only reads the writer schemas it knows. During a rolling upgrade (or after a
+        rollback) the older workers of a group know the release, not what main added since:
+        a record written with the current schema would be dead-lettered by them, though
+        nothing in it needs the new fields. Written with the release, it is read by both; a
+        record that uses a new field (a cancel's ``reason``) needs the new readers anyway."""
+        current = self.get(name)
+        older = self.released.get(name)
+        if older is None:
+            return current, record
+        released, added = older
+        if any(record.get(f) is not None for f in added):
+            return current, record
+        return released, {k: v for k, v in record.items() if k not in added}
 
     def get(self, name: str) -> SchemaEntry:
         try:
@@ -97,6 +126,28 @@ class SchemaIdResolver(Protocol):
     def id_for(self, subject: str, schema: Mapping[str, Any]) -> int: ...
 
     def schema_for(self, schema_id: int) -> Mapping[str, Any]: ...
+
+
+def _added_optional_fields(current: SchemaEntry | None, released: SchemaEntry) -> tuple[str, ...]:
+    """The fields ``current`` adds to ``released``, when that is all that differs and each
+    is nullable with a null default; otherwise (or when nothing was added) empty."""
+    if current is None or current.fingerprint == released.fingerprint:
+        return ()
+
+    def shape(field: Mapping[str, Any]) -> str:  # what the binary form depends on
+        return json.dumps([field.get("type"), field.get("default")], sort_keys=True)
+
+    now = {f["name"]: f for f in current.json.get("fields", ())}
+    then = {f["name"]: f for f in released.json.get("fields", ())}
+    if set(then) - set(now) or any(shape(now[n]) != shape(then[n]) for n in then):
+        return ()
+    added = tuple(n for n in now if n not in then)
+    nullable = all(
+        "default" in now[n] and now[n]["default"] is None
+        and isinstance(now[n].get("type"), list) and "null" in now[n]["type"]
+        for n in added
+    )  # fmt: skip
+    return added if nullable else ()
 
 
 def _write(entry: SchemaEntry, record: Mapping[str, Any]) -> bytes:
@@ -154,10 +205,11 @@ class AvroCodec:
             raise ValidationError(_validation_message(exc)) from exc
 
     def encode(self, name: str, record: Mapping[str, Any]) -> bytes:
+        if self.registry is None:  # readers know writers by fingerprint: write what they know
+            entry, written = self.repository.writer_for(name, record)
+            return SINGLE_OBJECT_MAGIC + entry.fingerprint + _write(entry, written)
         entry = self.repository.get(name)
         body = _write(entry, record)
-        if self.registry is None:
-            return SINGLE_OBJECT_MAGIC + entry.fingerprint + body
         schema_id = self._ids.get(name)
         if schema_id is None:
             schema_id = self.registry.id_for(f"io.paybus.{name}{self.subject_suffix}", entry.json)

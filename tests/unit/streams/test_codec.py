@@ -155,7 +155,8 @@ def test_single_object_round_trip(name: str) -> None:
     codec = AvroCodec()
     data = codec.encode(name, SAMPLES[name])
     assert data[:2] == SINGLE_OBJECT_MAGIC
-    assert data[2:10] == codec.repository.get(name).fingerprint
+    # the current schema, or the release while the sample uses nothing added since
+    assert data[2:10] == codec.repository.writer_for(name, SAMPLES[name])[0].fingerprint
     decoded = codec.decode(data, name)
     for key, value in SAMPLES[name].items():
         assert decoded[key] == value, key
