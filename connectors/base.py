@@ -126,6 +126,9 @@ class VerifiedWebhook:
     webhook_id: str
     psp_object_id: str
     body: bytes
+    #: How ``body`` differs from the request body the PSP signed, or None when it is that
+    #: body: the signature header stored beside it verifies only then (an auditor's question).
+    altered: str | None = None
 
 
 class PspConnector(abc.ABC):

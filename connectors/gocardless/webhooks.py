@@ -97,6 +97,7 @@ def split(events: list[dict[str, Any]]) -> list[VerifiedWebhook]:
                 webhook_id=event["id"],
                 psp_object_id=psp_object_id_of(event),
                 body=event_body(event),
+                altered="one event of the signed batch",
             )
         )
     return units

@@ -175,10 +175,12 @@ def verify_request(
         max_bytes=max_bytes,
     )
     event = parse_event(body)
+    stored = without_secrets(body, event)
     return VerifiedWebhook(
         webhook_id=str(event["id"]),
         psp_object_id=psp_object_id_of(event),
-        body=without_secrets(body, event),
+        body=stored,
+        altered=None if stored is body else "client_secret values removed",
     )
 
 

@@ -20,6 +20,7 @@ from typing import Any, cast
 
 from faust.web import Request, Response, View
 
+from connectors.base import VerifiedWebhook
 from connectors.errors import UnknownConnectorError, WebhookVerificationError
 from streams import metrics
 from streams.agents.batch_send import BatchSender
@@ -31,6 +32,15 @@ from streams.faust_codec import FaustAvroCodec
 log = logging.getLogger(__name__)
 #: Request headers kept on the record (for audit; the body is what the normaliser reads).
 _KEPT_HEADERS = ("content-type", "stripe-signature", "webhook-signature", "user-agent")
+
+
+#: Stored beside a body that is not the one the PSP signed (``VerifiedWebhook.altered``).
+ALTERED_HEADER = "x-paybus-body-altered"
+
+
+def _headers(kept: dict[str, str], unit: VerifiedWebhook) -> dict[str, str]:
+    """The request headers kept with one unit, saying when its body is not the signed one."""
+    return kept if unit.altered is None else {**kept, ALTERED_HEADER: unit.altered}
 
 
 class WebhookReceiver:
@@ -91,7 +101,7 @@ class WebhookReceiver:
                             "received_at": now,
                             "content_type": headers.get("content-type", "application/json"),
                             "body": unit.body,
-                            "headers": kept,
+                            "headers": _headers(kept, unit),
                         }
                     ),
                 )

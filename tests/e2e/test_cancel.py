@@ -18,6 +18,7 @@ from typing import Any
 
 import pytest
 
+from streams.agents.webhooks import ALTERED_HEADER
 from streams.broker import EmbeddedBroker
 from streams.publisher import Publisher
 from streams.sequencing_state import REFUSED_ATTRIBUTE
@@ -95,6 +96,8 @@ def test_staff_cancel_a_waiting_payment_and_a_paid_one_is_refused_not_failed(
             and not w["webhook_id"].startswith("link:")
         ]  # fmt: skip
         assert webhooks and all(b"_secret_" not in w["body"] for w in webhooks), webhooks
+        altered = {w["headers"].get(ALTERED_HEADER) for w in webhooks}
+        assert "client_secret values removed" in altered, altered  # the kept signature: moot
         metrics = worker.metrics_text() or ""
         counted = {
             line.split("{")[1].split("}")[0]: float(line.rsplit(" ", 1)[1])

@@ -46,6 +46,8 @@ def test_batch_splits_into_one_unit_per_event_in_order() -> None:
     assert [u.webhook_id for u in units] == [e["id"] for e in events]
     assert [u.psp_object_id for u in units] == [e["links"]["payment"] for e in events]
     assert [parse_events(u.body) for u in units] == [[e] for e in events]
+    # the signature stored beside each unit is the batch's: the unit says its body is not
+    assert {u.altered for u in units} == {"one event of the signed batch"}
 
 
 def test_keys_refund_events_by_their_payment_when_linked() -> None:
