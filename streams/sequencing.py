@@ -227,19 +227,6 @@ def classify(state: AggregateState, event: Event) -> tuple[Outcome, str]:
     return Outcome.REJECTED, f"illegal transition {current} -> {target}: unreachable"
 
 
-def _behind(state: AggregateState, event: Event) -> bool:
-    """A refusal classify re-asserts the current status for: no move, no gap, passed."""
-    kind, method, current = state.aggregate_type, state.method, state.status
-    return (
-        bool(event.attributes.get(REFUSED_ATTRIBUTE))
-        and current is not None
-        and event.status != current
-        and not is_legal(kind, method, current, event.status)
-        and gap_path(kind, method, current, event.status) is None
-        and passed(state, event.status)
-    )
-
-
 def passed(state: AggregateState, status: str) -> bool:
     """Whether the aggregate has moved on from ``status``: an earlier main-line stage, or a
     status its current one follows directly (a paid-out payment has passed ``confirmed``, a
@@ -372,8 +359,13 @@ class Sequencer:
             return
         call.see(event.event_id)
         if outcome is Outcome.APPLIED:
-            if _behind(st, event):
-                event = replace(event, status=st.status or event.status)  # re-asserted
+            current = st.status
+            if (
+                current is not None
+                and event.attributes.get(REFUSED_ATTRIBUTE)
+                and not is_legal(st.aggregate_type, st.method, current, event.status)
+            ):  # classify applied a refusal it cannot move to: the current status, re-asserted
+                event = replace(event, status=current)
             call.apply(event)
         elif outcome is Outcome.DUPLICATE:
             if st.latest_at is None or event.occurred_at > st.latest_at:

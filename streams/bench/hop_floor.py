@@ -30,8 +30,8 @@ from streams.admin import create_topics
 from streams.bench import procs
 from streams.bench.baselines import SECTION, topic_spec
 from streams.bench.context import BenchContext
+from streams.bench.crm_writer import COST_TARGET
 from streams.bench.report import Row, percentile
-from streams.bench.webhook_latency import KAFKA_HOPS, write_interval_ms
 
 #: Records a second: the rate of the issue's p99 target.
 RATE = 1000.0
@@ -40,6 +40,14 @@ WARM_FRACTION = 0.1
 #: Reading stops once no record has come for this long after the last send.
 QUIET_S = 2.0
 _STAMP = struct.Struct(">d")
+#: Kafka hops from webhook to CRM writer: raw webhook, canonical event, status update.
+KAFKA_HOPS = 3
+
+
+def write_interval_ms(rate: float, calls_per_1000: float = COST_TARGET.limit) -> float:
+    """The shortest mean time between CRM writes that keeps ``rate`` updates/s within
+    ``calls_per_1000`` API calls per 1,000 updates (one call a write)."""
+    return 1000.0 / (rate * calls_per_1000 / 1000.0)
 
 
 async def hop_latencies(

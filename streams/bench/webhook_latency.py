@@ -34,6 +34,7 @@ from streams.admin import create_topics
 from streams.bench import hops, procs, rate_search
 from streams.bench.context import BenchContext
 from streams.bench.crm_writer import COST_TARGET, crm_calls
+from streams.bench.hop_floor import KAFKA_HOPS, write_interval_ms
 from streams.bench.poster import post_paced
 from streams.bench.report import Row, Target, percentile
 from streams.bench.salesforce import PAYMENT_OBJECT, SalesforceProc, salesforce
@@ -48,8 +49,6 @@ LOW_RATE = 100.0
 #: (about 0.17 s at 1,000/s), so that row shows the latency of the path without the cost bound.
 SHORT_WINDOW_S = 0.05
 P99_TARGET = Target("value", "<", 250.0, "< 250 ms")
-#: Kafka hops from webhook to CRM writer: raw webhook, canonical event, status update.
-KAFKA_HOPS = 3
 SECRET = "whsec_paybus_bench"
 #: Webhooks per rate at most: above what the bus sustains, more only lengthen the backlog.
 MAX_WEBHOOKS = 20_000
@@ -373,12 +372,6 @@ def _rows(ctx: BenchContext, runs: list[tuple[Plan, Run]]) -> list[Row]:
             title = "webhook -> status update on Kafka, before the CRM writer"
             rows.append(hops.hop_row(SECTION, key, label, before, title))
     return rows
-
-
-def write_interval_ms(rate: float, calls_per_1000: float = COST_TARGET.limit) -> float:
-    """The shortest mean time between CRM writes that keeps ``rate`` updates/s within
-    ``calls_per_1000`` API calls per 1,000 updates (one call a write)."""
-    return 1000.0 / (rate * calls_per_1000 / 1000.0)
 
 
 def cost_floor_note(run: Run, figures: Mapping[str, float] | None = None) -> str:
