@@ -112,6 +112,19 @@ STAGE_BATCH_EVENTS = Histogram(
     ["stage"],
     buckets=(1, 2, 5, 10, 25, 50, 100, 250, 500, 1000),
 )
+#: Freshness, where lag only counts: how old records are (by their Kafka timestamp, the
+#: producer's clock, so skew between hosts adds in) when a batched stage takes them from its
+#: stream. That is their time in Kafka and in the consumer's fetch, before the stage's own
+#: wait and work; a rising p99 with no lag means the hop, not the stage, is slow.
+STAGE_PICKUP_AGE = Histogram(
+    "paybus_stage_pickup_age_seconds",
+    "Age of a record (now minus its Kafka timestamp) when a batched stage takes it.",
+    ["stage"],
+    buckets=(
+        0.001, 0.002, 0.004, 0.006, 0.008, 0.01, 0.0125, 0.015, 0.0175, 0.02, 0.025, 0.03,
+        0.04, 0.05, 0.075, 0.1, 0.15, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0,
+    ),
+)  # fmt: skip
 CRM_WRITE_SECONDS = Histogram("paybus_crm_write_seconds", "CRM write batch latency.")
 CRM_UNAVAILABLE = Gauge(
     "paybus_crm_unavailable",

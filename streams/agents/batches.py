@@ -53,11 +53,17 @@ def backlog(stream: Any, events: list[EventT[Any]]) -> int:
 
 
 async def take_ready(
-    stream: faust.StreamT[Any], max_events: int, linger_s: float, fill_s: float = FILL_S
+    stream: faust.StreamT[Any],
+    max_events: int,
+    linger_s: float,
+    fill_s: float = FILL_S,
+    stage: str | None = None,
 ) -> AsyncIterator[list[EventT[Any]]]:
     """Yield lists of 1..``max_events`` events: what is buffered, once the oldest has
     waited ``linger_s`` or the buffer is full; a stage that is behind waits up to ``fill_s``
-    more for a full batch (see the module doc)."""
+    more for a full batch (see the module doc). With ``stage``, each event's age on arrival
+    is observed as ``paybus_stage_pickup_age_seconds``."""
+    pickup_age = metrics.STAGE_PICKUP_AGE.labels(stage) if stage else None
     s = cast(Any, stream)
     buffer: list[EventT[Any]] = []
     first_at = 0.0
@@ -78,6 +84,9 @@ async def take_ready(
         if not buffer:
             first_at = time.monotonic()
         buffer.append(event)
+        stamp = event.message.timestamp
+        if pickup_age is not None and stamp and stamp > 0:
+            pickup_age.observe(max(time.time() - stamp, 0.0))
         arrived.set()
         if len(buffer) >= max_events:
             full.set()
@@ -128,7 +137,7 @@ async def run_batches(
     """An agent body: each batch of :func:`take_ready` through ``handle``, guarded (a batch
     that raises is dead-lettered instead of stopping the agent, see ``guard``)."""
     sizes = metrics.STAGE_BATCH_EVENTS.labels(stage)
-    async for events in take_ready(stream, max_events, linger_s):
+    async for events in take_ready(stream, max_events, linger_s, stage=stage):
         sizes.observe(len(events))
         await guarded(stage, handle, events)
         yield None

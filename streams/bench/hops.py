@@ -27,6 +27,7 @@ from dataclasses import dataclass
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
+from streams.bench.pickup import Pickup
 from streams.bench.report import Row, percentile
 
 HOPS = ("web", "normaliser", "sequencer", "crm")
@@ -110,12 +111,31 @@ def read_stamps(
     return asyncio.run(read_all())
 
 
-def hop_row(section: str, key: str, label: str, hop: Hop, title: str | None = None) -> Row:
+def hop_row(
+    section: str,
+    key: str,
+    label: str,
+    hop: Hop,
+    title: str | None = None,
+    waited: Pickup | None = None,
+) -> Row:
     """A hop's row (or a span's, given its ``title``): the p50 as the figure, the p99 in the
-    note."""
+    note; with ``waited``, the part of it the records spent in Kafka before the stage took
+    them (:mod:`streams.bench.pickup`)."""
     name = title or f"of which {hop.name}"
+    note = f"p99 {hop.p99_ms:.0f} ms over {hop.count:,} webhooks"
+    extra: dict[str, float | None] = {
+        "p50_ms": hop.p50_ms,
+        "p99_ms": hop.p99_ms,
+        "count": hop.count,
+    }
+    if waited is not None:
+        note += (
+            f"; in Kafka before the {waited.stage} stage took them (its pickup age) p50 "
+            f"{waited.p50_ms:.0f}, p99 {waited.p99_ms:.0f} ms, the rest in the stage"
+        )
+        extra.update(pickup_p50_ms=waited.p50_ms, pickup_p99_ms=waited.p99_ms)
     return Row(
         f"webhook_crm_hop_{hop.name}_{key}", section, f"  {name} (p50) at {label}",
-        hop.p50_ms, "ms", note=f"p99 {hop.p99_ms:.0f} ms over {hop.count:,} webhooks",
-        extra={"p50_ms": hop.p50_ms, "p99_ms": hop.p99_ms, "count": hop.count},
+        hop.p50_ms, "ms", note=note, extra=extra,
     )  # fmt: skip

@@ -22,33 +22,30 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import os
 import statistics
 import time
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 
 from connectors.salesforce.settings import FieldMap
 from connectors.stripe.webhooks import sign
 from streams.admin import create_topics
-from streams.bench import hops, procs, rate_search
+from streams.bench import hops, pickup, procs, rate_search
 from streams.bench.context import BenchContext
-from streams.bench.crm_writer import COST_TARGET, crm_calls
-from streams.bench.hop_floor import KAFKA_HOPS, write_interval_ms
+from streams.bench.crm_writer import crm_calls
+from streams.bench.latency_report import SECTION, Plan, Run, rows
 from streams.bench.poster import post_paced
-from streams.bench.report import Row, Target, percentile
+from streams.bench.report import Row, percentile
 from streams.bench.salesforce import PAYMENT_OBJECT, SalesforceProc, salesforce
 from streams.broker import free_port
 from streams.topics import TopicMap
 
-SECTION = "latency"
 #: A rate the machine carries with cores to spare: its p99 is the bus's own floor (mostly the
 #: CRM writer's flush wait), before CPU queueing adds to it at 1,000/s.
 LOW_RATE = 100.0
 #: The CRM flush window of the second 1,000/s row: far below what the API-call target needs
 #: (about 0.17 s at 1,000/s), so that row shows the latency of the path without the cost bound.
 SHORT_WINDOW_S = 0.05
-P99_TARGET = Target("value", "<", 250.0, "< 250 ms")
 SECRET = "whsec_paybus_bench"
 #: Webhooks per rate at most: above what the bus sustains, more only lengthen the backlog.
 MAX_WEBHOOKS = 20_000
@@ -56,40 +53,6 @@ MAX_WEBHOOKS = 20_000
 #: settled, the writer logged in.
 WARM_RATE = 100.0
 WARM_S = 3.0
-
-
-@dataclass(frozen=True)
-class Plan:
-    """One row of runs: its key, the rate, how many runs (the median p99 is reported) and
-    the CRM writer's flush window when not the default."""
-
-    key: str
-    rate: float
-    repeats: int = 1
-    flush_s: float | None = None
-    #: Said after the rate in the row's title, and added to its note.
-    title: str = ""
-    note: str = ""
-
-
-@dataclass
-class Run:
-    rate: float
-    achieved: float
-    sent: int
-    written: int
-    p50_ms: float
-    p99_ms: float
-    max_ms: float
-    tail_p50_ms: float
-    api_calls: float
-    hop_times: list[hops.Hop]
-    #: Cores of the whole machine busy while the webhooks were posted (None off Linux).
-    busy_cores: float | None = None
-    #: The p99 of every run at this rate, when it was run more than once (this is the median).
-    p99s: list[float] = field(default_factory=list)
-    #: POST -> status update produced: the path before the CRM writer (timed runs only).
-    before_writer: hops.Hop | None = None
 
 
 @dataclass(frozen=True)
@@ -145,7 +108,7 @@ def _run_rate(
     bus: Bus,
     sf: SalesforceProc,
     url: str,
-    crm: procs.Worker,
+    workers: Mapping[str, procs.Worker],
     rate: float,
     n: int,
     timed: bool = True,
@@ -158,6 +121,8 @@ def _run_rate(
     prefix = f"wl{n}"
     bodies = [webhook(i, prefix) for i in range(count)]
     ids = sf.seed_payments([agg for agg, _ in bodies])
+    crm = workers["crm"]
+    ages = _pickup_buckets(workers) if timed else {}
     since = len(sf.admin.writes())
     calls_before = crm_calls(crm)
     ctx.progress(0, count, f"webhook -> CRM at {rate:,.0f}/s")
@@ -179,12 +144,20 @@ def _run_rate(
     lat = sorted(in_order)
     tail = statistics.median(in_order[-max(len(in_order) // 5, 1) :])
     stamps = hops.read_stamps(bus.bootstrap, bus.topics, bus.partitions, prefix) if timed else []
+    waited = pickup.pickups(ages, _pickup_buckets(workers)) if timed else {}
     return Run(
         rate, achieved, count, len(lat), statistics.median(lat), percentile(lat, 0.99),
         lat[-1], tail, calls / len(lat) * 1000,
         hops.hops(sent_at, stamps, written) if timed else [], busy,
-        before_writer=hops.before_writer(sent_at, stamps),
+        before_writer=hops.before_writer(sent_at, stamps), waited=waited,
     )  # fmt: skip
+
+
+def _pickup_buckets(workers: Mapping[str, procs.Worker]) -> pickup.Buckets:
+    """Every worker's pickup-age buckets (:mod:`streams.bench.pickup`), by stage."""
+    return {
+        k: v for w in workers.values() for k, v in pickup.buckets(w.metrics_text() or "").items()
+    }
 
 
 def measure(ctx: BenchContext) -> list[Row]:
@@ -213,7 +186,7 @@ def measure(ctx: BenchContext) -> list[Row]:
                 tries.append(_fresh_run(ctx, sf, plan.rate, n * 10 + r, plan.flush_s))
             runs.append((plan, _median_run(tries)))
         runs, rate_row = _sustained(ctx, sf, runs)
-    return [*_rows(ctx, runs), rate_row]
+    return [*rows(ctx, runs), rate_row]
 
 
 def _sustained(
@@ -261,16 +234,16 @@ def _fresh_run(
     ctx: BenchContext, sf: SalesforceProc, rate: float, run_n: int, flush_s: float | None = None
 ) -> Run:
     """One timed run at ``rate`` on a stack of its own (:func:`_stack`)."""
-    with _stack(ctx, sf, run_n, flush_s) as (bus, url, crm):
-        return _run_rate(ctx, bus, sf, url, crm, rate, run_n)
+    with _stack(ctx, sf, run_n, flush_s) as (bus, url, workers):
+        return _run_rate(ctx, bus, sf, url, workers, rate, run_n)
 
 
 @contextlib.contextmanager
 def _stack(
     ctx: BenchContext, sf: SalesforceProc, run_n: int, flush_s: float | None = None
-) -> Iterator[tuple[Bus, str, procs.Worker]]:
+) -> Iterator[tuple[Bus, str, dict[str, procs.Worker]]]:
     """A fresh broker and the four workers on it, warmed up, for run ``run_n``: the bus, the
-    webhook URL and the ``crm`` worker (with a CRM flush window of ``flush_s`` if given)."""
+    webhook URL and the workers by role (with a CRM flush window of ``flush_s`` if given)."""
     name = f"e2e{run_n}"
     with procs.fresh_broker(ctx.settings, ctx.workdir, name) as bootstrap:
         prefix = ctx.prefix(name)
@@ -300,14 +273,14 @@ def _stack(
             # Until the groups have settled and every partition has been fetched: not timed.
             try:
                 warm = _run_rate(
-                    ctx, bus, sf, url, workers["crm"], WARM_RATE, 1000 + run_n, timed=False,
+                    ctx, bus, sf, url, workers, WARM_RATE, 1000 + run_n, timed=False,
                     seconds=WARM_S,
                 )  # fmt: skip
                 if warm.written < warm.sent:
                     raise procs.BenchError("warm-up webhooks did not all reach the CRM")
             except procs.BenchError as exc:
                 raise procs.BenchError(f"{exc}; {procs.diagnosis(workers)}") from None
-            yield bus, url, workers["crm"]
+            yield bus, url, workers
 
 
 def _median_run(tries: list[Run]) -> Run:
@@ -317,86 +290,3 @@ def _median_run(tries: list[Run]) -> Run:
     if len(tries) > 1:
         median.p99s = [run.p99_ms for run in tries]
     return median
-
-
-def _rows(ctx: BenchContext, runs: list[tuple[Plan, Run]]) -> list[Row]:
-    rows: list[Row] = []
-    for plan, run in runs:
-        key, flush_s = plan.key, plan.flush_s
-        label = f"{run.rate:,.0f}/s{plan.title}"
-        note = (
-            f"{run.sent:,} webhooks posted at {run.achieved:,.0f}/s (the most the web worker "
-            f"took, where below the rate asked), {run.written:,} CRM records updated; max "
-            f"{run.max_ms:.0f} ms, p50 of the last fifth {run.tail_p50_ms:.0f} ms; "
-            f"{run.api_calls:.1f} Salesforce calls per 1,000 updates (org-side guard: upserts, "
-            "no reads); sandbox answers at once"
-        )
-        if flush_s is not None:
-            label += f", {flush_s * 1000:.0f} ms CRM window"
-            note += (
-                f"; CRM flush window {flush_s} s (PAYBUS_SALESFORCE__FLUSH_INTERVAL_S), not "
-                "the default: the latency of the path without the API-call bound"
-            )
-        if plan.note:
-            note += f"; {plan.note}"
-        if run.p99s:
-            note += (
-                f"; median of {len(run.p99s)} runs, p99s "
-                + ", ".join(f"{p:.0f}" for p in run.p99s)
-                + " ms (figures of the median run)"
-            )
-        if key == "1k":
-            note += "; " + cost_floor_note(run, ctx.figures)
-        if run.busy_cores is not None:
-            note += (
-                f"; {run.busy_cores:.2f} of {os.cpu_count()} cores busy while posting (broker, "
-                "workers, sandbox and load generator share them)"
-            )
-        extra = {
-            "rate": run.rate, "achieved_rate": run.achieved, "max_ms": run.max_ms,
-            "tail_p50_ms": run.tail_p50_ms, "api_calls_per_1000": run.api_calls,
-            "busy_cores": run.busy_cores, "p99s_ms": run.p99s, "flush_interval_s": flush_s,
-        }  # fmt: skip
-        rows.append(
-            Row(f"webhook_crm_p50_{key}", SECTION, f"webhook -> CRM p50 at {label}",
-                run.p50_ms, "ms")
-        )  # fmt: skip
-        rows.append(
-            Row(
-                f"webhook_crm_p99_{key}", SECTION, f"webhook -> CRM p99 at {label}", run.p99_ms,
-                "ms", target=P99_TARGET if key == "1k" else None, note=note, extra=extra,
-            )
-        )  # fmt: skip
-        rows += [hops.hop_row(SECTION, key, label, hop) for hop in run.hop_times]
-        if (before := run.before_writer) is not None:
-            title = "webhook -> status update on Kafka, before the CRM writer"
-            rows.append(hops.hop_row(SECTION, key, label, before, title))
-    return rows
-
-
-def cost_floor_note(run: Run, figures: Mapping[str, float] | None = None) -> str:
-    """Why the p99 and API-call targets pull apart at ``run.rate``: an update that arrives just
-    after a write waits for the next one, and the call target spaces writes at least
-    :func:`write_interval_ms` apart, on top of the path before the writer; with the broker's
-    floor per Kafka hop measured in the same run (:mod:`streams.bench.hop_floor`), the bound
-    that leaves before any stage does work."""
-    gap = write_interval_ms(run.rate)
-    note = (
-        f"at {run.rate:,.0f}/s, {COST_TARGET.limit:.0f} calls per 1,000 updates allow a write "
-        f"every {gap:.0f} ms at most, and an update just missing one waits that long"
-    )
-    if run.before_writer is not None:
-        note += (
-            f", after webhook -> status update (p50 {run.before_writer.p50_ms:.0f}, p99 "
-            f"{run.before_writer.p99_ms:.0f} ms here): both targets hold together only while "
-            f"that path, the CRM writer's fetch and its write stay under "
-            f"{P99_TARGET.limit - gap:.0f} ms"
-        )
-    floor = (figures or {}).get("path_floor_p99_ms")
-    if floor is not None:
-        note += (
-            f"; with this broker's latency per Kafka hop measured alone (baselines), that wait "
-            f"and the path's {KAFKA_HOPS} hops come to a p99 of {floor:.0f} ms before any "
-            "stage does any work"
-        )
-    return note

@@ -44,6 +44,9 @@ def test_bench_runs_end_to_end_on_a_tiny_input(clean_env: Path) -> None:
     assert not [k for k, r in rows.items() if r["verdict"] == "not yet"]
     for hop in ("web", "normaliser", "sequencer", "crm", "before_writer"):  # may round below 0
         assert rows[f"webhook_crm_hop_{hop}_1k"]["extra"]["count"] > 0, hop
+    for hop in ("normaliser", "sequencer", "crm"):  # the stages' own pickup-age histograms
+        waited = rows[f"webhook_crm_hop_{hop}_1k"]["extra"]
+        assert 0 < waited["pickup_p50_ms"] <= waited["pickup_p99_ms"], hop
     assert rows["sequencer_vs_faust"]["ratio"] > 0
     assert "cores busy" in rows["scale_1"]["note"]  # what one worker leaves of the cores
     assert rows["broker_cpu_history"]["ratio"] > 0

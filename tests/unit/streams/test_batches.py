@@ -7,6 +7,7 @@ real messages, so acks are the stream's own.
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -86,9 +87,23 @@ async def test_each_batch_size_is_observed_for_its_stage() -> None:
     assert _histogram(sizes) == (count_before + 2, sum_before + 6)  # batches [0], [1..5]
 
 
-def _histogram(child: Any) -> tuple[float, float]:
+async def test_each_event_age_on_arrival_is_observed_for_its_stage() -> None:
+    ages = metrics.STAGE_PICKUP_AGE.labels("test")
+    count_before, sum_before = _histogram(ages, "paybus_stage_pickup_age_seconds")
+    h = Harness(max_events=100, linger_s=0.0)
+    async with h.agent.test_context() as agent:
+        now = time.time()
+        await agent.put(1, timestamp=now - 0.3, wait=False)
+        await agent.put(2, timestamp=now - 0.05, wait=False)
+        await h.until(lambda: sum(len(b) for b in h.batches) == 2)
+    count, total = _histogram(ages, "paybus_stage_pickup_age_seconds")
+    assert count == count_before + 2
+    assert 0.35 <= total - sum_before < 0.35 + 2.0  # the Kafka stamps' ages, plus this test's
+
+
+def _histogram(child: Any, name: str = "paybus_stage_batch_events") -> tuple[float, float]:
     samples = {s.name: s.value for m in child.collect() for s in m.samples}
-    return samples["paybus_stage_batch_events_count"], samples["paybus_stage_batch_events_sum"]
+    return samples[f"{name}_count"], samples[f"{name}_sum"]
 
 
 async def test_a_batch_never_holds_more_than_the_maximum_and_order_is_kept() -> None:

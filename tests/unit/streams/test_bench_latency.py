@@ -5,8 +5,10 @@ from __future__ import annotations
 
 from dataclasses import replace
 
+from streams.bench.hop_floor import write_interval_ms
 from streams.bench.hops import Hop
-from streams.bench.webhook_latency import Run, _median_run, cost_floor_note, write_interval_ms
+from streams.bench.latency_report import Run, cost_floor_note
+from streams.bench.webhook_latency import _median_run
 
 
 def _run(p99: float) -> Run:

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+from streams.bench.latency_report import Run
 from streams.bench.rate_search import search, sustained, why_not
-from streams.bench.webhook_latency import Run
 
 
 def _run(rate: float, *, achieved: float | None = None, p50: float = 200.0,
