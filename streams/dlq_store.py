@@ -12,7 +12,8 @@ between at worst lets an operator replay the same records twice, which the bus a
 ``paybus dlq discard`` closes letters the same way with a ``discarded`` marker, for letters an
 operator decided need nothing more. Letters closed by neither are *pending*: what
 ``dlq list --pending`` shows and the ``paybus_dlq_pending_letters`` gauge counts
-(:mod:`streams.dlq_watch`).
+(:mod:`streams.dlq_watch`), except those with a ``retry_at``, which the ops role replays
+itself through :func:`replay` (:mod:`streams.auto_replay`).
 """
 
 from __future__ import annotations
@@ -62,6 +63,12 @@ class Letter:
     @property
     def replayed_at(self) -> datetime | None:
         return self.resolved_at if self.replayed else None
+
+    @property
+    def retry_at(self) -> datetime | None:
+        """When the bus replays it by itself, if it does (None: it waits for an operator)."""
+        at = self.record.get("retry_at")
+        return at if isinstance(at, datetime) else None
 
 
 class Ledger:
@@ -176,8 +183,13 @@ def replay(
     letters: Sequence[Letter],
     *,
     values: dict[str, bytes] | None = None,
+    headers: Callable[[Letter], list[tuple[str, bytes]]] | None = None,
+    how: str = "replayed",
 ) -> list[Letter]:
-    """Re-inject ``letters`` in replay order (``values`` overrides fixed ones), then mark them."""
+    """Re-inject ``letters`` in replay order (``values`` overrides fixed ones), then mark them.
+
+    ``headers`` gives each re-injected record its Kafka headers (the automatic replay's
+    count, see :mod:`streams.auto_replay`); ``how`` starts the markers' reason."""
     ordered = replay_order(letters)
     producer = KafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=5)
     try:
@@ -189,9 +201,10 @@ def replay(
                 key=rec.get("key"),
                 value=value,
                 partition=rec["original_partition"],
+                headers=headers(letter) if headers is not None else None,
             ).get(timeout=30)  # one at a time: order within the partition is the point
         _mark(producer, dlq_topic, ordered, REPLAYED,
-              lambda lt: f"replayed to {lt.record['original_topic']}")  # fmt: skip
+              lambda lt: f"{how} to {lt.record['original_topic']}")  # fmt: skip
         producer.flush(30)
     finally:
         producer.close()
@@ -232,6 +245,9 @@ def _mark(
             "failed_at": now,
             "value": b"",
             "error_log": [],
+            # a closed letter is replayed by no one: and without it the marker is written
+            # with the released schema, which every worker of a rolling upgrade reads
+            "retry_at": None,
         }
         producer.send(dlq_topic, key=letter.id.encode(), value=codec.encode("DeadLetter", marker))
         letter.resolved_at, letter.resolution = now, resolution

@@ -19,7 +19,10 @@ STAGE_ERRORS = Counter(
     ["stage"],
 )
 DEAD_LETTERS = Counter(
-    "paybus_dead_letters_total", "Messages sent to the DLQ, by stage.", ["stage"]
+    "paybus_dead_letters_total",
+    "Messages sent to the DLQ for an operator, by stage (not those the bus replays by itself: "
+    "paybus_dlq_scheduled_letters, paybus_dlq_auto_replays_total).",
+    ["stage"],
 )
 
 
@@ -200,6 +203,13 @@ PAGE_EXPIRY = Counter(
     ["outcome"],
 )
 DLQ_REPLAYED = Counter("paybus_dlq_replayed_total", "Dead letters replayed by operators.")
+DLQ_AUTO_REPLAYS = Counter(
+    "paybus_dlq_auto_replays_total",
+    "Dead letters the ops role replayed by itself at their retry_at, by the stage that sent "
+    "them and outcome: replayed (and marked), failed (tried again at the next tick), over_cap "
+    "(more letters waited than ops.dlq_auto_replay_max_letters: left to operators).",
+    ["stage", "outcome"],
+)
 
 
 def render() -> tuple[bytes, str]:

@@ -191,6 +191,13 @@ class OpsSettings(_Section):
     collection_lead_days: int = Field(default=0, ge=0)
     #: Scheduled PSP event backfill (``None``: off; ``paybus backfill`` runs it by hand).
     backfill_interval_s: float | None = None
+    #: How often the ops role replays dead letters whose ``retry_at`` has passed (it reads
+    #: ``paybus.dlq`` that often too, so a letter waits at most this long past its time).
+    dlq_auto_replay_interval_s: float = Field(default=5.0, gt=0)
+    #: Letters waiting for an automatic replay whose bytes the ops role keeps in memory (a
+    #: webhook each, up to ``webhook_max_body_bytes``); letters beyond it are left to
+    #: operators (logged, and counted as pending for a human). 0: automatic replay off.
+    dlq_auto_replay_max_letters: int = Field(default=1000, ge=0)
 
 
 class Settings(BaseSettings):
@@ -246,6 +253,11 @@ class Settings(BaseSettings):
     hold_timeout_s: float = Field(default=900.0, gt=0)
     #: Delays before each parked retry; its length is the number of retries.
     retry_schedule_s: tuple[float, ...] = (60.0, 300.0, 900.0, 3600.0, 21600.0)
+    #: Delays before each automatic replay of a webhook the normaliser could not map because a
+    #: PSP call failed transiently (a payout look-up answered 503): it is dead-lettered with a
+    #: ``retry_at`` and the ops role replays it (streams/auto_replay.py). Its length is the
+    #: number of automatic replays; then the letter waits for an operator. Empty: off.
+    normaliser_retry_schedule_s: tuple[float, ...] = (10.0, 60.0, 300.0, 900.0)
     #: Events the sequencer judges per batch (one changelog write per aggregate per batch).
     batch_max_events: int = Field(default=500, ge=1)
     #: How long the first event of a batch waits for more when the stage is idle (a busy

@@ -82,7 +82,9 @@ def attach(app: PaybusApp, roles: Iterable[str] = ROLES) -> dict[str, Any]:
     health.attach(app)
     _attach_lag_collector(app)
     if "ops" in wanted:
-        _attach_dlq_watch(app)
+        from streams.agents.dlq import DlqStage
+
+        stages["dlq"] = DlqStage(app)
     return stages
 
 
@@ -121,28 +123,6 @@ def _attach_lag_collector(app: PaybusApp) -> None:
     @app.timer(app.settings.lag_refresh_s, name="paybus.lag.refresh")  # type: ignore[untyped-decorator]
     async def refresh_lag() -> None:
         await asyncio.get_running_loop().run_in_executor(None, collector.refresh)
-
-
-def _attach_dlq_watch(app: PaybusApp) -> None:
-    """``paybus_dlq_pending_letters`` from the ops role (one reader of the DLQ per bus is
-    enough; with several ops workers each reports the same count: alert on ``max``)."""
-    import asyncio
-    import logging
-
-    from prometheus_client import REGISTRY
-
-    from streams.dlq_watch import DlqWatch
-
-    watch = DlqWatch(app.settings.bootstrap_servers, app.topic_map.dlq.name)
-    REGISTRY.register(watch)
-    log = logging.getLogger("streams.dlq_watch")
-
-    @app.timer(app.settings.lag_refresh_s, name="paybus.dlq.watch")  # type: ignore[untyped-decorator]
-    async def refresh_dlq() -> None:
-        try:
-            await asyncio.get_running_loop().run_in_executor(None, watch.refresh)
-        except Exception as exc:  # the gauge goes quiet; the next tick reads from the start
-            log.warning("reading %s for the pending-letter gauge failed: %s", watch.topic, exc)
 
 
 def _attach_metrics_view(app: PaybusApp) -> None:

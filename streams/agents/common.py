@@ -128,12 +128,18 @@ async def send_dead_letter(
     attempts: int = 1,
     error_log: list[str] | None = None,
     carried: tuple[str, bytes] | None = None,
+    retry_at: datetime | None = None,
 ) -> Any:
     """Queue a dead letter with the original bytes of ``event``; return its delivery future.
 
     ``carried`` is ``(part, value)`` for a letter about another record judged while ``event``
     was handled (a held event the sequencer gives up on): the letter carries that value under
     the letter id ``event``'s position plus ``part``, with ``event``'s key (same partition).
+
+    ``retry_at`` schedules the ops role's automatic replay (:mod:`streams.auto_replay`). Such
+    a letter is not counted in ``paybus_dead_letters_total``: that counter feeds the
+    ``PaybusDeadLetters`` alert, which says a human is needed, and a PSP blip the bus heals
+    by itself needs none (its stage counts it, e.g. the normaliser's ``retrying`` outcome).
     """
     message = event.message
     part, value = carried if carried is not None else (None, message.value)
@@ -149,8 +155,10 @@ async def send_dead_letter(
         attempts=attempts,
         error_log=error_log or [reason],
         part=part,
+        retry_at=retry_at,
     )
-    metrics.DEAD_LETTERS.labels(stage).inc()
+    if retry_at is None:
+        metrics.DEAD_LETTERS.labels(stage).inc()
     return await app.send(
         # Keyed by the letter's own id: the DLQ is compacted, and letters of one aggregate
         # must not replace each other (replay orders them by original offset anyway).

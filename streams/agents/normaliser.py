@@ -9,6 +9,11 @@ An event about another system's object on a shared PSP account (its connector ma
 foreign: the object carries metadata, none of it the bus's) is counted ``foreign`` and goes no
 further; any other event naming no aggregate is dead-lettered for an operator to decide.
 
+A webhook whose PSP call failed transiently (a payout look-up answered 503 after the
+connector's own retries) is dead-lettered with a ``retry_at``: the ops role replays it then,
+up to ``normaliser_retry_schedule_s`` times, so a PSP blip heals by itself
+(:mod:`streams.auto_replay`). Its events have the PSP's ids, so a replay never applies twice.
+
 It runs in the workers (the ``normaliser`` role), not beside the webhook receiver: at 1,000
 webhooks/s on 2 cores, one process doing both was saturated and webhooks waited up to a
 second for the normaliser.
@@ -19,13 +24,14 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import Sequence
+from datetime import UTC, datetime
 from types import SimpleNamespace
 from typing import Any
 
 from faust.types import EventT
 
 from connectors.base import FOREIGN_ATTRIBUTE, unmarked
-from streams import metrics, psp_refunds
+from streams import auto_replay, metrics, psp_refunds
 from streams.agents.batch_send import BatchSender, Record
 from streams.agents.batches import batched
 from streams.agents.commands import LINK_CONTENT_TYPE
@@ -56,6 +62,7 @@ class NormaliserStage:
         self.links = json_table(app, "psp-links")
         self.sender = BatchSender(app)
         self.event_codec = FaustAvroCodec(app.avro, "PaymentEvent")
+        self.schedule = app.settings.normaliser_retry_schedule_s
         app.agent(self.webhooks_topic, name="paybus.normaliser")(
             batched(app.settings, STAGE, self.process_batch)
         )
@@ -107,12 +114,7 @@ class NormaliserStage:
             metrics.EVENTS.labels(STAGE, "link", "", webhook.psp).inc()
             return []
         if not isinstance(normalised, list):
-            metrics.EVENTS.labels(STAGE, "rejected", "", webhook.psp).inc()
-            fut = await send_dead_letter(
-                self.app, event, stage=STAGE, aggregate_id=None,
-                reason=f"cannot normalise {webhook.psp} webhook {webhook.webhook_id}: {normalised}",
-            )  # fmt: skip
-            return [fut]
+            return [await self._failed(event, webhook, normalised)]
         futures = []
         for pe in normalised:
             resolved = self._resolve(event, key, pe, learned)
@@ -140,6 +142,32 @@ class NormaliserStage:
         if not normalised:
             metrics.EVENTS.labels(STAGE, "ignored", "", webhook.psp).inc()
         return futures
+
+    async def _failed(self, event: EventT[Any], webhook: Any, error: Exception | None) -> Any:
+        """Dead-letter a webhook that could not be mapped; its delivery future.
+
+        A transient PSP failure is scheduled for an automatic replay (``retrying``) until the
+        schedule is used up (``exhausted``); anything else waits for an operator
+        (``rejected``). The replays so far come with the record (a Kafka header), since a
+        replayed webhook is a new record, with a letter id of its own."""
+        replays = auto_replay.replays_of(event.message.headers)
+        retryable = auto_replay.is_retryable(error)
+        now = datetime.now(UTC)
+        at = auto_replay.retry_at(replays, self.schedule, now) if retryable else None
+        reason = f"cannot normalise {webhook.psp} webhook {webhook.webhook_id}: {error}"
+        if at is not None:
+            outcome = auto_replay.RETRYING
+            reason += f" (attempt {replays + 1}; replayed automatically from {at:%H:%M:%SZ})"
+        elif retryable:
+            outcome = auto_replay.EXHAUSTED
+            reason += f" (attempt {replays + 1}; automatic replays used up)"
+        else:
+            outcome = auto_replay.REJECTED
+        metrics.EVENTS.labels(STAGE, outcome, "", webhook.psp).inc()
+        return await send_dead_letter(
+            self.app, event, stage=STAGE, aggregate_id=None, reason=reason,
+            attempts=replays + 1, retry_at=at,
+        )  # fmt: skip
 
     def _resolve(
         self,

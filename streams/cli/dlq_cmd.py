@@ -5,12 +5,16 @@ marks the letters replayed (see :mod:`streams.dlq_store`). A letter whose record
 be fixed on the way: ``--value-json FILE`` gives the corrected record as JSON, encoded with
 the original topic's schema. ``discard`` closes letters that need nothing more (a test event,
 a payment settled by hand), with a reason: they stop counting as pending.
+
+A letter with a ``retry_at`` is replayed by the bus itself then (:mod:`streams.auto_replay`):
+``list`` shows it ``retrying at ...`` (``(overdue)`` once it waited well past it), ``show``
+prints the time. Replaying or discarding it by hand first is fine: the marker closes it.
 """
 
 from __future__ import annotations
 
 import json
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -18,6 +22,7 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
+from streams import auto_replay
 from streams.cli.common import console, fail, settings_of
 from streams.codec import AvroCodec
 from streams.dlq_store import Letter, collect, discard, read_dlq, replay, replay_order, select
@@ -50,8 +55,12 @@ def list_letters(
         bool, typer.Option("--pending", help="Hide replayed and discarded letters.")
     ] = False,
 ) -> None:
-    """Dead letters, oldest first; replayed and discarded ones are flagged (or hidden)."""
-    letters = _letters(settings_of(ctx))
+    """Dead letters, oldest first; replayed and discarded ones are flagged (or hidden), and
+    those the bus replays by itself say when."""
+    settings = settings_of(ctx)
+    letters = _letters(settings)
+    now = datetime.now(UTC)
+    grace = auto_replay.overdue_after(settings.ops.dlq_auto_replay_interval_s)
     shown = [lt for lt in letters.values() if not (pending and lt.resolved)]
     table = Table(title=f"{len(shown)} dead letter(s)", title_justify="left")
     for name in (
@@ -62,7 +71,7 @@ def list_letters(
         "reason",
         "attempts",
         "failed_at",
-        "closed",
+        "state",
     ):
         table.add_column(name, overflow="fold")
     for lt in sorted(shown, key=lambda x: x.record["failed_at"]):
@@ -72,7 +81,7 @@ def list_letters(
             f"{r['original_topic']}[{r['original_partition']}]@{r['original_offset']}",
             r.get("aggregate_id") or "", str(r["reason"])[:80], str(r.get("attempts", 1)),
             r["failed_at"].isoformat(timespec="seconds"),
-            lt.resolution or "",  # when and why: `dlq show`
+            lt.resolution or auto_replay.describe(r, now, grace),  # when and why: `dlq show`
             style="dim" if lt.resolved else None,
         )  # fmt: skip
     console.print(table)
@@ -102,11 +111,13 @@ def show(ctx: typer.Context, letter_id: Annotated[str, typer.Argument(help="Its 
         fail(f"no dead letter {letter_id!r} (see `paybus dlq list`)")
     r = letter.record
     for name in ("dead_letter_id", "stage", "original_topic", "original_partition",
-                 "original_offset", "aggregate_id", "reason", "attempts", "failed_at"):  # fmt: skip
+                 "original_offset", "aggregate_id", "reason", "attempts", "failed_at",
+                 "retry_at"):  # fmt: skip
         value = r.get(name)
         shown = value.isoformat() if isinstance(value, datetime) else value
         console.print(f"[bold]{name}:[/] {escape(str(shown))}", highlight=False)
-    closed = "no (pending)"
+    grace = auto_replay.overdue_after(settings.ops.dlq_auto_replay_interval_s)
+    closed = f"no ({auto_replay.describe(r, datetime.now(UTC), grace) or 'pending'})"
     if letter.resolved_at is not None:  # the marker's reason says how: "replayed to T" ...
         closed = f"{letter.resolved_at.isoformat()}, {letter.resolution_reason}"
     console.print(f"[bold]closed:[/] {escape(closed)}", highlight=False)

@@ -18,12 +18,14 @@ synchronous HTTP call each, and gets back exactly what happened.
 - ``POST /_sandbox/deliver_webhooks``-> what was sent: batches (ids, raw body, signature,
   receiver's status) and the ids dropped
 - ``GET  /_sandbox/outbox``          -> ids of events not yet delivered
+- ``POST|GET|DELETE /_sandbox/faults`` -> arm, list, disarm injected API failures (``faults``)
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 from collections.abc import AsyncIterator
 from typing import Any
@@ -33,7 +35,7 @@ from aiohttp import web
 from . import webhooks
 from .clock import DAY_MS, format_ms, parse_time
 from .errors import api_usage, invalid_state, not_found
-from .state import DELIVERY_LOCK, ENGINE, SESSION, SETTINGS
+from .state import DELIVERY_LOCK, ENGINE, FAULTS, SESSION, SETTINGS
 from .store import Json
 
 log = logging.getLogger(__name__)
@@ -117,6 +119,20 @@ async def outbox(request: web.Request) -> web.Response:
     return web.json_response({"event_ids": [e["id"] for e in request.app[ENGINE].store.outbox()]})
 
 
+async def add_fault(request: web.Request) -> web.Response:
+    fault = request.app[FAULTS].add(await _json(request))
+    return web.json_response(dataclasses.asdict(fault))
+
+
+async def list_faults(request: web.Request) -> web.Response:
+    return web.json_response(request.app[FAULTS].to_json())
+
+
+async def clear_faults(request: web.Request) -> web.Response:
+    request.app[FAULTS].clear()
+    return web.json_response(request.app[FAULTS].to_json())
+
+
 def admin_routes() -> list[web.RouteDef]:
     return [
         web.get("/_sandbox/health", health),
@@ -127,6 +143,9 @@ def admin_routes() -> list[web.RouteDef]:
         web.post("/_sandbox/webhooks", set_webhooks),
         web.post("/_sandbox/deliver_webhooks", deliver),
         web.get("/_sandbox/outbox", outbox),
+        web.post("/_sandbox/faults", add_fault),
+        web.get("/_sandbox/faults", list_faults),
+        web.delete("/_sandbox/faults", clear_faults),
     ]
 
 

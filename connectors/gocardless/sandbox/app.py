@@ -7,7 +7,8 @@ answer 201 ``{"payments": {...}}``, lists ``{"payments": [...], "meta": {"cursor
 path, because the client retries non-JSON answers as if the network had failed.
 
 Admin routes (``/_sandbox/...``) take no API token; if the sandbox was given an
-``admin_token`` they require header ``X-Sandbox-Admin-Token`` instead.
+``admin_token`` they require header ``X-Sandbox-Admin-Token`` instead. An authenticated API
+request may be answered by an injected fault instead (``/_sandbox/faults``, see ``faults``).
 """
 
 from __future__ import annotations
@@ -24,9 +25,10 @@ from aiohttp import web
 from .admin import admin_routes, background
 from .clock import canonical_time
 from .errors import ApiProblem, api_usage, idempotent_conflict, not_found
+from .faults import Faults
 from .lifecycle import Engine
 from .resources import CREATORS, lookup_bank_details, update
-from .state import DELIVERY_LOCK, ENGINE, SESSION, SETTINGS, SandboxSettings
+from .state import DELIVERY_LOCK, ENGINE, FAULTS, SESSION, SETTINGS, SandboxSettings
 from .store import Filter, Json, Store
 
 log = logging.getLogger(__name__)
@@ -78,6 +80,8 @@ async def gocardless_errors(request: web.Request, handler: Handler) -> web.Strea
         return _answer(
             api_usage(401, reason, "Unauthorized: a valid Bearer token is required"), request_id
         )
+    elif (fault := request.app[FAULTS].take(request.method, request.path)) is not None:
+        return _answer(fault, request_id)
     try:
         return await handler(request)
     except ApiProblem as problem:
@@ -237,6 +241,7 @@ def build_app(store: Store, settings: SandboxSettings | None = None) -> web.Appl
     app[SETTINGS] = settings or SandboxSettings()
     app[ENGINE] = Engine(store, app[SETTINGS].step_ms)
     app[DELIVERY_LOCK] = asyncio.Lock()
+    app[FAULTS] = Faults()
     for rtype in EQUALITY:
         app.add_routes(resource_routes(rtype))
     app.add_routes(

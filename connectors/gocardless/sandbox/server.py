@@ -136,6 +136,26 @@ class RunningSandbox:
         result: Json = self.admin("POST", "/_sandbox/deliver_webhooks", {})
         return result
 
+    def inject_faults(
+        self, path_prefix: str, count: int = 1, status: int = 503, method: str | None = None
+    ) -> Json:
+        """Answer the next ``count`` API requests under ``path_prefix`` with ``status``."""
+        body: Json = {"path_prefix": path_prefix, "count": count, "status": status}
+        if method is not None:
+            body["method"] = method
+        result: Json = self.admin("POST", "/_sandbox/faults", body)
+        return result
+
+    def faults(self) -> Json:
+        """The faults still armed, and how many requests were answered by one."""
+        result: Json = self.admin("GET", "/_sandbox/faults")
+        return result
+
+    def clear_faults(self) -> Json:
+        """Disarm every fault."""
+        result: Json = self.admin("DELETE", "/_sandbox/faults")
+        return result
+
 
 def start_sandbox(
     port: int = 0,

@@ -9,6 +9,7 @@ import aiohttp
 from aiohttp import web
 
 from .clock import DAY_MS
+from .faults import Faults
 from .lifecycle import Engine
 
 
@@ -32,3 +33,4 @@ ENGINE = web.AppKey("engine", Engine)
 SETTINGS = web.AppKey("settings", SandboxSettings)
 SESSION = web.AppKey("session", aiohttp.ClientSession)
 DELIVERY_LOCK = web.AppKey("delivery_lock", asyncio.Lock)
+FAULTS = web.AppKey("faults", Faults)

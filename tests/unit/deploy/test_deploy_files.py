@@ -74,6 +74,7 @@ def defined_metrics() -> dict[str, set[str]]:
     for name in lag_metrics.METRIC_NAMES:
         names[name] = set(lag_metrics.LABELS)
     names[dlq_watch.PENDING] = {"stage"}
+    names[dlq_watch.SCHEDULED] = {"stage"}
     return names
 
 

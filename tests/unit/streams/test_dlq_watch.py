@@ -11,7 +11,7 @@ import pytest
 from kafka import TopicPartition
 from kafka.errors import KafkaError
 
-from streams.dlq_watch import DlqWatch
+from streams.dlq_watch import PENDING, DlqWatch
 
 NOW = datetime(2026, 12, 4, 12, 0, tzinfo=UTC)
 
@@ -45,8 +45,10 @@ class _Consumer:
         pass
 
 
-def _samples(watch: DlqWatch) -> list[tuple[dict[str, str], float]]:
-    return [(s.labels, s.value) for family in watch.collect() for s in family.samples]
+def _samples(watch: DlqWatch, name: str = PENDING) -> list[tuple[dict[str, str], float]]:
+    return [
+        (s.labels, s.value) for family in watch.collect() for s in family.samples if s.name == name
+    ]
 
 
 def test_a_scrape_does_not_wait_for_a_refresh_reading_kafka() -> None:

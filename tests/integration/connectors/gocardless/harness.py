@@ -1,10 +1,12 @@
 """The GoCardless contract harness, and a fault-injecting proxy in front of the sandbox.
 
-The sandbox has no fault switch, so :class:`FaultProxy` sits between the connector and the
-sandbox: it forwards every request unchanged, except that :meth:`FaultProxy.fail_next` makes
-it answer the next requests with a GoCardless-shaped error (``{"error": {...}}`` with a
-``request_id``, as the real API sends), either instead of forwarding or *after* forwarding
-(the request reached GoCardless but the answer was lost: the crash-in-flight case).
+The sandbox's own fault switch (``/_sandbox/faults``) fails requests before handling them;
+these tests also need an answer lost *after* GoCardless acted, so :class:`FaultProxy` sits
+between the connector and the sandbox: it forwards every request unchanged, except that
+:meth:`FaultProxy.fail_next` makes it answer the next requests with a GoCardless-shaped error
+(``{"error": {...}}`` with a ``request_id``, as the real API sends), either instead of
+forwarding or *after* forwarding (the request reached GoCardless but the answer was lost: the
+crash-in-flight case).
 """
 
 from __future__ import annotations

@@ -249,3 +249,36 @@ def test_restart_with_the_same_file_keeps_data(tmp_path: Path) -> None:
     with sqlite3.connect(db) as conn:
         count = conn.execute("SELECT COUNT(*) FROM resources WHERE type = 'payments'").fetchone()
     assert count == (2,)
+
+
+def test_injected_faults_fail_the_next_requests_under_a_path_then_it_recovers(
+    sandbox: RunningSandbox, client: gocardless_pro.Client
+) -> None:
+    from connectors.gocardless.client import map_error
+    from connectors.gocardless.sandbox.server import SandboxAdminError
+
+    mandate = make_mandate(client)
+    payment = make_payment(client, mandate.id)
+    armed = sandbox.inject_faults("/payments/", count=2)
+    assert armed == {"id": 1, "path_prefix": "/payments/", "remaining": 2, "status": 503,
+                     "method": None}  # fmt: skip
+    with pytest.raises(errors.GoCardlessInternalError) as failed:
+        client.payments.get(payment.id)
+    assert map_error(failed.value).should_retry  # what the connector raises: TransientError
+    assert client.mandates.get(mandate.id).id == mandate.id  # another path is served
+    with pytest.raises(errors.GoCardlessInternalError):
+        client.payments.get(payment.id)
+    assert client.payments.get(payment.id).id == payment.id  # used up: served again
+    assert sandbox.faults() == {"faults": [], "injected": 2}
+
+    sandbox.inject_faults("/payouts", count=5, status=429, method="get")
+    with pytest.raises(errors.RateLimitError):
+        list(client.payouts.all())
+    assert sandbox.faults()["faults"][0]["remaining"] == 4
+    assert sandbox.clear_faults()["faults"] == []
+    assert list(client.payouts.all()) == []
+    for bad in ({"path_prefix": "payments"}, {"path_prefix": "/_sandbox/"},
+                {"path_prefix": "/payments", "status": 404}, {"count": 1}):  # fmt: skip
+        with pytest.raises(SandboxAdminError) as refused:
+            sandbox.admin("POST", "/_sandbox/faults", bad)
+        assert refused.value.status == 400, bad

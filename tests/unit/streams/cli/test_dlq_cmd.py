@@ -113,3 +113,29 @@ def test_what_show_prints_can_be_fixed_and_replayed_as_is(
     assert result.exit_code == 0, result.output
     sent = codec.decode(replayed[0]["L1"], "CrmChange")
     assert sent["occurred_at"] == original["occurred_at"] and sent["amount_minor"] == 1250
+
+
+def test_list_says_when_the_bus_replays_a_letter_by_itself(
+    clean_env: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from datetime import timedelta
+
+    base = {
+        "stage": "normaliser", "original_topic": "paybus.psp.webhooks", "original_partition": 0,
+        "aggregate_id": None, "reason": "gocardless answered 503", "attempts": 1,
+        "failed_at": datetime.now(UTC),
+    }  # fmt: skip
+    at = datetime.now(UTC).replace(microsecond=0) + timedelta(minutes=1)
+    letters = {
+        "W1": Letter({**base, "dead_letter_id": "W1", "original_offset": 1, "retry_at": at}),
+        "W2": Letter({**base, "dead_letter_id": "W2", "original_offset": 2, "retry_at": None}),
+    }
+    monkeypatch.setattr(dlq_cmd, "_letters", lambda settings: letters)
+    shown = CliRunner().invoke(app, ["dlq", "list"], terminal_width=250)
+    assert shown.exit_code == 0, shown.output
+    # the table folds long cells onto the next line: compare the rows without layout
+    rows = "".join(shown.stdout.split()).replace("│", "").split("W2")
+    assert rows[0].endswith(f"retryingat{at.isoformat()}".replace(" ", ""))
+    assert "retrying" not in rows[1]
+    details = CliRunner().invoke(app, ["dlq", "show", "W1"], terminal_width=250)
+    assert f"closed: no (retrying at {at.isoformat()})" in details.stdout
