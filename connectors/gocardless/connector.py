@@ -26,7 +26,7 @@ from connectors.base import (
     VerifiedWebhook,
     idempotency_key,
 )
-from connectors.errors import NotFoundError, PermanentError
+from connectors.errors import AuthenticationError, NotFoundError, PermanentError
 from connectors.gocardless import transformers as tf
 from connectors.gocardless.bank_details import BankAccountToken, register_bank_account
 from connectors.gocardless.client import GoCardlessApi
@@ -152,7 +152,16 @@ class GoCardlessConnector(PspConnector):
         )
 
     def _cancel(self, command: PaymentCommand) -> CommandResult:
-        """Cancel a payment or mandate; a re-delivered cancel finds it cancelled, not an error."""
+        """Cancel a payment or mandate; a re-delivered cancel finds it cancelled, not an error.
+
+        A refused cancel is answered with the resource's actual status, read back, whatever
+        GoCardless's reason: ``cancellation_failed`` (past cancelling: submitted to the
+        banks, confirmed) or any other refusal of a request GoCardless understood (a
+        validation error, a state this code does not know). Raised, a refusal became the
+        payment's ``failed`` while the debit went on. A refusal of a resource still
+        cancellable carries GoCardless's words as the reason, as the Stripe connector's does.
+        Only a resource GoCardless does not know, or credentials it does not accept, are
+        raised: no status can be read back."""
         target = command.psp_object_id or (
             command.mandate_ref if command.aggregate_type == "mandate" else None
         )
@@ -168,20 +177,21 @@ class GoCardlessConnector(PspConnector):
         get = self.api.get_mandate if is_mandate else self.api.get_payment
         try:
             resource = self._retry(lambda: cancel(target, metadata))
+        except (NotFoundError, AuthenticationError):
+            raise
         except PermanentError as exc:
-            if exc.code != "cancellation_failed":
-                raise
             resource = self._retry(lambda: get(target))
             status = tf.resource_status(command.aggregate_type, resource)
             if status != "cancelled":
-                # Past cancelling (submitted to the banks, confirmed): its actual status is
-                # the answer. Raised, the refusal became the payment's ``failed`` while the
-                # debit went on: a collected payment shown failed, raised again by staff.
                 log.warning("GoCardless refused to cancel %s %s: it is %s (%s)",
                             command.aggregate_type, target, status, exc)  # fmt: skip
                 event = tf.command_event(
                     command, command.aggregate_type, resource, occurred_at=self._now()
                 )
+                if exc.code != "cancellation_failed" and not event.reason:
+                    # Not a state refusal: the payment may still go on or be cancelled later;
+                    # GoCardless's words (they name fields, never values) tell staff why.
+                    event = event.derive(reason=f"gocardless refused the cancel: {exc.message}")
                 return CommandResult(psp_object_id=target, events=[event])
         return self._answer(command, command.aggregate_type, resource, "cancelled")
 

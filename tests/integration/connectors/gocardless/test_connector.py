@@ -257,6 +257,28 @@ def test_command_redelivered_after_a_crash_creates_one_payment(
     assert (payment.amount, payment.currency) == (1500, "GBP")
 
 
+def test_a_cancel_refused_for_another_reason_answers_the_status_with_gocardless_words(
+    harness: GoCardlessHarness, proxy: FaultProxy
+) -> None:
+    """Not ``cancellation_failed`` (this code knows that one): any other refusal of a request
+    GoCardless understood. Raised, it became the payment's ``failed`` while the debit went on."""
+    created = harness.new_connector().execute(harness.payment_command())
+    assert created.psp_object_id
+    cancel = harness.command("cancel", psp_object_id=created.psp_object_id)
+    proxy.fail_next(422)  # the cancel, refused with a reason the connector has no case for
+
+    answer = harness.new_connector().execute(cancel)
+
+    [event] = answer.events
+    assert (event.status, answer.psp_object_id) == ("pending_submission", created.psp_object_id)
+    assert event.reason and event.reason.startswith("gocardless refused the cancel: ")
+    assert "injected HTTP 422" in event.reason
+    assert harness.client.payments.get(created.psp_object_id).status == "pending_submission"
+    # Nothing was cancelled and nothing failed: asked again, GoCardless cancels it.
+    again = harness.new_connector().execute(cancel)
+    assert [e.status for e in again.events] == ["cancelled"]
+
+
 def test_redelivered_refund_makes_one_refund(harness: GoCardlessHarness) -> None:
     connector = harness.new_connector()
     payment = harness.payment_command()
