@@ -202,7 +202,6 @@ PAGE_EXPIRY = Counter(
     "overtaken (paid or failed at the last second).",
     ["outcome"],
 )
-DLQ_REPLAYED = Counter("paybus_dlq_replayed_total", "Dead letters replayed by operators.")
 DLQ_AUTO_REPLAYS = Counter(
     "paybus_dlq_auto_replays_total",
     "Dead letters the ops role replayed by itself at their retry_at, by the stage that sent "
