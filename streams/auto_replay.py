@@ -6,9 +6,14 @@ after the connector's own in-call retries (a 5xx, a timeout, a rate limit), noth
 with the webhook: asked again a little later, the PSP answers. Dead-lettering it for an
 operator left the payment's status stale until someone ran ``paybus dlq replay``.
 
-So such a letter carries ``retry_at``: the ops role replays it then, through the same code
+So such a letter carries ``retry_at`` and the ops role replays it then, through the same code
 path as ``paybus dlq replay`` (original bytes to the original topic and partition, then a
-replay marker closing the letter, see :mod:`streams.dlq_store`). The replayed record carries
+replay marker closing the letter, see :mod:`streams.dlq_store`). The time travels in a Kafka
+header (:data:`RETRY_AT_HEADER`), not in a field of the ``DeadLetter`` schema: a worker or CLI
+of an earlier release (a rolling upgrade, a rollback) knows only the released schema and
+could not decode such a letter at all, so its DLQ gauge skipped it (a webhook never normalised,
+and no alert) and its ``paybus dlq list`` failed on it. Without the header the letter is an
+ordinary one, waiting for an operator. The replayed record carries
 the number of automatic replays so far in a Kafka header (:data:`REPLAY_ATTEMPT_HEADER`), so
 when it fails again its letter is scheduled with the schedule's next delay; the letter's
 ``attempts`` says the same to whoever reads the DLQ. Once the schedule is used up, the letter
@@ -23,7 +28,7 @@ from __future__ import annotations
 
 import random
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from connectors.errors import ConnectorError
@@ -33,6 +38,11 @@ from streams.parking import exhausted, retry_due
 #: it, this one included (absent: the original, or a replay by an operator, which starts the
 #: schedule afresh: whoever replays by hand has fixed something).
 REPLAY_ATTEMPT_HEADER = "x-paybus-replay-attempt"
+
+#: Kafka header of a dead letter the ops role replays by itself: when, in milliseconds since
+#: the epoch (ASCII digits, as Avro's timestamp-millis counts). Absent or garbled: the letter
+#: waits for an operator.
+RETRY_AT_HEADER = "x-paybus-retry-at"
 
 #: ``paybus_events_total`` outcomes of a webhook the normaliser could not map: a letter the
 #: bus replays by itself, one whose automatic replays are used up, one that will never map.
@@ -55,22 +65,43 @@ OVERDUE_MIN = timedelta(minutes=5)
 OVERDUE_TICKS = 10
 
 
-def replays_of(headers: Iterable[tuple[str, bytes]] | Mapping[str, bytes] | None) -> int:
-    """The automatic replays a record's headers say came before it (0 for an original).
+Headers = Iterable[tuple[str, bytes]] | Mapping[str, bytes] | None
 
-    Takes Kafka headers as a list of pairs (aiokafka, kafka-python) or a mapping. A value
-    that is not a non-negative integer counts as 0: the schedule starts again, which is
-    bounded, where trusting a garbled count could not be."""
+
+def _number(headers: Headers, header: str) -> int | None:
+    """The non-negative integer in ``header`` (None when absent or not one). Takes Kafka
+    headers as a list of pairs (aiokafka, kafka-python) or a mapping."""
     pairs = headers.items() if isinstance(headers, Mapping) else headers or ()
     for name, value in pairs:
-        if name != REPLAY_ATTEMPT_HEADER:
+        if name != header:
             continue
         try:
-            count = int(bytes(value).decode("ascii"))
+            number = int(bytes(value).decode("ascii"))
         except (TypeError, ValueError, UnicodeDecodeError):
-            return 0
-        return max(count, 0)
-    return 0
+            return None
+        return number if number >= 0 else None
+    return None
+
+
+def replays_of(headers: Headers) -> int:
+    """The automatic replays a record's headers say came before it (0 for an original).
+
+    A value that is not a non-negative integer counts as 0: the schedule starts again, which
+    is bounded, where trusting a garbled count could not be."""
+    return _number(headers, REPLAY_ATTEMPT_HEADER) or 0
+
+
+def retry_at_headers(at: datetime | None) -> list[tuple[str, bytes]]:
+    """The Kafka headers of a dead letter replayed automatically at ``at`` (none for None)."""
+    if at is None:
+        return []
+    return [(RETRY_AT_HEADER, str(int(at.timestamp() * 1000)).encode())]
+
+
+def retry_at_of(headers: Headers) -> datetime | None:
+    """When a dead letter's headers say the ops role replays it (None: an operator does)."""
+    millis = _number(headers, RETRY_AT_HEADER)
+    return None if millis is None else datetime.fromtimestamp(millis / 1000, UTC)
 
 
 def is_retryable(exc: BaseException | None) -> bool:

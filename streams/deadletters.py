@@ -39,7 +39,6 @@ def make_dead_letter(
     error_log: Sequence[str] = (),
     attempts: int = 1,
     part: str | None = None,
-    retry_at: datetime | None = None,
 ) -> DeadLetter:
     return DeadLetter(
         dead_letter_id=dead_letter_id(topic, partition, offset, part),
@@ -54,5 +53,4 @@ def make_dead_letter(
         error_log=[redact(line) for line in error_log] or [redact(reason)],
         attempts=attempts,
         failed_at=datetime.now(UTC),
-        retry_at=retry_at,
     )

@@ -25,6 +25,7 @@ from typing import Any
 
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 
+from streams import auto_replay
 from streams.codec import AvroCodec
 from streams.lag import end_offsets_from_fetch
 from streams.redaction import redact
@@ -141,6 +142,16 @@ def select(
     ]
 
 
+def decode_letter(codec: AvroCodec, value: bytes, headers: auto_replay.Headers) -> dict[str, Any]:
+    """A DLQ record decoded, with its ``retry_at`` (None unless its headers schedule an
+    automatic replay; never on a marker). The time is a header, not a schema field, so the
+    release's readers read the letter too (see :mod:`streams.auto_replay`)."""
+    record: dict[str, Any] = codec.decode(value, "DeadLetter")
+    scheduled = record.get("stage") not in RESOLUTIONS
+    record["retry_at"] = auto_replay.retry_at_of(headers) if scheduled else None
+    return record
+
+
 def read_dlq(bootstrap: str, topic: str, timeout_s: float = 10.0) -> list[dict[str, Any]]:
     """Every record of the DLQ topic, decoded, in (partition, offset) order."""
     codec = AvroCodec()
@@ -168,7 +179,7 @@ def read_dlq(bootstrap: str, topic: str, timeout_s: float = 10.0) -> list[dict[s
                 for msg in batch:
                     if msg.value is None:
                         continue
-                    record = codec.decode(msg.value, "DeadLetter")
+                    record = decode_letter(codec, msg.value, msg.headers)
                     by_tp[tp.partition].append((msg.offset, record))
             if not polled and datetime.now(UTC).timestamp() > deadline:
                 break
@@ -238,16 +249,15 @@ def _mark(
     now = datetime.now(UTC)
     for letter in letters:
         marker = {
-            **letter.record,
+            # not retry_at: a header of the letter, not a field (and a closed letter is
+            # replayed by no one)
+            **{k: v for k, v in letter.record.items() if k != "retry_at"},
             "stage": resolution,
             # an operator's --reason is free text entering a record: masked like a PSP's
             "reason": redact(reason(letter)),
             "failed_at": now,
             "value": b"",
             "error_log": [],
-            # a closed letter is replayed by no one: and without it the marker is written
-            # with the released schema, which every worker of a rolling upgrade reads
-            "retry_at": None,
         }
         producer.send(dlq_topic, key=letter.id.encode(), value=codec.encode("DeadLetter", marker))
         letter.resolved_at, letter.resolution = now, resolution

@@ -30,7 +30,7 @@ from prometheus_client.registry import Collector
 
 from streams import auto_replay, metrics
 from streams.codec import AvroCodec
-from streams.dlq_store import REPLAYED, RESOLUTIONS, Ledger, Letter
+from streams.dlq_store import REPLAYED, RESOLUTIONS, Ledger, Letter, decode_letter
 from streams.partition_read import behind, drain
 
 log = logging.getLogger(__name__)
@@ -211,14 +211,16 @@ class DlqWatch(Collector):
         if not tps:
             return False
         for message in drain(consumer, tps, self.timeout_s):
-            self._add(message.value, message.partition)
+            self._add(message.value, message.partition, message.headers)
         return not behind(consumer, tps)
 
-    def _add(self, value: bytes | None, partition: int = 0) -> None:
+    def _add(
+        self, value: bytes | None, partition: int = 0, headers: auto_replay.Headers = None
+    ) -> None:
         if value is None:
             return  # a tombstone: nothing was dead-lettered by it
         try:
-            record: dict[str, Any] = self._codec.decode(value, "DeadLetter")
+            record = decode_letter(self._codec, value, headers)
         except Exception as exc:
             self.undecodable += 1
             log.warning("%s holds a record that is not a DeadLetter (not counted): %s",

@@ -149,7 +149,6 @@ class DeadLetter(_PaybusRecord, serializer=codec_name("DeadLetter")):
     aggregate_id: str | None = None
     error_log: list[str] | None = None
     attempts: int = 1
-    retry_at: datetime | None = None
 
 
 RECORDS: dict[str, type[_PaybusRecord]] = {

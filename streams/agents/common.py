@@ -17,7 +17,7 @@ from faust.types import EventT
 from connectors import registry
 from connectors.base import PspConnector
 from connectors.errors import ConnectorError
-from streams import metrics
+from streams import auto_replay, metrics
 from streams.app import PaybusApp
 from streams.deadletters import make_dead_letter
 from streams.records import PaymentEvent
@@ -136,7 +136,8 @@ async def send_dead_letter(
     was handled (a held event the sequencer gives up on): the letter carries that value under
     the letter id ``event``'s position plus ``part``, with ``event``'s key (same partition).
 
-    ``retry_at`` schedules the ops role's automatic replay (:mod:`streams.auto_replay`). Such
+    ``retry_at`` schedules the ops role's automatic replay (:mod:`streams.auto_replay`; it
+    travels as a header, so the release's readers see an ordinary letter). Such
     a letter is not counted in ``paybus_dead_letters_total``: that counter feeds the
     ``PaybusDeadLetters`` alert, which says a human is needed, and a PSP blip the bus heals
     by itself needs none (its stage counts it, e.g. the normaliser's ``retrying`` outcome).
@@ -155,7 +156,6 @@ async def send_dead_letter(
         attempts=attempts,
         error_log=error_log or [reason],
         part=part,
-        retry_at=retry_at,
     )
     if retry_at is None:
         metrics.DEAD_LETTERS.labels(stage).inc()
@@ -165,6 +165,7 @@ async def send_dead_letter(
         app.topic_map.dlq.name,
         key=letter.dead_letter_id.encode(),
         value=letter,
+        headers=auto_replay.retry_at_headers(retry_at) or None,
     )
 
 

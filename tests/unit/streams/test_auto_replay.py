@@ -111,24 +111,28 @@ def test_a_letter_waits_for_the_bus_until_it_is_overdue() -> None:
 CODEC = AvroCodec()
 
 
-def letter(offset: int, retry_at: datetime | None, *, stage: str = "normaliser") -> bytes:
+Record = tuple[bytes, list[tuple[str, bytes]]]
+
+
+def letter(offset: int, retry_at: datetime | None, *, stage: str = "normaliser") -> Record:
+    """A DLQ record as written: (value, headers)."""
     record = make_dead_letter(
         topic="paybus.psp.webhooks", partition=0, offset=offset, key=b"PO1", value=b"webhook",
-        stage=stage, reason="gocardless answered 503", retry_at=retry_at,
+        stage=stage, reason="gocardless answered 503",
     ).asdict()  # fmt: skip
-    return CODEC.encode("DeadLetter", record)
+    return CODEC.encode("DeadLetter", record), auto_replay.retry_at_headers(retry_at)
 
 
-def marker(offset: int) -> bytes:
-    record = CODEC.decode(letter(offset, None), "DeadLetter")
-    return CODEC.encode("DeadLetter", {**record, "stage": REPLAYED, "value": b""})
+def marker(offset: int) -> Record:
+    record = CODEC.decode(letter(offset, None)[0], "DeadLetter")
+    return CODEC.encode("DeadLetter", {**record, "stage": REPLAYED, "value": b""}), []
 
 
-def watch_of(*values: tuple[int, bytes], keep: int = 10) -> DlqWatch:
-    """A watch fed ``(DLQ partition, value)`` records, as if read to the end at ``NOW``."""
+def watch_of(*records: tuple[int, Record], keep: int = 10) -> DlqWatch:
+    """A watch fed ``(DLQ partition, record)``, as if read to the end at ``NOW``."""
     watch = DlqWatch("unused:9092", "dlq", keep=keep)
-    for partition, value in values:
-        watch._add(value, partition)
+    for partition, (value, headers) in records:
+        watch._add(value, partition, headers)
     watch._at_end = watch.caught_up = True
     watch._pending, watch._scheduled = watch._count(NOW)
     return watch
