@@ -197,11 +197,17 @@ def replay(
     headers: Callable[[Letter], list[tuple[str, bytes]]] | None = None,
     how: str = "replayed",
 ) -> list[Letter]:
-    """Re-inject ``letters`` in replay order (``values`` overrides fixed ones), then mark them.
+    """Re-inject ``letters`` in replay order (``values`` overrides fixed ones), marking each
+    once its record is delivered.
 
-    ``headers`` gives each re-injected record its Kafka headers (the automatic replay's
-    count, see :mod:`streams.auto_replay`); ``how`` starts the markers' reason."""
+    A failure half-way raises, with the letters delivered so far marked (``resolved``): the
+    next try, an operator's or the ops role's next tick, re-injects only the rest. Marked
+    only at the end, every delivered letter was re-injected again by each try for as long as
+    a later one failed. ``headers`` gives each re-injected record its Kafka headers (the
+    automatic replay's count, see :mod:`streams.auto_replay`); ``how`` starts the markers'
+    reason."""
     ordered = replay_order(letters)
+    codec = AvroCodec()
     producer = KafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=5)
     try:
         for letter in ordered:
@@ -214,8 +220,8 @@ def replay(
                 partition=rec["original_partition"],
                 headers=headers(letter) if headers is not None else None,
             ).get(timeout=30)  # one at a time: order within the partition is the point
-        _mark(producer, dlq_topic, ordered, REPLAYED,
-              lambda lt: f"{how} to {lt.record['original_topic']}")  # fmt: skip
+            _mark(producer, dlq_topic, [letter], REPLAYED,
+                  lambda lt: f"{how} to {lt.record['original_topic']}", codec)  # fmt: skip
         producer.flush(30)
     finally:
         producer.close()
@@ -243,9 +249,10 @@ def _mark(
     letters: Sequence[Letter],
     resolution: str,
     reason: Callable[[Letter], str],
+    codec: AvroCodec | None = None,
 ) -> None:
     """Queue one marker per letter (keyed by its id, so compaction keeps the marker)."""
-    codec = AvroCodec()
+    codec = codec or AvroCodec()
     now = datetime.now(UTC)
     for letter in letters:
         marker = {

@@ -90,12 +90,13 @@ class DlqStage:
                 self.bootstrap, self.watch.topic, due,
                 headers=_headers, how="replayed automatically",
             )  # fmt: skip
-        except Exception as exc:  # not marked: due again at the next tick
-            for letter in due:
+        except Exception as exc:  # those not marked are due again at the next tick
+            done = [letter for letter in due if letter.resolved]
+            failed = [letter for letter in due if not letter.resolved]
+            for letter in failed:
                 metrics.DLQ_AUTO_REPLAYS.labels(_stage(letter), auto_replay.FAILED).inc()
             log.warning("automatic replay of %d dead letter(s) failed (next tick tries again): "
-                        "%s", len(due), exc)  # fmt: skip
-            return
+                        "%s", len(failed), exc)  # fmt: skip
         self.watch.closed(done)
         for letter in done:
             metrics.DLQ_AUTO_REPLAYS.labels(_stage(letter), auto_replay.REPLAYED).inc()

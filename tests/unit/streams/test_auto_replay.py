@@ -229,3 +229,29 @@ def test_a_later_copy_for_an_operator_replaces_a_scheduled_one() -> None:
     watch = watch_of((0, letter(1, NOW)), (0, letter(1, None)))
     assert watch.due(NOW, everything) == [] and watch._kept == {}
     assert gauges(watch)[PENDING] == {"normaliser": 1}
+
+
+def test_a_replay_failing_half_way_closes_the_letters_it_replayed(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from types import SimpleNamespace
+
+    from streams.agents import dlq
+
+    watch = watch_of((0, letter(1, NOW)), (0, letter(2, NOW)))
+    monkeypatch.setattr(watch, "refresh", lambda: None)
+
+    def replay_one_then_fail(_bootstrap: str, _topic: str, due: list[Any], **_: Any) -> None:
+        due[0].resolved_at = NOW  # delivered and marked (dlq_store.replay marks as it goes)
+        raise TimeoutError("no ack within 30 s")
+
+    monkeypatch.setattr(dlq, "replay", replay_one_then_fail)
+    stage = object.__new__(dlq.DlqStage)
+    stage.bootstrap, stage.watch = "unused:9092", watch
+    stage.status_topic = SimpleNamespace(partitions=8)  # type: ignore[assignment]
+    failed = metrics.DLQ_AUTO_REPLAYS.labels("normaliser", auto_replay.FAILED)
+    before = failed._value.get()
+    stage._replay_due(frozenset(range(8)))
+    # the next tick replays only the letter that failed
+    assert [lt.id for lt in watch.due(NOW, everything)] == ["paybus.psp.webhooks:0:2"]
+    assert failed._value.get() - before == 1

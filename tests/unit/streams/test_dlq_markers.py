@@ -115,3 +115,36 @@ def test_a_letter_for_an_operator_has_no_retry_at() -> None:
         stage="router", reason="refused",
     ).asdict())  # fmt: skip
     assert dlq_store.decode_letter(codec, data, None)["retry_at"] is None
+
+
+class _FailingSecond(_ReplayProducer):
+    """Delivers the first re-injected record; the second's delivery fails (a broker blip)."""
+
+    def send(self, topic: str, *, key: bytes, value: bytes, **kwargs: Any) -> _Sent:
+        replayed = [t for t, _key, _value in _ReplayProducer.sent if t != "paybus.dlq"]
+        if topic != "paybus.dlq" and len(replayed) == 1:
+            raise TimeoutError("no ack within 30 s")
+        return super().send(topic, key=key, value=value, **kwargs)
+
+
+def test_a_replay_failing_half_way_marks_what_it_delivered(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # unmarked, the delivered letters were re-injected again by the next try (the ops role's
+    # next tick, every few seconds for as long as the later letter failed; a webhook whose PSP
+    # still failed then left one more letter, with a schedule of its own, each time)
+    monkeypatch.setattr(dlq_store, "KafkaProducer", _FailingSecond)
+    _ReplayProducer.sent, _ReplayProducer.details = [], []
+
+    def letter(offset: int) -> Letter:
+        return Letter(make_dead_letter(
+            topic="paybus.psp.webhooks", partition=0, offset=offset, key=b"PO1", value=b"w",
+            stage="normaliser", reason="503",
+        ).asdict())  # fmt: skip
+
+    first, second = letter(1), letter(2)
+    with pytest.raises(TimeoutError):
+        dlq_store.replay("unused:9092", "paybus.dlq", [first, second])
+    topics = [topic for topic, _key, _value in _ReplayProducer.sent]
+    assert topics == ["paybus.psp.webhooks", "paybus.dlq"]  # the first letter and its marker
+    assert first.replayed and not second.resolved
