@@ -34,6 +34,7 @@ from connectors.gocardless.settings import META_AGGREGATE_ID, PSP
 from connectors.gocardless.webhooks import parse_events, verify_request
 from connectors.retry import call_with_retries
 from streams.records import PaymentCommand, PaymentEvent
+from streams.redaction import redact
 
 if TYPE_CHECKING:
     from streams.settings import Settings
@@ -191,7 +192,8 @@ class GoCardlessConnector(PspConnector):
                 if exc.code != "cancellation_failed" and not event.reason:
                     # Not a state refusal: the payment may still go on or be cancelled later;
                     # GoCardless's words (they name fields, never values) tell staff why.
-                    event = event.derive(reason=f"gocardless refused the cancel: {exc.message}")
+                    said = redact(f"gocardless refused the cancel: {exc.message}")[:500]
+                    event = event.derive(reason=said)
                 return CommandResult(psp_object_id=target, events=[event])
         return self._answer(command, command.aggregate_type, resource, "cancelled")
 

@@ -32,6 +32,7 @@ from connectors.stripe.client import CardDeclined, StripeApi
 from connectors.stripe.settings import META_AGGREGATE_ID, PSP
 from connectors.stripe.webhooks import parse_event, verify_request
 from streams.records import PaymentCommand, PaymentEvent
+from streams.redaction import redact
 
 if TYPE_CHECKING:
     from streams.settings import Settings
@@ -143,7 +144,9 @@ class StripeConnector(PspConnector):
             if tf.payment_status(pi) in _CANCELLABLE:
                 # Refused for another reason (an intent Checkout owns, say): the payment may
                 # still go on, so it is no failure either; Stripe's words go to the CRM.
-                refusal = f"stripe refused the cancel: {exc.message}"
+                # Free text onto Kafka: redacted here, since a cancel the bus asked for itself
+                # (an expired page's) is not passed through streams.refusals.
+                refusal = redact(f"stripe refused the cancel: {exc.message}")[:500]
         events = results.command_events(command, pi, fallback_at=self._now())
         if refusal is not None:
             events = [e.derive(reason=e.reason or refusal) for e in events]
