@@ -33,6 +33,9 @@ class Plan:
 
 @dataclass
 class Run:
+    """What one timed run at one rate measured (the rows are built from the plan's median
+    run; the other runs' p99s ride along in :attr:`p99s`)."""
+
     rate: float
     achieved: float
     sent: int
