@@ -64,6 +64,7 @@ class _Fault:
     status: int
     headers: dict[str, str]
     after_forward: bool
+    message: str | None = None
 
 
 class FaultProxy:
@@ -102,9 +103,11 @@ class FaultProxy:
         times: int = 1,
         headers: Mapping[str, str] | None = None,
         after_forward: bool = False,
+        message: str | None = None,
     ) -> None:
         with self._lock:
-            self._faults.extend([_Fault(status, dict(headers or {}), after_forward)] * times)
+            fault = _Fault(status, dict(headers or {}), after_forward, message)
+            self._faults.extend([fault] * times)
 
     def _next_fault(self) -> _Fault | None:
         with self._lock:
@@ -126,13 +129,14 @@ class FaultProxy:
         assert fault is not None
         request_id = f"proxy-{uuid.uuid4()}"
         kind = "gocardless" if fault.status >= 500 else "invalid_api_usage"
+        message = fault.message or f"injected HTTP {fault.status}"
         error = {
-            "message": f"injected HTTP {fault.status}",
+            "message": message,
             "type": kind,
             "code": fault.status,
             "request_id": request_id,
             "documentation_url": "https://developer.gocardless.com/api-reference#injected",
-            "errors": [{"reason": "injected_fault", "message": f"injected HTTP {fault.status}"}],
+            "errors": [{"reason": "injected_fault", "message": message}],
         }
         data = json.dumps({"error": error}).encode()
         self._reply(handler, fault.status, data, {"X-Request-Id": request_id, **fault.headers})

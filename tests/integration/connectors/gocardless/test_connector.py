@@ -279,6 +279,21 @@ def test_a_cancel_refused_for_another_reason_answers_the_status_with_gocardless_
     assert [e.status for e in again.events] == ["cancelled"]
 
 
+def test_a_refusal_quoting_an_account_number_reaches_no_event(
+    harness: GoCardlessHarness, proxy: FaultProxy
+) -> None:
+    """GoCardless's words go to Kafka and the CRM: redacted where the connector writes them."""
+    created = harness.new_connector().execute(harness.payment_command())
+    assert created.psp_object_id
+    cancel = harness.command("cancel", psp_object_id=created.psp_object_id)
+    proxy.fail_next(422, message=f"account {IBAN} is not accepted")
+
+    [event] = harness.new_connector().execute(cancel).events
+
+    assert event.reason and event.reason.startswith("gocardless refused the cancel: account ")
+    assert not _leaks(IBAN, json.dumps(event.asdict(), default=str).encode())
+
+
 def test_redelivered_refund_makes_one_refund(harness: GoCardlessHarness) -> None:
     connector = harness.new_connector()
     payment = harness.payment_command()
