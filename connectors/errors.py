@@ -58,11 +58,25 @@ class PermanentError(ConnectorError):
 
 
 class AuthenticationError(PermanentError):
-    """Credentials refused."""
+    """Credentials refused (401), or not allowed to do this (403): paybus's configuration, not
+    the request. Not retried in the call (the same key is refused again at once), but the very
+    same request succeeds once an operator has fixed the key: see :func:`worth_asking_later`."""
 
 
 class NotFoundError(PermanentError):
     """The PSP object does not exist."""
+
+
+def worth_asking_later(exc: BaseException | None) -> bool:
+    """Whether the same request, made again later, can succeed: a transient failure left after
+    the in-call retries, or credentials the PSP refused. Either way nothing is wrong with the
+    payment, so it must wait (parked, or its webhook scheduled for replay) instead of being
+    marked failed: a revoked or mistyped key would otherwise fail every payment of the outage
+    in the CRM, for someone to re-create by hand. A refusal of the request itself will not get
+    better and is answered at once."""
+    if not isinstance(exc, ConnectorError):
+        return False
+    return exc.should_retry or isinstance(exc, AuthenticationError)
 
 
 class WebhookVerificationError(PaybusError):

@@ -31,7 +31,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from connectors.errors import ConnectorError
+from connectors.errors import worth_asking_later
 from streams.parking import exhausted, retry_due
 
 #: Kafka header of a replayed record: how many automatic replays of the original came before
@@ -106,8 +106,9 @@ def retry_at_of(headers: Headers) -> datetime | None:
 
 def is_retryable(exc: BaseException | None) -> bool:
     """Whether asking the PSP again later can help: a connector error marked ``should_retry``
-    (after the connector's own in-call retries). A bug or a refusal will not get better."""
-    return isinstance(exc, ConnectorError) and exc.should_retry
+    (after the connector's own in-call retries), or paybus's credentials refused (fixed by an
+    operator, the same look-up succeeds). A bug or a refusal will not get better."""
+    return worth_asking_later(exc)
 
 
 def retry_at(

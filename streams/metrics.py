@@ -177,7 +177,7 @@ BACKFILL_RUNS = Counter(
 RETRIES = Counter(
     "paybus_retries_total",
     "Parking and retry outcomes by stage (parked, waiting, scheduled, retried, reparked, "
-    "exhausted, stale, superseded, released).",
+    "exhausted, stale, superseded, released, credentials_recheck).",
     ["stage", "outcome"],
 )
 PARKED_AGGREGATES = Gauge(

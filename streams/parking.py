@@ -35,6 +35,13 @@ RETRY = "retry"
 WAITING = "waiting"
 SCHEDULED = "scheduled"
 
+#: Kafka header of an envelope parked because the PSP refused paybus's credentials, with value
+#: :data:`CREDENTIALS` (absent: parked for a transient failure or behind another command). A
+#: header rather than a ``RetryEnvelope`` field, so a worker of the release before (a rolling
+#: upgrade, a rollback) reads the envelope as an ordinary parked retry.
+PARKED_FOR_HEADER = "x-paybus-parked-for"
+CREDENTIALS = "credentials"
+
 #: Most error lines an envelope carries (the newest win).
 MAX_ERROR_LINES = 10
 
@@ -67,6 +74,24 @@ def retry_due(
         return now
     delay = schedule[min(attempt, len(schedule)) - 1]
     return now + timedelta(seconds=delay * (1.0 + RETRY_JITTER * rng()))
+
+
+def due_for(
+    due_at: datetime,
+    *,
+    parked_for: str | None,
+    parked_at: datetime,
+    started_at: datetime,
+    now: datetime,
+) -> datetime:
+    """When a worker started at ``started_at`` runs an envelope the schedule says is due at
+    ``due_at``: then, except that a command parked for refused credentials before the worker
+    started runs at once. Settings are read once per process, so new credentials come with a
+    restart, and whoever fixed the key should not wait out the rest of the schedule (hours,
+    by its last delays). Still refused, it is parked again with the next delay."""
+    if parked_for == CREDENTIALS and parked_at < started_at:
+        return min(due_at, now)
+    return due_at
 
 
 def exhausted(attempt: int, schedule: Sequence[float]) -> bool:

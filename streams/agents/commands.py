@@ -7,8 +7,10 @@ all partitions were the bottleneck.
 
 A command whose aggregate has something parked (see :mod:`streams.parking`) is parked behind
 it without being executed. A transient failure left after the connector's in-process retries
-parks the command on ``paybus.retry`` for the retry stage; a direct debit whose collection date
-is in the future is parked as ``scheduled``. A permanent failure — a request the PSP refuses —
+parks the command on ``paybus.retry`` for the retry stage, and so do credentials the PSP
+refused (a revoked or mistyped key is paybus's to fix, not the payment's fault; see
+:func:`connectors.errors.worth_asking_later`); a direct debit whose collection date is in the
+future is parked as ``scheduled``. A permanent failure — a request the PSP refuses —
 becomes a ``failed`` event with the reason, so the CRM shows it; but a cancel refused is no
 failure of the payment: connectors answer it with the payment's actual status, which
 :mod:`streams.refusals` marks so the CRM record gets that status back. Every call carries an
@@ -29,7 +31,7 @@ import faust
 from faust.types import EventT
 
 from connectors.base import CommandResult
-from connectors.errors import ConnectorError
+from connectors.errors import AuthenticationError, ConnectorError, worth_asking_later
 from streams import metrics, page_links, parking, refusals
 from streams.agents.batches import batched
 from streams.agents.common import Connectors, as_current, connector_call, event_key, failed_event
@@ -97,7 +99,7 @@ class Shared:
                 psp, command.operation, lambda: connector.execute(command)
             )
         except ConnectorError as exc:
-            if exc.should_retry:
+            if worth_asking_later(exc):
                 return exc
             await self._refused(psp, stage, command, exc)
             return None
@@ -199,12 +201,15 @@ class Shared:
         aggregate_id: str,
         first_failed_at: datetime | None = None,
         original: RetryEnvelope | None = None,
+        cause: BaseException | None = None,
     ) -> None:
         """List ``origin`` in the parked table first, then send its envelope (see
         :mod:`streams.parking` for why this order survives a crash at any point).
 
         ``event`` is the record being handled (its partition takes the table write); the
-        original command record is ``event``'s message, or ``original`` when re-parking."""
+        original command record is ``event``'s message, or ``original`` when re-parking.
+        ``cause`` is the failure that parks it: refused credentials mark the envelope so that a
+        worker started later (which may hold new ones) tries it at once."""
         message = event.message
         with as_current(event):
             entry = parking.appended(self.parked.get(key), origin, stage)
@@ -232,7 +237,10 @@ class Shared:
             error=redact(error),  # a PSP's error text may quote a card or account number
             stage=stage,
         )
-        fut = await self.retry_topic.send(key=key, value=envelope)
+        headers: dict[str, bytes] = {}
+        if isinstance(cause, AuthenticationError):
+            headers[parking.PARKED_FOR_HEADER] = parking.CREDENTIALS.encode()
+        fut = await self.retry_topic.send(key=key, value=envelope, headers=headers or None)
         await fut
 
 
@@ -311,7 +319,7 @@ class CommandStage:
         await shared.park(
             event, key, stage=parking.RETRY, attempt=1,
             due_at=parking.retry_due(1, schedule, now), error=str(error), first_failed_at=now,
-            **park,
+            cause=error, **park,
         )  # fmt: skip
 
     def _scheduled_due(self, command: PaymentCommand) -> datetime | None:

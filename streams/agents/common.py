@@ -16,7 +16,7 @@ from faust.types import EventT
 
 from connectors import registry
 from connectors.base import PspConnector
-from connectors.errors import ConnectorError
+from connectors.errors import AuthenticationError, ConnectorError
 from streams import auto_replay, metrics
 from streams.app import PaybusApp
 from streams.deadletters import make_dead_letter
@@ -42,6 +42,8 @@ class Connectors:
 
 def error_kind(exc: BaseException) -> str:
     """The ``kind`` label of ``paybus_connector_errors_total`` for a failed connector call."""
+    if isinstance(exc, AuthenticationError):  # paybus's key: an operator's to fix, alerted
+        return "credentials"
     if isinstance(exc, ConnectorError):
         return "transient" if exc.should_retry else "permanent"
     return "unsupported" if isinstance(exc, NotImplementedError) else "unexpected"

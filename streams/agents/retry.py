@@ -44,6 +44,15 @@ CONCURRENCY = 16
 BUG_BACKOFF_S = 5.0
 
 
+def _header(headers: Any, name: str) -> str | None:
+    """A header's value as text (aiokafka gives a list of pairs, Faust sometimes a dict)."""
+    pairs = headers.items() if isinstance(headers, dict) else headers or ()
+    for key, value in pairs:
+        if key == name and value is not None:
+            return bytes(value).decode(errors="replace")
+    return None
+
+
 class RetryStage:
     def __init__(self, app: PaybusApp, *_: Any) -> None:
         metrics.expect_dead_letters("retry")
@@ -56,6 +65,10 @@ class RetryStage:
         ops = app.settings.ops
         self.batch_size = ops.collection_batch_size
         self.budget = ops.collection_batch_size
+        #: Envelopes parked for refused credentials before this worker started (which may
+        #: hold new ones) run at once; how many were, since the last tick's log line.
+        self.started_at = datetime.now(UTC)
+        self.rechecked = 0
         app.agent(self.shared.retry_topic, name="paybus.retry")(self.process)
         app.timer(TICK_S, name="paybus.retry.tick")(self.tick)
         app.timer(ops.collection_interval_s, name="paybus.collection.run")(self.collection_run)
@@ -74,6 +87,17 @@ class RetryStage:
         due = env.due_at if env.due_at.tzinfo else env.due_at.replace(tzinfo=UTC)
         if env.stage == parking.SCHEDULED:
             due = self._collection_due(env) or due
+        elif env.stage == parking.RETRY:
+            was = due
+            due = parking.due_for(
+                due,
+                parked_for=_header(event.message.headers, parking.PARKED_FOR_HEADER),
+                parked_at=datetime.fromtimestamp(event.message.timestamp, UTC),
+                started_at=self.started_at,
+                now=datetime.now(UTC),
+            )
+            if due < was:
+                self.rechecked += 1
         item = Parked(key, origin, env.attempt, due, env.stage, handle=event)
         verdict, replaced = self.queue.offer(item, self.shared.listed(key))
         if verdict != "held":
@@ -109,6 +133,13 @@ class RetryStage:
 
     async def tick(self) -> None:
         """Start the due heads; forget envelopes of partitions this worker no longer owns."""
+        if self.rechecked:
+            log.warning(
+                "retry: %d commands parked because the PSP refused paybus's credentials, before "
+                "this worker started, are tried now", self.rechecked,
+            )  # fmt: skip
+            metrics.RETRIES.labels("retry", "credentials_recheck").inc(self.rechecked)
+            self.rechecked = 0
         self._forget_revoked()
         now = datetime.now(UTC)
         for head in self.queue.runnable(self.shared.listed, now, self.busy):
@@ -188,7 +219,7 @@ class RetryStage:
             event, head.key, origin=head.origin, stage=parking.RETRY, attempt=attempt,
             due_at=parking.retry_due(attempt, schedule, datetime.now(UTC)), error=errors,
             aggregate_id=env.aggregate_id, first_failed_at=env.first_failed_at,
-            original=env,
+            original=env, cause=error,
         )  # fmt: skip
         # The higher attempt now stands for the origin; this one is done with.
         self.queue.discard(head)

@@ -22,7 +22,7 @@ from kafka import KafkaConsumer
 
 from connectors.gocardless.sandbox import RunningSandbox, start_sandbox
 from streams.codec import AvroCodec
-from tests.support.workers import paybus_env, wait_for
+from tests.support.workers import WorkerProcess, paybus_env, wait_for
 
 TOKEN = "reliability_token"
 SECRET = "reliability_webhook_secret"
@@ -232,3 +232,15 @@ def trace_missing(
     finally:
         consumer.close()
     return found
+
+
+def metric_sum(worker: WorkerProcess, name: str, **labels: str) -> float:
+    """Sum of the samples of ``name`` whose labels include ``labels`` (0 when none)."""
+    total = 0.0
+    for line in (worker.metrics_text() or "").splitlines():
+        if not line.startswith((name + "{", name + " ")):
+            continue
+        head, value = line.rsplit(" ", 1)
+        if all(f'{k}="{v}"' in head for k, v in labels.items()):
+            total += float(value)
+    return total

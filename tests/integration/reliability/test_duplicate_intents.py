@@ -70,3 +70,45 @@ def test_a_payment_asked_for_twice_is_created_once(
         assert sorted(created) == sorted([twice, once]), created
         at_psp = [p.metadata.get("paybus_aggregate_id") for p in payments_at_psp(sandbox)]
         assert sorted(at_psp) == sorted([twice, once])
+
+
+@pytest.mark.timeout(150)
+def test_a_payment_asked_for_again_after_a_restart_is_not_created_again(
+    broker: EmbeddedBroker, topic_prefix: str, tmp_path: Path
+) -> None:
+    """The router's memory of what it routed is a changelogged table: a worker started later
+    (a deploy, a crash) still knows the payment exists."""
+    tm = TopicMap(topic_prefix, 8, 1)
+    create_topics(broker.bootstrap, tm.all())
+    with gocardless() as (sandbox, proxy, mandate):
+        env = worker_env(broker.bootstrap, topic_prefix, tmp_path, proxy.base_url)
+        reader = Reader(broker.bootstrap, {tm.status_updates.name: "StatusUpdate"})
+        agg = f"pay-{uuid.uuid4().hex[:10]}"
+        first = create_intent(agg, mandate)
+        pub = Publisher(broker.bootstrap, topic_prefix=topic_prefix)
+        try:
+            worker = WorkerProcess.paybus(env, tmp_path / "first.log").start()
+            try:
+                worker.wait_ready()
+                pub.publish_crm_change(first)
+
+                def submitted() -> bool:
+                    reader.poll()
+                    return agg in statuses(reader.records[tm.status_updates.name])
+
+                wait_until(submitted, 60, "the payment's first status")
+            finally:
+                worker.stop()
+            worker = WorkerProcess.paybus(env, tmp_path / "second.log").start()
+            try:
+                worker.wait_ready()
+                pub.publish_crm_change({**first, "change_id": f"{first['change_id']}-edit"})
+                wait_until(lambda: _router_duplicates(worker) >= 1, 60, "the repeat counted")
+            finally:
+                worker.stop()
+        finally:
+            pub.close()
+            reader.close()
+        created = [a for kind, a in proxy.reached if kind == "create"]
+        assert created == [agg], created
+        assert [p.metadata.get("paybus_aggregate_id") for p in payments_at_psp(sandbox)] == [agg]

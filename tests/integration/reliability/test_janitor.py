@@ -33,6 +33,7 @@ from .support import (
     cancel_intent,
     create_intent,
     gocardless,
+    metric_sum,
     statuses,
     wait_until,
     worker_env,
@@ -83,18 +84,6 @@ def _fresh_lookups(at: list[datetime], updates: list[dict[str, Any]]) -> list[st
         elif last["to_status"] in SETTLED["payment"]:
             bad.append(f"{when.isoformat()} (already {last['to_status']})")
     return bad
-
-
-def _metric(worker: WorkerProcess, name: str, **labels: str) -> float:
-    """Sum of the samples of ``name`` whose labels include ``labels``."""
-    total = 0.0
-    for line in (worker.metrics_text() or "").splitlines():
-        if not line.startswith(name + "{"):
-            continue
-        head, value = line.rsplit(" ", 1)
-        if all(f'{k}="{v}"' in head for k, v in labels.items()):
-            total += float(value)
-    return total
 
 
 @pytest.mark.timeout(90)
@@ -175,9 +164,9 @@ def test_janitor_finds_status_changed_silently_at_psp(
 
             # through the sequencer: it applied exactly the janitor's two events
             applied = {"stage": "sequencer", "outcome": "applied", "source": "janitor"}
-            assert _metric(worker, "paybus_events_total", **applied) == 2
-            assert _metric(worker, "paybus_janitor_total", result="changed") == 2
-            assert _metric(worker, "paybus_webhooks_total") == 0
+            assert metric_sum(worker, "paybus_events_total", **applied) == 2
+            assert metric_sum(worker, "paybus_janitor_total", result="changed") == 2
+            assert metric_sum(worker, "paybus_webhooks_total") == 0
             assert sandbox.admin("GET", "/_sandbox/outbox")["event_ids"], "events undelivered"
             # the stuck payment was looked up, each time only once its status had lasted
             # STUCK_AFTER_S; the cancelled one never after it was final, nor while fresh

@@ -8,7 +8,12 @@ from typing import Any
 
 import pytest
 
-from connectors.errors import NotFoundError, PermanentError, TransientError
+from connectors.errors import (
+    AuthenticationError,
+    NotFoundError,
+    PermanentError,
+    TransientError,
+)
 from streams import auto_replay, metrics
 from streams.auto_replay import REPLAY_ATTEMPT_HEADER as HEADER
 from streams.codec import AvroCodec
@@ -85,6 +90,7 @@ def test_a_replay_carries_the_letters_attempts_and_the_next_failure_continues_th
         (PermanentError("bad", should_retry=True), True),
         (NotFoundError("gone"), False),
         (PermanentError("refused"), False),
+        (AuthenticationError("revoked key", http_status=401), True),
         (ValueError("a bug"), False),
         (None, False),
     ],

@@ -11,7 +11,7 @@ import asyncio
 import pytest
 from prometheus_client import REGISTRY
 
-from connectors.errors import PermanentError, TransientError
+from connectors.errors import AuthenticationError, PermanentError, TransientError
 from streams.agents.common import connector_call, error_kind
 
 PSP, OP = "unit-psp", "lookup_status"
@@ -45,5 +45,6 @@ def test_error_kinds() -> None:
     assert error_kind(TransientError("x")) == "transient"
     assert error_kind(PermanentError("x")) == "permanent"
     assert error_kind(PermanentError("x", should_retry=True)) == "transient"
+    assert error_kind(AuthenticationError("revoked key", http_status=401)) == "credentials"
     assert error_kind(NotImplementedError()) == "unsupported"
     assert error_kind(RuntimeError()) == "unexpected"

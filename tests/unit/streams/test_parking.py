@@ -6,6 +6,13 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
+from connectors.errors import (
+    AuthenticationError,
+    NotFoundError,
+    PermanentError,
+    TransientError,
+    worth_asking_later,
+)
 from streams import parking
 from streams.dlq_store import Ledger, Letter, collect, replay_order, select
 from streams.parking import Parked, RetryQueue
@@ -31,6 +38,41 @@ def test_retries_parked_together_come_due_spread_not_at_once() -> None:
     assert len(dues) > 40
     assert all(NOW + timedelta(seconds=60) <= d <= NOW + timedelta(seconds=72) for d in dues)
     assert parking.retry_due(1, (60.0,), NOW, rng=lambda: 1.0) == NOW + timedelta(seconds=72)
+
+
+def test_refused_credentials_are_tried_again_at_once_by_a_worker_started_after() -> None:
+    # the key is fixed by restarting the workers (settings are read once per process): what
+    # was parked for it before must not wait out the rest of the schedule
+    due = NOW + timedelta(hours=6)
+    started = NOW - timedelta(minutes=1)
+    before, after = started - timedelta(minutes=5), started + timedelta(seconds=1)
+
+    def due_for(parked_for: str | None, parked_at: datetime) -> datetime:
+        return parking.due_for(
+            due, parked_for=parked_for, parked_at=parked_at, started_at=started, now=NOW
+        )
+
+    assert due_for(parking.CREDENTIALS, before) == NOW
+    # parked by this worker (its key refused too), or for a PSP outage: the schedule stands
+    assert due_for(parking.CREDENTIALS, after) == due
+    assert due_for(None, before) == due
+    # already due earlier than now: unchanged
+    early = NOW - timedelta(seconds=3)
+    assert (
+        parking.due_for(
+            early, parked_for=parking.CREDENTIALS, parked_at=before, started_at=started, now=NOW
+        )
+        == early
+    )
+
+
+def test_only_the_bus_s_own_key_and_passing_failures_are_asked_again() -> None:
+    assert worth_asking_later(TransientError("503", http_status=503))
+    assert worth_asking_later(AuthenticationError("revoked", http_status=401))
+    assert worth_asking_later(AuthenticationError("not allowed", http_status=403))
+    assert not worth_asking_later(PermanentError("amount must be positive", http_status=422))
+    assert not worth_asking_later(NotFoundError("no such mandate", http_status=404))
+    assert not worth_asking_later(ValueError("a bug"))
 
 
 def test_exhausted_after_as_many_retries_as_the_schedule_has() -> None:
