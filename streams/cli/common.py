@@ -49,9 +49,42 @@ def state_callback(
     try:
         ctx.obj = Settings(**overrides)  # type: ignore[arg-type]
     except PydanticValidationError as exc:
-        fail(f"invalid configuration:\n{exc}", code=CONFIG_EXIT)
+        fail(f"invalid configuration: {validation_error_message(exc, overrides)}", code=CONFIG_EXIT)
     except SettingsError as exc:  # a complex field's variable is not JSON
         fail(f"invalid configuration: {settings_error_message(exc)}", code=CONFIG_EXIT)
+
+
+#: The command-line options that override a setting, named in its error instead of its variable.
+_OPTION_OF = {"bootstrap_servers": "--bootstrap", "profile": "--profile"}
+
+
+def _secret(loc: list[str]) -> bool:
+    return any(word in part for part in loc for word in ("secret", "key", "token", "password"))
+
+
+def validation_error_message(exc: PydanticValidationError, overrides: dict[str, str]) -> str:
+    """Each value that does not load, named as the user set it (``PAYBUS_PARTITIONS``,
+    ``PAYBUS_STRIPE__API_KEY`` or ``--profile``) with pydantic's complaint, one per line, without
+    pydantic's class name, error codes and documentation links."""
+    lines = []
+    for error in exc.errors():
+        parts = list(error["loc"])
+        # the variable's own path ends where a JSON value's begins (PAYBUS_GATEWAYS: [0].name)
+        cut = next((i for i, part in enumerate(parts) if isinstance(part, int)), len(parts))
+        loc, inner = [str(part) for part in parts[:cut]], parts[cut:]
+        if loc and loc[0] in overrides and loc[0] in _OPTION_OF:
+            name = _OPTION_OF[loc[0]]
+        else:
+            name = "PAYBUS_" + "__".join(loc).upper() if loc else "PAYBUS_*"
+        if inner:
+            name += ": " + "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in inner)
+        what = error["msg"]
+        if error["type"] == "extra_forbidden":
+            what = "not a setting (see `paybus config` and the README's configuration table)"
+        elif "input" in error and not isinstance(error["input"], dict) and not _secret(loc):
+            what = f"{what}, got {error['input']!r}"
+        lines.append(f"{name}: {what}")
+    return "; ".join(lines)
 
 
 def settings_error_message(exc: SettingsError) -> str:

@@ -63,3 +63,52 @@ def test_crm_check_with_no_salesforce_at_all_says_error_too(clean_env: Path) -> 
     result = CliRunner().invoke(app, ["crm", "check"])
     assert result.exit_code == 2
     assert result.stderr.startswith("error: no Salesforce org configured")
+
+
+@pytest.mark.parametrize(
+    ("env", "args", "expected"),
+    [
+        (
+            {"PAYBUS_PARTITIONS": "abc"},
+            ["config"],
+            "error: invalid configuration: PAYBUS_PARTITIONS: Input should be a valid integer, "
+            "unable to parse string as an integer, got 'abc'\n",
+        ),
+        (
+            {"PAYBUS_SALESFORCE__VERSION_GUARD": "rules"},
+            ["config"],
+            "error: invalid configuration: PAYBUS_SALESFORCE__VERSION_GUARD: "
+            "Input should be 'read' or 'rule', got 'rules'\n",
+        ),
+        (
+            {},
+            ["--profile", "prod", "config"],
+            "error: invalid configuration: --profile: "
+            "Input should be 'embedded' or 'production', got 'prod'\n",
+        ),
+        (
+            {"PAYBUS_GATEWAYS": '[{"name": "a"}]'},
+            ["config"],
+            "error: invalid configuration: PAYBUS_GATEWAYS: [0].connector: Field required\n",
+        ),
+        (
+            {"PAYBUS_STRIPE__API_KEYS": "x"},
+            ["config"],
+            "error: invalid configuration: PAYBUS_STRIPE__API_KEYS: not a setting "
+            "(see `paybus config` and the README's configuration table)\n",
+        ),
+    ],
+)
+def test_a_value_that_does_not_load_is_named_as_the_user_set_it(
+    clean_env: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    env: dict[str, str],
+    args: list[str],
+    expected: str,
+) -> None:
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    result = CliRunner().invoke(app, args)
+    assert isinstance(result.exception, SystemExit), result.exception
+    assert result.exit_code == 2
+    assert result.stderr == expected  # one line: no pydantic class name, codes or links
