@@ -27,7 +27,9 @@ def register(app: typer.Typer) -> None:
 
 
 def broker(
-    port: Annotated[int, typer.Option(help="Port on 127.0.0.1 (0 = a free one).")] = 9092,
+    port: Annotated[
+        int, typer.Option(help="Port on 127.0.0.1 (0 = a free one).", min=0, max=65535)
+    ] = 9092,
     host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
 ) -> None:
     """Run the embedded Kafka-protocol broker (Tansu, in memory) until Ctrl-C."""

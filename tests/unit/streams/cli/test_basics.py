@@ -32,6 +32,18 @@ def test_broker_on_a_taken_port_says_so_and_never_claims_ready(
     assert "ready" not in result.stdout
 
 
+@pytest.mark.parametrize("port", ["99999", "-1"])
+def test_broker_on_a_port_no_socket_can_have_is_a_usage_error_not_a_traceback(
+    port: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(signal, "signal", lambda *args: None)  # keep pytest's own handlers
+    result = CliRunner().invoke(app, ["broker", "--port", port])
+    assert isinstance(result.exception, SystemExit), result.exception  # not an OverflowError
+    assert result.exit_code == 2
+    assert "--port" in result.stderr
+    assert "ready" not in result.stdout
+
+
 def test_the_topics_group_help_names_each_of_its_commands() -> None:
     group = typer.main.get_command(app).commands["topics"]  # type: ignore[attr-defined]
     help_text = (group.help or "").lower()
