@@ -1,8 +1,9 @@
 """JSON lines in, schema-shaped records out, with errors that name the line and the field.
 
 Used by ``paybus publish`` (and anything else that takes records as JSON): timestamps are
-RFC 3339 strings in JSON and datetimes in Avro, unknown fields are refused rather than dropped
-(a typo in a field name must not silently lose data), and the schema decides the rest.
+RFC 3339 strings in JSON and datetimes in Avro, bytes are their UTF-8 text, unknown fields
+are refused rather than dropped (a typo in a field name must not silently lose data), and
+the schema decides the rest.
 
 Every command that reads a file the user names reads it with :class:`UserLines` (strict
 UTF-8, ``-`` for stdin) and parses JSON with :func:`load_json`, so a bad file is reported the same
@@ -152,6 +153,22 @@ def _timestamp_fields(schema: Mapping[str, Any]) -> set[str]:
     return names
 
 
+def _bytes_fields(schema: Mapping[str, Any]) -> set[str]:
+    names = set()
+    for field in schema["fields"]:
+        types = field["type"] if isinstance(field["type"], list) else [field["type"]]
+        if "bytes" in types or any(isinstance(t, dict) and t.get("type") == "bytes" for t in types):
+            names.add(field["name"])
+    return names
+
+
+def text_of_bytes(value: bytes) -> str:
+    """Bytes as JSON can carry them: their UTF-8 text (a webhook body reads as itself), any
+    byte that is not UTF-8 kept as a lone surrogate, so :func:`to_record` gets the same bytes
+    back from the string."""
+    return value.decode("utf-8", "surrogateescape")
+
+
 def to_record(codec: AvroCodec, schema_name: str, obj: Any) -> dict[str, Any]:
     """Coerce one JSON value into a record of ``schema_name`` or raise ValidationError."""
     if not isinstance(obj, dict):
@@ -165,6 +182,9 @@ def to_record(codec: AvroCodec, schema_name: str, obj: Any) -> dict[str, Any]:
     for name in _timestamp_fields(schema) & set(record):
         if record[name] is not None:
             record[name] = parse_timestamp(record[name], name)
+    for name in _bytes_fields(schema) & set(record):
+        if isinstance(record[name], str):  # as text_of_bytes wrote it
+            record[name] = record[name].encode("utf-8", "surrogateescape")
     codec.validate(schema_name, record)
     return record
 

@@ -26,7 +26,7 @@ from streams import auto_replay
 from streams.cli.common import console, fail, settings_of
 from streams.codec import AvroCodec
 from streams.dlq_store import Letter, collect, discard, read_dlq, replay, replay_order, select
-from streams.jsonl import read_json, to_record
+from streams.jsonl import read_json, text_of_bytes, to_record
 from streams.sequencing_state import format_time
 from streams.settings import Settings
 from streams.topics import TopicMap
@@ -88,8 +88,11 @@ def list_letters(
 
 
 def _json_value(value: Any) -> Any:
-    """Timestamps as RFC 3339, the form ``replay --value-json`` reads back: a record copied
-    from ``show``, fixed and replayed needs no reformatting."""
+    """Timestamps as RFC 3339 and bytes (a webhook's body) as their text, the forms
+    ``replay --value-json`` reads back: a record copied from ``show``, fixed and replayed
+    needs no reformatting."""
+    if isinstance(value, bytes):
+        return text_of_bytes(value)
     return format_time(value) if isinstance(value, datetime) else str(value)
 
 
@@ -127,7 +130,9 @@ def show(ctx: typer.Context, letter_id: Annotated[str, typer.Argument(help="Its 
     for line in r.get("error_log") or []:
         console.print(f"  {line}", highlight=False, markup=False)
     console.print(f"[bold]value ({len(r['value'])} bytes):[/]")
-    console.print(_decoded(settings, r), highlight=False, markup=False)
+    # soft_wrap: a long line is not broken inside a JSON string, so the value saved to a
+    # file (or copied from the terminal) is the JSON `replay --value-json` reads
+    console.print(_decoded(settings, r), highlight=False, markup=False, soft_wrap=True)
 
 
 def replay_cmd(

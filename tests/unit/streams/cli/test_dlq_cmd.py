@@ -115,6 +115,40 @@ def test_what_show_prints_can_be_fixed_and_replayed_as_is(
     assert sent["occurred_at"] == original["occurred_at"] and sent["amount_minor"] == 1250
 
 
+def test_a_webhook_letter_shown_on_a_narrow_terminal_replays_its_body_byte_for_byte(
+    replayed: list[Any], clean_env: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from streams.codec import AvroCodec
+
+    codec = AvroCodec()
+    body = json.dumps({"id": "evt_1", "type": "charge.dispute.created", "pad": "x" * 300})
+    original = {
+        "webhook_id": "evt_1", "psp": "stripe", "psp_object_id": "pi_1",
+        "received_at": datetime(2026, 12, 4, 17, 35, 52, 354000, tzinfo=UTC),
+        "content_type": "application/json", "body": body.encode() + b"\xff",
+        "headers": {"stripe-signature": "t=1,v1=" + "ab" * 32},
+    }  # fmt: skip
+    letter = Letter(
+        {
+            "dead_letter_id": "L1", "stage": "normaliser", "original_topic": "paybus.psp.webhooks",
+            "original_partition": 0, "original_offset": 7, "aggregate_id": None,
+            "reason": "no aggregate known", "attempts": 1,
+            "failed_at": datetime(2026, 1, 1, tzinfo=UTC), "key": b"pi_1", "error_log": [],
+            "value": codec.encode("PspWebhook", original),
+        }
+    )  # fmt: skip
+    monkeypatch.setattr(dlq_cmd, "_letters", lambda settings: {"L1": letter})
+    shown = CliRunner().invoke(app, ["dlq", "show", "L1"], terminal_width=80)
+    assert shown.exit_code == 0, shown.output
+    record = json.loads(shown.stdout[shown.stdout.index("{") :])  # not broken into lines
+    assert record["body"].startswith('{"id": "evt_1"')  # the body's text, not a bytes repr
+    path = clean_env / "fixed.json"
+    path.write_text(json.dumps(record))
+    result = _replay(path)
+    assert result.exit_code == 0, result.output
+    assert codec.decode(replayed[0]["L1"], "PspWebhook")["body"] == original["body"]
+
+
 def test_list_says_when_the_bus_replays_a_letter_by_itself(
     clean_env: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
