@@ -71,3 +71,29 @@ def describe_topics(bootstrap: str, names: Iterable[str]) -> list[TopicState]:
             for d in admin.describe_topics(present)
         }
     return [TopicState(n, described.get(n, 0), n in existing) for n in names]
+
+
+#: What to do about :func:`partition_mismatches` (the CLI's and the worker's error).
+PARTITIONS_HELP = (
+    "topics with another partition count than the bus is configured for (a payment's records "
+    "must sit on the same partition number on every topic): recreate them (empty) with "
+    "`paybus topics create`, or set PAYBUS_PARTITIONS to match all of them"
+)
+
+
+def partition_mismatches(bootstrap: str, specs: Iterable[TopicSpec]) -> list[str]:
+    """One line per topic of the map that the cluster holds with another partition count.
+
+    Every bus topic is keyed by the aggregate and read as if a payment's records sit on the
+    same partition number on each of them (tables, parking and the retry topic rely on it),
+    so a topic created by a producer before ``paybus topics create`` (a broker's auto-create,
+    with its own default count) or left from an earlier ``PAYBUS_PARTITIONS`` breaks that
+    silently. Said rather than fixed: Kafka cannot take partitions away, and adding some moves
+    keys."""
+    wanted = {spec.name: spec.partitions for spec in specs}
+    return [
+        f"{state.name} has {state.partitions} partitions; the bus is configured for "
+        f"{wanted[state.name]} (PAYBUS_PARTITIONS)"
+        for state in describe_topics(bootstrap, wanted)
+        if state.exists and state.partitions != wanted[state.name]
+    ]

@@ -31,7 +31,7 @@ from streams.settings import (
     StripeSettings,
 )
 
-__all__ = ["PLACEHOLDER", "insecure_secrets"]
+__all__ = ["PLACEHOLDER", "insecure_secrets", "placeholder_psp_keys"]
 
 #: What the deploy files' placeholders contain.
 PLACEHOLDER = "replace_me"
@@ -116,3 +116,31 @@ def insecure_secrets(settings: Settings, roles: Iterable[str]) -> list[str]:
             "on; set your account's publishable key"
         )
     return errors
+
+
+#: Roles that call the PSPs' APIs (commands and their retries; reconcile, janitor and page
+#: expiry look-ups; a webhook's normalising look-ups).
+_CALLING_ROLES = {"connectors", "retry", "sequencer", "ops", "normaliser"}
+
+
+def placeholder_psp_keys(settings: Settings, roles: Iterable[str]) -> list[str]:
+    """Warnings for a worker that would call a PSP's own API with the built-in placeholder
+    key (no ``BASE_URL`` pointing at an emulator or sandbox): every call is refused, so
+    commands wait parked (alert ``PaybusPspCredentialsRefused``). Said at start, since a
+    worker started by hand with the defaults otherwise only says it when a payment comes."""
+    if not _CALLING_ROLES & set(roles):
+        return []
+    psps = {g.connector for g in settings.gateways}
+    sections: list[tuple[str, str, SecretStr, str | None, str]] = [
+        ("stripe", "STRIPE__API_KEY", settings.stripe.api_key, settings.stripe.base_url,
+         _default(StripeSettings, "api_key")),
+        ("gocardless", "GOCARDLESS__ACCESS_TOKEN", settings.gocardless.access_token,
+         settings.gocardless.base_url, _default(GoCardlessSettings, "access_token")),
+    ]  # fmt: skip
+    return [
+        f"PAYBUS_{variable} is the built-in placeholder and PAYBUS_{psp.upper()}__BASE_URL is "
+        f"unset: {psp} will refuse every call (its commands wait parked); set your account's "
+        "key, or run `paybus dev` for the bus against local emulators"
+        for psp, variable, key, base_url, default in sections
+        if psp in psps and base_url is None and key.get_secret_value() == default
+    ]

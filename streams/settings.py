@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -25,6 +25,10 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from streams.routing import DEFAULT_GATEWAYS, DEFAULT_RULES, GatewayConfig, RoutingRule
 
 Profile = Literal["embedded", "production"]
+
+
+#: A retry delay in seconds (a schedule of zeros or negatives would spin against the PSP).
+Delay = Annotated[float, Field(gt=0)]
 
 
 class _Section(BaseModel):
@@ -251,13 +255,16 @@ class Settings(BaseSettings):
     end_offsets: Literal["fetch", "list_offsets"] | None = None
     #: Held events older than this are reconciled against the PSP.
     hold_timeout_s: float = Field(default=900.0, gt=0)
-    #: Delays before each parked retry; its length is the number of retries.
-    retry_schedule_s: tuple[float, ...] = (60.0, 300.0, 900.0, 3600.0, 21600.0)
+    #: Delays before each parked retry; its length is the number of retries (at least one:
+    #: a command that fails transiently is always parked once before its dead letter).
+    retry_schedule_s: tuple[Delay, ...] = Field(
+        default=(60.0, 300.0, 900.0, 3600.0, 21600.0), min_length=1
+    )
     #: Delays before each automatic replay of a webhook the normaliser could not map because a
     #: PSP call failed transiently (a payout look-up answered 503): it is dead-lettered with a
     #: ``retry_at`` and the ops role replays it (streams/auto_replay.py). Its length is the
     #: number of automatic replays; then the letter waits for an operator. Empty: off.
-    normaliser_retry_schedule_s: tuple[float, ...] = (10.0, 60.0, 300.0, 900.0)
+    normaliser_retry_schedule_s: tuple[Delay, ...] = (10.0, 60.0, 300.0, 900.0)
     #: Events the sequencer judges per batch (one changelog write per aggregate per batch).
     batch_max_events: int = Field(default=500, ge=1)
     #: How long the first event of a batch waits for more when the stage is idle (a busy
@@ -332,6 +339,9 @@ class Settings(BaseSettings):
     def masked(self) -> dict[str, Any]:
         """The configuration as plain data with every secret masked (for ``paybus config``)."""
         masked: dict[str, Any] = _mask(self.model_dump())
+        # effective, as the profile-dependent defaults above: the embedded profile's pages are
+        # served by the web role itself when no public URL is set
+        masked["pages"]["public_url"] = _mask(self.page_base_url)
         return masked
 
 

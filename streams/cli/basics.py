@@ -10,7 +10,7 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from streams.admin import create_topics, describe_topics
+from streams.admin import PARTITIONS_HELP, create_topics, describe_topics, partition_mismatches
 from streams.broker import BrokerUnavailable, EmbeddedBroker
 from streams.cli.common import console, fail, settings_of
 from streams.topics import TopicMap
@@ -83,14 +83,19 @@ def _flatten(data: dict[str, object], prefix: str = "") -> list[tuple[str, objec
 
 @topics_app.command("create")
 def topics_create(ctx: typer.Context) -> None:
-    """Create every topic of the topic map that is missing (idempotent)."""
+    """Create every topic of the topic map that is missing (idempotent); fail when one exists
+    with another partition count than configured."""
     settings = settings_of(ctx)
+    specs = TopicMap.from_settings(settings).all()
     try:
-        result = create_topics(settings.bootstrap_servers, TopicMap.from_settings(settings).all())
+        result = create_topics(settings.bootstrap_servers, specs)
+        mismatched = partition_mismatches(settings.bootstrap_servers, specs)
     except Exception as exc:
         fail(f"cannot create topics on {settings.bootstrap_servers}: {exc}")
     for name, what in result.items():
         console.print(f"{what:8} {name}", highlight=False)
+    if mismatched:
+        fail(PARTITIONS_HELP + ":\n" + "\n".join(mismatched))
 
 
 @topics_app.command("render")
@@ -123,6 +128,8 @@ def topics_list(ctx: typer.Context) -> None:
     for spec in specs:
         state = states[spec.name]
         parts = str(state.partitions) if state.exists else "[red]missing[/]"
+        if state.exists and state.partitions != spec.partitions:
+            parts = f"[red]{state.partitions} (configured {spec.partitions})[/]"
         table.add_row(
             spec.name,
             parts,

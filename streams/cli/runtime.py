@@ -27,12 +27,12 @@ def worker(
     import faust
 
     from streams import log_throttle
-    from streams.admin import create_topics
+    from streams.admin import PARTITIONS_HELP, create_topics, partition_mismatches
     from streams.agents import ROLES, attach, check_roles
     from streams.app import build_app
     from streams.cli.gateways_cmd import config_errors
     from streams.log_format import FORMAT, SingleLineFormatter
-    from streams.secrets_check import insecure_secrets
+    from streams.secrets_check import insecure_secrets, placeholder_psp_keys
     from streams.topics import TopicMap
 
     settings = settings_of(ctx)
@@ -44,16 +44,22 @@ def worker(
         fail("invalid gateway configuration (see `paybus gateways check`):\n" + "\n".join(errors))
     if insecure := insecure_secrets(settings, roles):
         fail("production worker with public or missing secrets:\n" + "\n".join(insecure), 2)
+    specs = TopicMap.from_settings(settings).all()
     try:
-        create_topics(settings.bootstrap_servers, TopicMap.from_settings(settings).all())
+        create_topics(settings.bootstrap_servers, specs)
+        mismatched = partition_mismatches(settings.bootstrap_servers, specs)
     except Exception as exc:
         fail(f"cannot reach Kafka at {settings.bootstrap_servers}: {exc}")
+    if mismatched:
+        fail(PARTITIONS_HELP + ":\n" + "\n".join(mismatched))
     # Faust is told not to touch logging; without a handler of our own, an agent that crashes
     # would leave no trace anywhere. Warnings and errors go to stderr with the time and logger.
     logging.basicConfig(level=settings.log_level.upper(), stream=sys.stderr, format=FORMAT)
     for handler in logging.getLogger().handlers:
         handler.setFormatter(SingleLineFormatter(FORMAT))  # a quoted value cannot forge a line
         log_throttle.install(handler)  # an unreachable broker: one line per kind per 10 s
+    for warning in placeholder_psp_keys(settings, roles):
+        logging.getLogger("streams.worker").warning(warning)
     app = build_app(settings)
     attach(app, roles)
     worker_class(faust.Worker)(

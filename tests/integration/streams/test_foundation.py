@@ -103,6 +103,26 @@ def test_topics_create_is_idempotent(
     assert listed.returncode == 0 and f"{topic_prefix}.payments.events" in listed.stdout
 
 
+def test_a_topic_with_another_partition_count_is_refused(
+    broker: EmbeddedBroker, topic_prefix: str, tmp_path: Path
+) -> None:
+    """A producer that wrote before ``paybus topics create`` had the broker auto-create its
+    topic with the broker's default count: said by ``topics create``/``list``, and no worker
+    starts on it (its payments' records would not share partition numbers across topics)."""
+    tm = TopicMap(topic_prefix, 8, 1)
+    create_topics(broker.bootstrap, [TopicMap(topic_prefix, 4, 1).crm_changes])
+    env = paybus_env(broker.bootstrap, topic_prefix, tmp_path)
+    created = _paybus(env, "topics", "create")
+    assert created.returncode == 1, created.stdout
+    assert created.stdout.count("created") == 7  # the rest is created all the same
+    expected = f"{tm.crm_changes.name} has 4 partitions; the bus is configured for 8"
+    assert expected in created.stderr and "PAYBUS_PARTITIONS" in created.stderr
+    listed = _paybus({**env, "COLUMNS": "250"}, "topics", "list")
+    assert listed.returncode == 0 and "4 (configured 8)" in listed.stdout
+    worker = _paybus(env, "worker")
+    assert worker.returncode == 1 and expected in worker.stderr, worker.stderr
+
+
 def test_publish_file_with_good_and_bad_lines(
     broker: EmbeddedBroker, topic_prefix: str, tmp_path: Path
 ) -> None:

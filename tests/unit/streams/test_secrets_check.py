@@ -9,7 +9,7 @@ import pytest
 from typer.testing import CliRunner
 
 from streams.cli import app
-from streams.secrets_check import insecure_secrets
+from streams.secrets_check import insecure_secrets, placeholder_psp_keys
 from streams.settings import Settings
 
 OWN = {
@@ -81,3 +81,18 @@ def test_a_production_worker_with_a_default_secret_exits_2_before_touching_kafka
     assert "PAYBUS_OPS__API_TOKEN" in result.stderr
     assert "paybus_api_token" not in result.stderr.replace("PAYBUS_OPS__API_TOKEN", "")
     assert created == []
+
+
+def test_a_worker_calling_a_psp_with_the_placeholder_key_is_warned(
+    clean_env: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    settings = Settings()
+    warned = placeholder_psp_keys(settings, ["connectors"])
+    assert len(warned) == 2  # both default gateways, real APIs, built-in keys
+    assert "PAYBUS_STRIPE__API_KEY is the built-in placeholder" in warned[0]
+    assert "PAYBUS_GOCARDLESS__ACCESS_TOKEN" in warned[1]
+    assert placeholder_psp_keys(settings, ["web", "crm"]) == []  # no PSP calls
+    # an emulator (paybus dev), or a key of one's own: nothing to say
+    monkeypatch.setenv("PAYBUS_STRIPE__BASE_URL", "http://127.0.0.1:8420")
+    monkeypatch.setenv("PAYBUS_GOCARDLESS__ACCESS_TOKEN", "live_of_our_own")
+    assert placeholder_psp_keys(Settings(), ["connectors", "retry"]) == []

@@ -44,6 +44,26 @@ def test_settings_are_frozen_and_validated(clean_env: Path) -> None:
         Settings(partitions=0)
 
 
+def test_retry_delays_are_positive_and_a_command_is_retried_once_at_least(
+    clean_env: Path,
+) -> None:
+    with pytest.raises(ValidationError, match="greater than 0"):
+        Settings(retry_schedule_s=(60.0, -1.0))
+    with pytest.raises(ValidationError, match="at least 1"):
+        Settings(retry_schedule_s=())  # the first parking takes its first delay
+    with pytest.raises(ValidationError, match="greater than 0"):
+        Settings(normaliser_retry_schedule_s=(0.0,))
+    assert Settings(normaliser_retry_schedule_s=()).normaliser_retry_schedule_s == ()  # off
+
+
+def test_config_shows_the_page_links_base_in_effect(clean_env: Path) -> None:
+    # the embedded web role serves the pages itself; production has none until one is set
+    assert Settings().masked()["pages"]["public_url"] == "http://127.0.0.1:6066"
+    assert Settings(profile="production").masked()["pages"]["public_url"] is None
+    public = Settings(profile="production", pages={"public_url": "https://pay.example.com/"})
+    assert public.masked()["pages"]["public_url"] == "https://pay.example.com"
+
+
 def test_topic_map_matches_design(clean_env: Path) -> None:
     names = [t.name for t in TopicMap.from_settings(Settings()).all()]
     assert names == [
