@@ -13,7 +13,8 @@ is labelled as such.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import shlex
+from dataclasses import dataclass, field
 from typing import Any
 
 from connectors.gocardless.settings import SIGNATURE_HEADER as GC_SIGNATURE_HEADER
@@ -40,6 +41,8 @@ class Endpoints:
     localstripe: str
     gocardless: str
     salesforce: str
+    #: The rest of what the CLI needs (:meth:`~streams.dev.stack.DevStack.cli_env`), in order.
+    cli_env: tuple[tuple[str, str], ...] = field(default=())
 
     @classmethod
     def of(cls, stack: Any) -> Endpoints:
@@ -51,6 +54,7 @@ class Endpoints:
             localstripe=str(stack.localstripe.base_url),
             gocardless=str(stack.gocardless.base_url),
             salesforce=str(stack.salesforce.instance_url),
+            cli_env=tuple(stack.cli_env().items()),
         )
 
 
@@ -58,8 +62,13 @@ def ready_lines(ends: Endpoints) -> list[str]:
     """How to point the CLI at the stack and sign requests to the worker (dev-only secrets)."""
     hmac = "hex HMAC-SHA256"
     return [
-        "point the CLI at it (in another shell):",
+        "point the CLI at it (in another shell; trace, dlq, lag, crm check, backfill):",
         f"  {export_line(ends.bootstrap)}",
+        *(
+            f"  export {name}={shlex.quote(value)}"
+            for name, value in ends.cli_env
+            if name != "PAYBUS_BOOTSTRAP_SERVERS"
+        ),
         "signed requests the worker takes (fixed dev-only secrets of the stand-ins):",
         f"  POST {ends.worker}/webhooks/stripe  secret {STRIPE_SECRET}",
         f"    {STRIPE_SIGNATURE_HEADER}: t=<unix time>,v1=<{hmac} of '<t>.<body>'>",

@@ -32,6 +32,21 @@ GC_SECRET = "gc_webhook_secret_dev"
 CRM_INGEST_SECRET = "crm_ingest_secret_dev"
 
 
+#: The worker's settings the CLI needs too (the rest are the worker's own business).
+CLI_VARIABLES = (
+    "PAYBUS_BOOTSTRAP_SERVERS",
+    "PAYBUS_TOPIC_PREFIX",
+    "PAYBUS_APP_ID",
+    "PAYBUS_STRIPE__BASE_URL",
+    "PAYBUS_STRIPE__API_KEY",
+    "PAYBUS_GOCARDLESS__BASE_URL",
+    "PAYBUS_GOCARDLESS__ACCESS_TOKEN",
+    "PAYBUS_SALESFORCE__INSTANCE_URL",
+    "PAYBUS_SALESFORCE__SESSION_ID",
+    "PAYBUS_SALESFORCE__CA_BUNDLE",
+)
+
+
 @dataclass
 class DevStack:
     """Everything ``paybus dev`` runs; a context manager that stops it all in reverse."""
@@ -130,6 +145,13 @@ class DevStack:
             PAYBUS_CRM__INGEST_SECRET=CRM_INGEST_SECRET,
         )
         return env
+
+    def cli_env(self) -> dict[str, str]:
+        """What the CLI needs from :meth:`worker_env` to act on this stack from another shell:
+        ``paybus crm check``, ``backfill`` and ``trace`` talk to the stand-ins, not to the
+        real Stripe, GoCardless or a Salesforce org."""
+        env = self.worker_env()
+        return {name: env[name] for name in CLI_VARIABLES if name in env}
 
     def worker_settings(self) -> Settings:
         """The PSP side of the worker's configuration, for lookups from this process."""

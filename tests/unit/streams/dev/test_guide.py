@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import shlex
+from dataclasses import replace
 from pathlib import Path
 from types import SimpleNamespace
+
+import pytest
 
 from streams.dev.guide import Endpoints, explore_lines, export_line, ready_lines
 from streams.dev.stack import DevStack
@@ -39,7 +43,7 @@ def test_the_export_line_is_the_one_paybus_broker_prints() -> None:
 
 def test_the_secrets_printed_are_the_ones_the_worker_checks(tmp_path: Path) -> None:
     stack = fake_stack(tmp_path)
-    assert Endpoints.of(stack) == ENDS
+    assert replace(Endpoints.of(stack), cli_env=()) == ENDS
     env = stack.worker_env()
     text = "\n".join(ready_lines(ENDS))
     for psp, name in (("stripe", "STRIPE"), ("gocardless", "GOCARDLESS")):
@@ -56,3 +60,22 @@ def test_stripe_is_shown_where_the_worker_talks_to_it(tmp_path: Path) -> None:
     (api,) = [line for line in lines if line.lstrip().startswith("Stripe API")]
     assert ENDS.stripe in api and ENDS.localstripe not in api
     assert any(f"localstripe itself: {ENDS.localstripe}" in line for line in lines)
+
+
+def test_the_exports_point_every_cli_command_at_the_stand_ins(
+    tmp_path: Path, clean_env: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # `paybus crm check` and `backfill` read Salesforce and the PSPs: without these exports they
+    # said "no Salesforce org configured" or went to api.stripe.com
+    lines = ready_lines(Endpoints.of(fake_stack(tmp_path)))
+    exports = [line.strip().removeprefix("export ") for line in lines if "  export " in line]
+    for assignment in exports:
+        name, value = assignment.split("=", 1)
+        monkeypatch.setenv(name, shlex.split(value)[0])
+    settings = Settings()
+    assert settings.bootstrap_servers == ENDS.bootstrap
+    assert settings.stripe.base_url == ENDS.stripe
+    assert settings.gocardless.base_url == ENDS.gocardless
+    assert settings.salesforce.instance_url == ENDS.salesforce
+    assert settings.salesforce.session_id.get_secret_value() == "00Dtoken"
+    assert not any("WEBHOOK_SECRET" in line or "FLUSH" in line for line in exports)
