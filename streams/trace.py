@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Iterable, Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -41,6 +41,10 @@ class Step:
     aggregate_id: str
     summary: str
     offset: int = 0
+    #: When the bus wrote the record (its Kafka timestamp): the order the story is told in.
+    #: ``at`` is the record's own time, which for a PSP's event is the PSP's clock in whole
+    #: seconds, so sorting by it put an event before the command that caused it.
+    written: datetime | None = None
 
 
 def partition_for(key: bytes, partitions: int) -> int:
@@ -198,13 +202,19 @@ def trace(
         skipped.update(reader.unfinished)
     finally:
         reader.close()
-    steps.sort(key=lambda s: (s.at, s.topic, s.offset))
-    return Trace(steps, states, skipped)
+    return Trace(story_order(steps), states, skipped)
+
+
+def story_order(steps: list[Step]) -> list[Step]:
+    """The steps in the order the bus wrote them (each producer's clock; ties by topic and
+    offset), not by the records' own times, which mix the PSPs' clocks in."""
+    return sorted(steps, key=lambda s: (s.written or s.at, s.topic, s.offset))
 
 
 def _step(topic: str, schema: str, record: Mapping[str, Any], message: Any) -> Step:
     step = summarise(schema, record, message.timestamp, message.offset)
-    return Step(step.at, topic, step.kind, step.aggregate_id, step.summary, message.offset)
+    written = datetime.fromtimestamp(message.timestamp / 1000, UTC)
+    return replace(step, topic=topic, offset=message.offset, written=written)
 
 
 def _webhooks(

@@ -1,4 +1,4 @@
-"""``paybus trace ID``: one payment's (or mandate's) story across the bus, oldest first.
+"""``paybus trace ID``: one payment's (or mandate's) story across the bus, as the bus wrote it.
 
 The question an operator gets asked most, "where is this payment?", answered from Kafka
 itself: the intent from the CRM, the command to the PSP, the PSP's webhooks, the events, each
@@ -38,7 +38,7 @@ def trace_cmd(
         float, typer.Option(help="Seconds each read may take (a week's partition is large).")
     ] = 30.0,
 ) -> None:
-    """Everything the bus holds about one payment, oldest first (refunds included)."""
+    """Everything the bus holds about one payment, as the bus wrote it (refunds included)."""
     from streams.app import build_avro_codec
     from streams.trace import trace  # Faust and the agents' modules: only when tracing
 

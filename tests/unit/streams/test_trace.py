@@ -8,7 +8,7 @@ import pytest
 from aiokafka.partitioner import DefaultPartitioner
 
 from streams.agents.commands import LINK_CONTENT_TYPE
-from streams.trace import partition_for, summarise
+from streams.trace import Step, partition_for, story_order, summarise
 
 AT = datetime(2026, 12, 4, 12, 0, tzinfo=UTC)
 
@@ -56,3 +56,16 @@ def test_a_record_without_its_time_falls_back_to_the_kafka_timestamp() -> None:
     assert step.at == datetime(2025, 12, 4, 12, 0, tzinfo=UTC)
     with pytest.raises(ValueError, match="no summary"):
         summarise("Nope", {}, 0, 0)
+
+
+def test_the_story_is_told_in_the_order_the_bus_wrote_it() -> None:
+    # a PSP's event carries the PSP's own time in whole seconds: by it, the event came before
+    # the command that caused it
+    command = Step(AT.replace(microsecond=335_000), "commands", "command create_payment", "p1",
+                   "", 0, written=AT.replace(microsecond=335_000))  # fmt: skip
+    event = Step(AT, "events", "event confirmed", "p1", "", 0,
+                 written=AT.replace(microsecond=610_000))  # fmt: skip
+    status = Step(AT, "status", "status confirmed", "p1", "", 0,
+                  written=AT.replace(microsecond=640_000))  # fmt: skip
+    kinds = [s.kind for s in story_order([status, event, command])]
+    assert kinds == ["command create_payment", "event confirmed", "status confirmed"]
