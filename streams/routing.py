@@ -141,6 +141,38 @@ def gateway_errors(
     return errors
 
 
+def unrouted(gateways: Sequence[GatewayConfig], rules: Sequence[RoutingRule]) -> list[str]:
+    """What the configured gateways take but no routing rule can send them: each method and
+    currency a gateway lists for which no rule's methods and currencies lead to a gateway that
+    takes it (a rule's amount and country bounds are taken as met). Such a payment fails
+    ("no routing rule sends ...") unless its record names a gateway; usually the rules were
+    replaced (``PAYBUS_ROUTING_RULES``) and one was forgotten. Warnings, not errors: a bus
+    whose records always name their gateway needs no rule."""
+    by_name = {g.name: g for g in gateways}
+    missing: list[str] = []
+    for gw in gateways:
+        for method in gw.methods:
+            allowed = METHOD_CURRENCIES.get(method)
+            for currency in gw.currencies:
+                if allowed and currency not in allowed:
+                    continue  # the gateway check says so already
+                reached = any(
+                    (not rule.methods or method in rule.methods)
+                    and (not rule.currencies or currency in rule.currencies)
+                    and (target := by_name.get(rule.gateway)) is not None
+                    and method in target.methods
+                    and currency in target.currencies
+                    for rule in rules
+                )
+                if not reached:
+                    missing.append(
+                        f"no routing rule sends {method} payments in {currency} to a gateway "
+                        f"that takes them (gateway {gw.name!r} does): they fail unless the "
+                        "record names a gateway; add a rule to PAYBUS_ROUTING_RULES"
+                    )
+    return list(dict.fromkeys(missing))
+
+
 def choose_gateway(
     *,
     method: str,

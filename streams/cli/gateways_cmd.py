@@ -15,9 +15,21 @@ from streams.settings import Settings
 def config_errors(settings: Settings) -> list[str]:
     """Everything wrong with the gateways/rules, each saying what to change."""
     from connectors import registry
-    from streams.routing import gateway_errors
+    from streams.routing import DEFAULT_RULES, gateway_errors
 
-    return gateway_errors(settings.gateways, settings.routing_rules, registry.available())
+    errors = gateway_errors(settings.gateways, settings.routing_rules, registry.available())
+    if tuple(settings.routing_rules) == DEFAULT_RULES:
+        # the user set gateways only: the rules they never wrote name the missing gateway
+        hint = " (a default routing rule; set PAYBUS_ROUTING_RULES to route to yours)"
+        errors = [e + hint if e.startswith("routing rule ") else e for e in errors]
+    return errors
+
+
+def config_warnings(settings: Settings) -> list[str]:
+    """What the configuration allows but cannot route (see :func:`streams.routing.unrouted`)."""
+    from streams.routing import unrouted
+
+    return unrouted(settings.gateways, settings.routing_rules)
 
 
 def register(app: typer.Typer) -> None:
@@ -31,7 +43,9 @@ def check(ctx: typer.Context) -> None:
     settings = settings_of(ctx)
     errors = config_errors(settings)
     for error in errors:
-        err_console.print(f"[red]x[/] {error}", highlight=False)
+        err_console.print(f"error: {error}", highlight=False, markup=False)
+    for warning in config_warnings(settings):
+        err_console.print(f"warning: {warning}", highlight=False, markup=False)
     if errors:
         raise typer.Exit(1)
     names = ", ".join(f"{g.name} ({g.connector})" for g in settings.gateways)

@@ -30,7 +30,7 @@ def worker(
     from streams.admin import PARTITIONS_HELP, create_topics, partition_mismatches
     from streams.agents import ROLES, attach, check_roles
     from streams.app import build_app
-    from streams.cli.gateways_cmd import config_errors
+    from streams.cli.gateways_cmd import config_errors, config_warnings
     from streams.log_format import FORMAT, SingleLineFormatter
     from streams.secrets_check import insecure_secrets, placeholder_psp_keys
     from streams.topics import TopicMap
@@ -58,7 +58,7 @@ def worker(
     for handler in logging.getLogger().handlers:
         handler.setFormatter(SingleLineFormatter(FORMAT))  # a quoted value cannot forge a line
         log_throttle.install(handler)  # an unreachable broker: one line per kind per 10 s
-    for warning in placeholder_psp_keys(settings, roles):
+    for warning in [*placeholder_psp_keys(settings, roles), *config_warnings(settings)]:
         logging.getLogger("streams.worker").warning(warning)
     app = build_app(settings)
     attach(app, roles)

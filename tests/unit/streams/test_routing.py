@@ -18,6 +18,7 @@ from streams.routing import (
     RoutingRule,
     choose_gateway,
     gateway_errors,
+    unrouted,
 )
 
 NOW = datetime(2026, 11, 22, tzinfo=UTC)
@@ -58,6 +59,22 @@ def test_no_rule_fits_says_why() -> None:
 
 def test_default_configuration_is_valid() -> None:
     assert gateway_errors(DEFAULT_GATEWAYS, DEFAULT_RULES, ["stripe", "gocardless"]) == []
+    assert unrouted(DEFAULT_GATEWAYS, DEFAULT_RULES) == []
+
+
+def test_what_a_gateway_takes_but_no_rule_reaches_is_named() -> None:
+    card_only = (RoutingRule(gateway="stripe", methods=("card",)),)
+    assert [m.split(" (")[0] for m in unrouted(DEFAULT_GATEWAYS, card_only)] == [
+        "no routing rule sends direct_debit payments in GBP to a gateway that takes them",
+        "no routing rule sends direct_debit payments in EUR to a gateway that takes them",
+    ]
+    # a rule for any method reaches the gateways that take what it leads to; one leading to
+    # a gateway that does not take the currency reaches nothing
+    assert unrouted(DEFAULT_GATEWAYS, (RoutingRule(gateway="gocardless"),
+                                        RoutingRule(gateway="stripe"))) == []  # fmt: skip
+    aud = unrouted(DEFAULT_GATEWAYS, (RoutingRule(gateway="gocardless", methods=("card",)),
+                                      *DEFAULT_RULES))  # fmt: skip
+    assert aud == []
 
 
 def test_gateway_errors_say_what_to_change() -> None:
