@@ -21,7 +21,7 @@ from rich.markup import escape
 from typer.core import TyperGroup
 
 from streams.errors import ConfigurationError, PaybusError
-from streams.settings import Settings
+from streams.settings import Settings, unknown_variables
 from streams.terminal import make_console
 
 console = make_console()
@@ -52,6 +52,8 @@ def state_callback(
         fail(f"invalid configuration: {validation_error_message(exc, overrides)}", code=CONFIG_EXIT)
     except SettingsError as exc:  # a complex field's variable is not JSON
         fail(f"invalid configuration: {settings_error_message(exc)}", code=CONFIG_EXIT)
+    for warning in unknown_variables(os.environ):
+        err_console.print(f"warning: {warning}", highlight=False, markup=False)
 
 
 #: The command-line options that override a setting, named in its error instead of its variable.

@@ -10,7 +10,7 @@ from pydantic import ValidationError
 
 from schemas import SCHEMA_DIR
 from streams.records import RECORDS
-from streams.settings import Settings
+from streams.settings import Settings, unknown_variables
 from streams.topics import TopicMap
 
 
@@ -99,3 +99,21 @@ def test_a_password_in_a_url_setting_is_masked(
     assert masked["schema_registry_url"] == "https://bus:**********@registry.example:8081"
     assert "s3cr3t-pw" not in json.dumps(masked)
     assert masked["salesforce"]["instance_url"] == "https://example.my.salesforce.com"
+
+
+def test_a_variable_that_names_no_setting_is_said_with_the_nearest_one() -> None:
+    environ = {
+        "PAYBUS_PARTITION": "4",  # a typo: the default 8 stayed in effect, silently
+        "PAYBUS_STRIPE_API_KEY": "sk_live_x",  # one underscore: not the section's field
+        "PAYBUS_PARTITIONS": "8",
+        "PAYBUS_STRIPE__API_KEY": "sk_live_y",  # a section's field: the section checks it
+        "PAYBUS_GOCARDLESS_SANDBOX_TOKEN": "t",  # the sandbox's own
+        "PAYBUS_FAULT_OUTAGE_S": "8",  # a test's knob
+        "PATH": "/bin",
+    }
+    assert unknown_variables(environ) == [
+        "PAYBUS_PARTITION is not a setting and is ignored (did you mean PAYBUS_PARTITIONS?)",
+        "PAYBUS_STRIPE_API_KEY is not a setting and is ignored "
+        "(did you mean PAYBUS_STRIPE__API_KEY?)",
+    ]
+    assert unknown_variables({"PAYBUS_ZZZ": "1"}) == ["PAYBUS_ZZZ is not a setting and is ignored"]
