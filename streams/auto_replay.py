@@ -151,9 +151,10 @@ def is_due(record: Mapping[str, Any], now: datetime) -> bool:
 
 
 def describe(record: Mapping[str, Any], now: datetime, grace: timedelta) -> str:
-    """What ``paybus dlq list`` says of an open letter: when the bus replays it, or ""."""
+    """What ``paybus dlq list`` says of an open letter: when the bus replays it, or that it
+    waits for an operator (``pending``, what the pending gauge counts)."""
     at = record.get("retry_at")
     if not isinstance(at, datetime):
-        return ""
+        return "pending"
     shown = at.isoformat(timespec="seconds")
     return f"retrying at {shown}" + ("" if waits_for_replay(record, now, grace) else " (overdue)")

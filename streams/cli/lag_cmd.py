@@ -81,10 +81,10 @@ def lag(
     title = f"consumer lag on {bootstrap}"
     if not watch:
         rows = _read(bootstrap, group, src)
-        console.print(lag_table(rows, title))
         if group and not rows:  # a typo'd group and an idle one must not look alike to scripts
             known = ", ".join(list_groups(bootstrap)) or "none"
             fail(f"group {group!r} has no committed offsets on {bootstrap} (groups: {known})")
+        console.print(lag_table(rows, title))
         return
     with Live(console=console, auto_refresh=False) as live:
         try:

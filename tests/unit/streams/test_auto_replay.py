@@ -109,7 +109,7 @@ def test_a_letter_waits_for_the_bus_until_it_is_overdue() -> None:
     assert not auto_replay.waits_for_replay({"retry_at": None}, NOW, grace)
     assert auto_replay.describe(record, NOW, grace) == "retrying at 2026-12-04T12:00:00+00:00"
     assert auto_replay.describe(record, NOW + grace, grace).endswith("(overdue)")
-    assert auto_replay.describe({"retry_at": None}, NOW, grace) == ""
+    assert auto_replay.describe({"retry_at": None}, NOW, grace) == "pending"
 
 
 # --- the watch: what is kept, due, pending --------------------------------------------------
