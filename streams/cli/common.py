@@ -10,6 +10,7 @@ do not load.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import re
 from typing import Annotated, Any, NoReturn
@@ -54,6 +55,42 @@ def state_callback(
         fail(f"invalid configuration: {settings_error_message(exc)}", code=CONFIG_EXIT)
     for warning in unknown_variables(os.environ):
         err_console.print(f"warning: {warning}", highlight=False, markup=False)
+    if ctx.invoked_subcommand not in _OWN_LOGGING:
+        _BrokerWait.install(ctx.obj.bootstrap_servers)
+
+
+#: Commands that set up logging of their own (a worker logs kafka-python's warnings itself).
+_OWN_LOGGING = {"worker", "dev", "broker", "bench"}
+
+
+class _BrokerWait(logging.Handler):
+    """Says once, on stderr, that a command is still trying to reach Kafka and why.
+
+    kafka-python retries an unreachable bootstrap server for 30 s, logging each failure to its
+    own loggers only, so ``paybus lag`` against a wrong port sat silent for 30 s before its
+    error. The first failed attempt is enough to say what is going on."""
+
+    def __init__(self, bootstrap: str) -> None:
+        super().__init__(logging.WARNING)
+        self.bootstrap = bootstrap
+        self.said = False
+
+    @classmethod
+    def install(cls, bootstrap: str) -> None:
+        logger = logging.getLogger("kafka.net.manager")
+        if not any(isinstance(h, cls) for h in logger.handlers):
+            logger.addHandler(cls(bootstrap))
+
+    def emit(self, record: logging.LogRecord) -> None:
+        message = record.getMessage()
+        if self.said or not message.startswith("Bootstrap"):
+            return
+        self.said = True
+        reason = message.split(": ", 1)[-1].split(" (backoff")[0]
+        err_console.print(
+            f"waiting for Kafka at {self.bootstrap}: {reason} (giving up after 30 s)",
+            highlight=False, markup=False,
+        )  # fmt: skip
 
 
 #: The command-line options that override a setting, named in its error instead of its variable.

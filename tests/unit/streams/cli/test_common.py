@@ -112,3 +112,27 @@ def test_a_value_that_does_not_load_is_named_as_the_user_set_it(
     assert isinstance(result.exception, SystemExit), result.exception
     assert result.exit_code == 2
     assert result.stderr == expected  # one line: no pydantic class name, codes or links
+
+
+def test_a_command_waiting_for_kafka_says_so_once(capsys: pytest.CaptureFixture[str]) -> None:
+    import logging
+
+    from streams.cli.common import _BrokerWait
+
+    handler = _BrokerWait("127.0.0.1:1")
+    logger = logging.getLogger("test.broker_wait")
+    logger.addHandler(handler)
+    try:
+        for _ in range(3):  # kafka-python logs every retry
+            logger.warning(
+                "Bootstrap connection to %s failed: %s (backoff %.2f secs)",
+                "bootstrap-0", "KafkaConnectionError: 111 ECONNREFUSED", 0.1,
+            )  # fmt: skip
+        logger.warning("something else")
+    finally:
+        logger.removeHandler(handler)
+    said = capsys.readouterr().err.strip().splitlines()
+    assert said == [
+        "waiting for Kafka at 127.0.0.1:1: KafkaConnectionError: 111 ECONNREFUSED "
+        "(giving up after 30 s)"
+    ]
