@@ -68,8 +68,12 @@ class DlqWatch(Collector):
         self._ledger = Ledger()
         #: Open letters kept whole for their automatic replay: id -> DLQ partition.
         self._kept: dict[str, int] = {}
-        #: Letters left to operators for want of room (counted and logged once each).
+        #: Letters left to operators for want of room (counted and logged once each), and
+        #: those found so since the last complete read: counted only if still open once the
+        #: read has reached the end (re-reading the DLQ after a restart meets letters whose
+        #: replay markers come further on; they were not over any cap).
         self._over_cap: set[str] = set()
+        self._over_cap_found: dict[str, str] = {}
         #: Whether the last refresh read every partition to its end: only then may a letter
         #: be replayed (its marker may be further on).
         self._at_end = False
@@ -95,6 +99,8 @@ class DlqWatch(Collector):
                 self._follow_new_partitions(consumer)
                 self._at_end = self._read_to_end(consumer)
                 self.caught_up = self._at_end or self.caught_up
+                if self._at_end:
+                    self._count_over_cap()
             except Exception:
                 # start again from the beginning next time: positions of a failed consumer
                 # cannot be trusted to have covered everything. The last complete count stays
@@ -244,7 +250,17 @@ class DlqWatch(Collector):
             return
         self._ledger.add({**_slim(record), "retry_at": None})  # an operator's, like any other
         if self.keep and lid not in self._over_cap:  # (keep 0: automatic replay is off)
+            self._over_cap_found[lid] = str(stage)
+
+    def _count_over_cap(self) -> None:
+        """Count and log the letters left to operators for want of room that are still open
+        now that the read has reached the end of every partition."""
+        for lid, stage in self._over_cap_found.items():
+            letter = self._ledger.letters.get(lid)
+            if letter is None or letter.resolved or lid in self._over_cap:
+                continue
             self._over_cap.add(lid)
-            metrics.DLQ_AUTO_REPLAYS.labels(str(stage), auto_replay.OVER_CAP).inc()
+            metrics.DLQ_AUTO_REPLAYS.labels(stage, auto_replay.OVER_CAP).inc()
             log.warning("dead letter %s: %d letters already wait for an automatic replay (the "
-                        "most kept); left to operators", lid, len(self._kept))  # fmt: skip
+                        "most kept); left to operators", lid, self.keep)  # fmt: skip
+        self._over_cap_found.clear()

@@ -140,6 +140,7 @@ def watch_of(*records: tuple[int, Record], keep: int = 10) -> DlqWatch:
     for partition, (value, headers) in records:
         watch._add(value, partition, headers)
     watch._at_end = watch.caught_up = True
+    watch._count_over_cap()
     watch._pending, watch._scheduled = watch._count(NOW)
     return watch
 
@@ -215,6 +216,17 @@ def test_letters_beyond_the_cap_are_left_to_operators() -> None:
     after = metrics.DLQ_AUTO_REPLAYS.labels("normaliser", auto_replay.OVER_CAP)._value.get()
     assert after - before == 1
     assert "value" not in watch._ledger.letters["paybus.psp.webhooks:0:3"].record
+
+
+def test_a_letter_over_the_cap_that_a_later_marker_closed_is_not_counted() -> None:
+    # an ops worker re-reads the DLQ from the start after a restart: a letter replayed long
+    # ago meets a full cap before its marker is read; it was never left to operators
+    before = metrics.DLQ_AUTO_REPLAYS.labels("normaliser", auto_replay.OVER_CAP)._value.get()
+    watch = watch_of((0, letter(1, NOW)), (0, letter(2, NOW)), (0, marker(2)), keep=1)
+    after = metrics.DLQ_AUTO_REPLAYS.labels("normaliser", auto_replay.OVER_CAP)._value.get()
+    assert after == before
+    assert [lt.id for lt in watch.due(NOW, everything)] == ["paybus.psp.webhooks:0:1"]
+    assert gauges(watch) == {PENDING: {"normaliser": 0}, SCHEDULED: {"normaliser": 1}}
 
 
 def test_with_automatic_replay_off_every_letter_waits_for_a_human() -> None:
