@@ -160,6 +160,9 @@ class Parked:
     due_at: datetime
     stage: str
     handle: Any = None
+    #: The schedule's due time of an envelope run before it (parked for refused credentials
+    #: before this worker started, see :func:`due_for`); ``None`` otherwise.
+    scheduled: datetime | None = None
 
 
 @dataclass

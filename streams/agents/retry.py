@@ -66,9 +66,8 @@ class RetryStage:
         self.batch_size = ops.collection_batch_size
         self.budget = ops.collection_batch_size
         #: Envelopes parked for refused credentials before this worker started (which may
-        #: hold new ones) run at once; how many were, since the last tick's log line.
+        #: hold new ones) run at once.
         self.started_at = datetime.now(UTC)
-        self.rechecked = 0
         app.agent(self.shared.retry_topic, name="paybus.retry")(self.process)
         app.timer(TICK_S, name="paybus.retry.tick")(self.tick)
         app.timer(ops.collection_interval_s, name="paybus.collection.run")(self.collection_run)
@@ -85,20 +84,20 @@ class RetryStage:
         key = event.key if isinstance(event.key, str) else env.aggregate_id
         origin = parking.origin_id(env.original_topic, env.original_partition, env.original_offset)
         due = env.due_at if env.due_at.tzinfo else env.due_at.replace(tzinfo=UTC)
+        scheduled = None
         if env.stage == parking.SCHEDULED:
             due = self._collection_due(env) or due
         elif env.stage == parking.RETRY:
-            was = due
-            due = parking.due_for(
+            sooner = parking.due_for(
                 due,
                 parked_for=_header(event.message.headers, parking.PARKED_FOR_HEADER),
                 parked_at=datetime.fromtimestamp(event.message.timestamp, UTC),
                 started_at=self.started_at,
                 now=datetime.now(UTC),
             )
-            if due < was:
-                self.rechecked += 1
-        item = Parked(key, origin, env.attempt, due, env.stage, handle=event)
+            if sooner < due:
+                scheduled, due = due, sooner
+        item = Parked(key, origin, env.attempt, due, env.stage, handle=event, scheduled=scheduled)
         verdict, replaced = self.queue.offer(item, self.shared.listed(key))
         if verdict != "held":
             metrics.RETRIES.labels("retry", verdict).inc()
@@ -133,15 +132,11 @@ class RetryStage:
 
     async def tick(self) -> None:
         """Start the due heads; forget envelopes of partitions this worker no longer owns."""
-        if self.rechecked:
-            log.warning(
-                "retry: %d commands parked because the PSP refused paybus's credentials, before "
-                "this worker started, are tried now", self.rechecked,
-            )  # fmt: skip
-            metrics.RETRIES.labels("retry", "credentials_recheck").inc(self.rechecked)
-            self.rechecked = 0
         self._forget_revoked()
         now = datetime.now(UTC)
+        # counted as started, not as read: after a restart the same command may be read in
+        # several envelopes (attempts superseded, commands finished meanwhile)
+        rechecked = 0
         for head in self.queue.runnable(self.shared.listed, now, self.busy):
             if len(self.busy) >= CONCURRENCY:
                 break
@@ -149,10 +144,17 @@ class RetryStage:
                 if self.budget <= 0:
                     continue
                 self.budget -= 1
+            rechecked += head.scheduled is not None
             self.busy.add(head.key)
             task = asyncio.ensure_future(self._run(head))
             self.tasks.add(task)
             task.add_done_callback(self.tasks.discard)
+        if rechecked:
+            log.warning(
+                "retry: %d commands parked because the PSP refused paybus's credentials, before "
+                "this worker started, are tried now", rechecked,
+            )  # fmt: skip
+            metrics.RETRIES.labels("retry", "credentials_recheck").inc(rechecked)
         metrics.PARKED_AGGREGATES.set(len(self.queue.by_key))
         metrics.PARKED_MESSAGES.set(len(self.queue))
 

@@ -1,0 +1,120 @@
+"""The retry stage's handling of envelopes parked for refused credentials, on fakes (no
+Faust app): what a worker started after they were parked does with them."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import UTC, datetime, timedelta
+from types import SimpleNamespace
+from typing import Any
+
+from streams import metrics, parking
+from streams.agents.retry import RetryStage
+from streams.parking import RetryQueue
+from streams.records import PaymentCommand, RetryEnvelope
+
+KEY = "payment:pay-1"
+SCHEDULE = (600.0, 600.0, 600.0)
+
+
+def _origin(offset: int) -> str:
+    return parking.origin_id("commands.gocardless", 0, offset)
+
+
+class FakeShared:
+    """The parked table, and an executor that answers ``answer`` (None: carried out)."""
+
+    def __init__(self, answer: Exception | None) -> None:
+        self.parked: dict[str, Any] = {}
+        self.answer = answer
+        self.calls = 0
+        self.parks: list[dict[str, Any]] = []
+
+    def listed(self, key: str) -> list[str]:
+        return parking.pending(self.parked.get(key))
+
+    async def execute(self, psp: str, event: Any, command: Any, stage: str) -> Any:
+        self.calls += 1
+        return self.answer
+
+    async def park(self, event: Any, key: str, **kwargs: Any) -> None:
+        self.parks.append(kwargs)
+
+
+class FakeEvent:
+    """A consumed envelope (weakly referenced as the current event by table writes)."""
+
+    def __init__(self, key: str, value: RetryEnvelope, message: Any) -> None:
+        self.key, self.value, self.message = key, value, message
+
+
+class FakeStream:
+    def __init__(self) -> None:
+        self.acked: list[Any] = []
+
+    async def ack(self, event: Any) -> None:
+        self.acked.append(event)
+
+
+def _stage(shared: FakeShared, started_at: datetime) -> RetryStage:
+    stage = RetryStage.__new__(RetryStage)
+    settings = SimpleNamespace(retry_schedule_s=SCHEDULE, ops=SimpleNamespace())
+    stage.app = SimpleNamespace(settings=settings)  # type: ignore[assignment]
+    stage.shared = shared  # type: ignore[assignment]
+    stage.queue = RetryQueue()
+    stage.busy = set()
+    stage.tasks = set()
+    stage.stream = FakeStream()
+    stage.batch_size = stage.budget = 10
+    stage.started_at = started_at
+    command = PaymentCommand(
+        command_id="cmd-1", aggregate_id="pay-1", aggregate_type="payment",
+        operation="create_payment", psp="gocardless", issued_at=started_at,
+    )  # fmt: skip
+    stage._command = lambda env: command  # type: ignore[method-assign]
+    return stage
+
+
+def _envelope(origin_offset: int, attempt: int, due_at: datetime, parked_at: datetime) -> Any:
+    env = RetryEnvelope(
+        retry_id=parking.retry_id(_origin(origin_offset), attempt), aggregate_id="pay-1",
+        original_topic="commands.gocardless", original_partition=0,
+        original_offset=origin_offset, value=b"", attempt=attempt, due_at=due_at,
+        first_failed_at=parked_at, error="401", stage=parking.RETRY, key=KEY.encode(),
+    )  # fmt: skip
+    message = SimpleNamespace(
+        headers=[(parking.PARKED_FOR_HEADER, parking.CREDENTIALS.encode())],
+        timestamp=parked_at.timestamp(),
+        tp=("retry", 0),
+    )
+    return FakeEvent(KEY, env, message)
+
+
+def _rechecks() -> float:
+    return metrics.RETRIES.labels("retry", "credentials_recheck")._value.get()
+
+
+async def _tick(stage: RetryStage) -> None:
+    await stage.tick()
+    await asyncio.gather(*stage.tasks)
+
+
+async def test_a_command_read_again_in_several_envelopes_is_one_recheck() -> None:
+    # read from the committed offset after a restart: an attempt already superseded, the
+    # attempt that stands, and an envelope whose command was finished meanwhile
+    now = datetime.now(UTC)
+    started, before = now - timedelta(seconds=1), now - timedelta(minutes=5)
+    shared = FakeShared(answer=None)
+    shared.parked[KEY] = {"pending": [_origin(1)], "stages": {_origin(1): parking.RETRY}}
+    stage = _stage(shared, started)
+    due = now + timedelta(minutes=5)
+    for envelope in (
+        _envelope(0, 1, due, before),  # finished: no longer listed
+        _envelope(1, 1, due, before),
+        _envelope(1, 2, due, before),
+    ):
+        await stage.offer(envelope)
+    counted = _rechecks()
+    await _tick(stage)
+    assert shared.calls == 1
+    assert _rechecks() - counted == 1
