@@ -27,7 +27,7 @@ from faust.types import EventT
 
 from streams import metrics, parking
 from streams.agents.commands import Shared
-from streams.agents.common import as_current
+from streams.agents.common import as_current, error_kind
 from streams.agents.guard import guarded
 from streams.app import PaybusApp
 from streams.deadletters import make_dead_letter
@@ -209,6 +209,18 @@ class RetryStage:
             if head.stage == parking.SCHEDULED:
                 log.info("collection: %s submitted", command.aggregate_id)
             await self._finish(head, event)
+            return
+        if head.scheduled is not None:
+            # Tried before its schedule (parked for refused credentials before this worker
+            # started) and not carried out: it waits for its scheduled retry instead of using
+            # one up, or a rolling restart or a crash loop with the key still wrong would
+            # dead-letter it long before the schedule's end.
+            log.warning(
+                "retry: %s (%s) still not carried out after a restart; waits for its "
+                "scheduled retry at %s", head.origin, error_kind(error),
+                head.scheduled.isoformat(timespec="seconds"),
+            )  # fmt: skip
+            head.due_at, head.scheduled = head.scheduled, None
             return
         schedule = self.app.settings.retry_schedule_s
         errors = parking.error_log(env.error, f"attempt {head.attempt}: {error}")

@@ -8,6 +8,7 @@ from datetime import UTC, datetime, timedelta
 from types import SimpleNamespace
 from typing import Any
 
+from connectors.errors import AuthenticationError
 from streams import metrics, parking
 from streams.agents.retry import RetryStage
 from streams.parking import RetryQueue
@@ -56,10 +57,24 @@ class FakeStream:
         self.acked.append(event)
 
 
+class FakeApp:
+    """Settings, and the dead letters sent."""
+
+    def __init__(self) -> None:
+        self.settings = SimpleNamespace(retry_schedule_s=SCHEDULE, ops=SimpleNamespace())
+        self.topic_map = SimpleNamespace(dlq=SimpleNamespace(name="dlq"))
+        self.letters: list[Any] = []
+
+    async def send(self, topic: str, *, key: bytes, value: Any) -> asyncio.Future[None]:
+        self.letters.append(value)
+        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        done.set_result(None)
+        return done
+
+
 def _stage(shared: FakeShared, started_at: datetime) -> RetryStage:
     stage = RetryStage.__new__(RetryStage)
-    settings = SimpleNamespace(retry_schedule_s=SCHEDULE, ops=SimpleNamespace())
-    stage.app = SimpleNamespace(settings=settings)  # type: ignore[assignment]
+    stage.app = FakeApp()  # type: ignore[assignment]
     stage.shared = shared  # type: ignore[assignment]
     stage.queue = RetryQueue()
     stage.busy = set()
@@ -75,19 +90,21 @@ def _stage(shared: FakeShared, started_at: datetime) -> RetryStage:
     return stage
 
 
-def _envelope(origin_offset: int, attempt: int, due_at: datetime, parked_at: datetime) -> Any:
+def _envelope(
+    origin_offset: int, attempt: int, due_at: datetime, parked_at: datetime, key: str = KEY
+) -> Any:
     env = RetryEnvelope(
         retry_id=parking.retry_id(_origin(origin_offset), attempt), aggregate_id="pay-1",
         original_topic="commands.gocardless", original_partition=0,
         original_offset=origin_offset, value=b"", attempt=attempt, due_at=due_at,
-        first_failed_at=parked_at, error="401", stage=parking.RETRY, key=KEY.encode(),
+        first_failed_at=parked_at, error="401", stage=parking.RETRY, key=key.encode(),
     )  # fmt: skip
     message = SimpleNamespace(
         headers=[(parking.PARKED_FOR_HEADER, parking.CREDENTIALS.encode())],
         timestamp=parked_at.timestamp(),
         tp=("retry", 0),
     )
-    return FakeEvent(KEY, env, message)
+    return FakeEvent(key, env, message)
 
 
 def _rechecks() -> float:
@@ -118,3 +135,28 @@ async def test_a_command_read_again_in_several_envelopes_is_one_recheck() -> Non
     await _tick(stage)
     assert shared.calls == 1
     assert _rechecks() - counted == 1
+
+
+async def test_a_recheck_refused_again_waits_for_its_scheduled_retry() -> None:
+    # a worker started with the key still wrong (a rolling deploy, a crash loop, a second
+    # wrong key): its out-of-schedule try must not use up a retry, nor dead-letter the last one
+    now = datetime.now(UTC)
+    started, before = now - timedelta(seconds=1), now - timedelta(minutes=5)
+    shared = FakeShared(answer=AuthenticationError("revoked", psp="gocardless", http_status=401))
+    keys = {"payment:pay-1": 1, "payment:pay-2": len(SCHEDULE)}  # a first retry, the last one
+    stage = _stage(shared, started)
+    due = now + timedelta(minutes=10)
+    for n, (key, attempt) in enumerate(keys.items()):
+        shared.parked[key] = {"pending": [_origin(n)], "stages": {_origin(n): parking.RETRY}}
+        await stage.offer(_envelope(n, attempt, due, before, key=key))
+    await _tick(stage)
+    assert shared.calls == 2
+    assert shared.parks == []
+    assert stage.app.letters == []  # type: ignore[attr-defined]
+    held = {p.key: p for p in stage.queue.items()}
+    assert sorted(held) == sorted(keys)
+    assert {p.attempt for p in held.values()} == set(keys.values())
+    assert all(p.due_at == due and p.scheduled is None for p in held.values())
+    assert stage.stream.acked == []
+    await _tick(stage)  # not again before the schedule says
+    assert shared.calls == 2
