@@ -138,6 +138,18 @@ def test_held_age_alert_uses_the_hold_timeout() -> None:
     assert rules["PaybusHeldEventsAging"]["expr"].strip().endswith(f"> {timeout:g}")
 
 
+def test_credentials_alert_says_to_restart_the_role_that_retries_parked_commands() -> None:
+    # the retry role carries out what was parked (streams/agents/retry.py): restarting only
+    # the connectors role leaves the old key in the process that would try them again
+    rules = {
+        r["alert"]: r for g in yaml_docs(PROMETHEUS / "rules.yml")[0]["groups"] for r in g["rules"]
+    }
+    description = " ".join(
+        rules["PaybusPspCredentialsRefused"]["annotations"]["description"].split()
+    )
+    assert "retry role" in description
+
+
 def test_every_alert_has_a_promtool_test() -> None:
     alerts = {
         r["alert"] for g in yaml_docs(PROMETHEUS / "rules.yml")[0]["groups"] for r in g["rules"]
