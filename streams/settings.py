@@ -367,8 +367,14 @@ def _mask(value: Any) -> Any:
 
 
 #: ``PAYBUS_*`` variables read by tools other than the settings (the GoCardless sandbox's own
-#: token, the fault-injection tests' knobs): not settings, and not typos either.
-_TOOL_VARIABLES = ("PAYBUS_GOCARDLESS_SANDBOX_TOKEN", "PAYBUS_FAULT_")
+#: token, the fault-injection tests' knobs, deploy/compose's image tag and replica count, set
+#: in the shell that runs ``docker compose``): not settings, and not typos either.
+_TOOL_VARIABLES = (
+    "PAYBUS_GOCARDLESS_SANDBOX_TOKEN",
+    "PAYBUS_FAULT_",
+    "PAYBUS_VERSION",
+    "PAYBUS_WORKERS",
+)
 
 
 def unknown_variables(environ: Mapping[str, str]) -> list[str]:
