@@ -79,3 +79,18 @@ def test_the_exports_point_every_cli_command_at_the_stand_ins(
     assert settings.salesforce.instance_url == ENDS.salesforce
     assert settings.salesforce.session_id.get_secret_value() == "00Dtoken"
     assert not any("WEBHOOK_SECRET" in line or "FLUSH" in line for line in exports)
+
+
+def test_the_exports_name_the_stack_s_topics_as_its_worker_does(
+    tmp_path: Path, clean_env: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # `PAYBUS_PARTITIONS=4 paybus dev`: the other shell's CLI must see 4 too, or `topics
+    # create` says every topic has a wrong partition count and `dlq`/`lag` count wrong
+    stack = fake_stack(tmp_path)
+    stack.settings = Settings(partitions=4, topic_prefix="devx")
+    for line in ready_lines(Endpoints.of(stack)):
+        if line.startswith("  export "):
+            name, value = line.strip().removeprefix("export ").split("=", 1)
+            monkeypatch.setenv(name, shlex.split(value)[0])
+    settings = Settings()
+    assert (settings.partitions, settings.topic_prefix) == (4, "devx")
