@@ -119,8 +119,9 @@ def insecure_secrets(settings: Settings, roles: Iterable[str]) -> list[str]:
 
 
 #: Roles that call the PSPs' APIs (commands and their retries; reconcile, janitor and page
-#: expiry look-ups; a webhook's normalising look-ups).
-_CALLING_ROLES = {"connectors", "retry", "sequencer", "ops", "normaliser"}
+#: expiry look-ups; a webhook's normalising look-ups; the web role's ``POST /bank-details``
+#: registrations and payment pages' state).
+_CALLING_ROLES = {"connectors", "retry", "sequencer", "ops", "normaliser", "web"}
 
 
 def placeholder_psp_keys(settings: Settings, roles: Iterable[str]) -> list[str]:

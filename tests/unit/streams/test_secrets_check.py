@@ -91,7 +91,9 @@ def test_a_worker_calling_a_psp_with_the_placeholder_key_is_warned(
     assert len(warned) == 2  # both default gateways, real APIs, built-in keys
     assert "PAYBUS_STRIPE__API_KEY is the built-in placeholder" in warned[0]
     assert "PAYBUS_GOCARDLESS__ACCESS_TOKEN" in warned[1]
-    assert placeholder_psp_keys(settings, ["web", "crm"]) == []  # no PSP calls
+    assert placeholder_psp_keys(settings, ["crm"]) == []  # no PSP calls
+    # the web role registers bank details and reads payment pages' state at the PSP
+    assert len(placeholder_psp_keys(settings, ["web"])) == 2
     # an emulator (paybus dev), or a key of one's own: nothing to say
     monkeypatch.setenv("PAYBUS_STRIPE__BASE_URL", "http://127.0.0.1:8420")
     monkeypatch.setenv("PAYBUS_GOCARDLESS__ACCESS_TOKEN", "live_of_our_own")
