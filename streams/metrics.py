@@ -184,6 +184,12 @@ PARKED_AGGREGATES = Gauge(
     "paybus_parked_aggregates", "Aggregates with commands parked in retry (this worker)."
 )
 PARKED_MESSAGES = Gauge("paybus_parked_messages", "Envelopes held by the retry agent.")
+PARKED_FOR_CREDENTIALS = Gauge(
+    "paybus_parked_for_credentials",
+    "Commands held by the retry agent because the PSP refused paybus's credentials (this "
+    "worker), by PSP.",
+    ["psp"],
+)
 COLLECTIONS = Counter(
     "paybus_scheduled_collections_total",
     "Direct debits held for their collection date, by outcome (scheduled, released).",

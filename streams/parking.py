@@ -163,6 +163,8 @@ class Parked:
     #: The schedule's due time of an envelope run before it (parked for refused credentials
     #: before this worker started, see :func:`due_for`); ``None`` otherwise.
     scheduled: datetime | None = None
+    #: :data:`PARKED_FOR_HEADER`'s value (``credentials``), or ``None``.
+    parked_for: str | None = None
 
 
 @dataclass

@@ -68,6 +68,8 @@ class RetryStage:
         #: Envelopes parked for refused credentials before this worker started (which may
         #: hold new ones) run at once.
         self.started_at = datetime.now(UTC)
+        #: PSPs whose credentials gauge this worker has set (set to 0 once none is held).
+        self.refused_psps: set[str] = set()
         app.agent(self.shared.retry_topic, name="paybus.retry")(self.process)
         app.timer(TICK_S, name="paybus.retry.tick")(self.tick)
         app.timer(ops.collection_interval_s, name="paybus.collection.run")(self.collection_run)
@@ -84,20 +86,24 @@ class RetryStage:
         key = event.key if isinstance(event.key, str) else env.aggregate_id
         origin = parking.origin_id(env.original_topic, env.original_partition, env.original_offset)
         due = env.due_at if env.due_at.tzinfo else env.due_at.replace(tzinfo=UTC)
-        scheduled = None
+        scheduled = parked_for = None
         if env.stage == parking.SCHEDULED:
             due = self._collection_due(env) or due
         elif env.stage == parking.RETRY:
+            parked_for = _header(event.message.headers, parking.PARKED_FOR_HEADER)
             sooner = parking.due_for(
                 due,
-                parked_for=_header(event.message.headers, parking.PARKED_FOR_HEADER),
+                parked_for=parked_for,
                 parked_at=datetime.fromtimestamp(event.message.timestamp, UTC),
                 started_at=self.started_at,
                 now=datetime.now(UTC),
             )
             if sooner < due:
                 scheduled, due = due, sooner
-        item = Parked(key, origin, env.attempt, due, env.stage, handle=event, scheduled=scheduled)
+        item = Parked(
+            key, origin, env.attempt, due, env.stage, handle=event, scheduled=scheduled,
+            parked_for=parked_for,
+        )  # fmt: skip
         verdict, replaced = self.queue.offer(item, self.shared.listed(key))
         if verdict != "held":
             metrics.RETRIES.labels("retry", verdict).inc()
@@ -157,6 +163,20 @@ class RetryStage:
             metrics.RETRIES.labels("retry", "credentials_recheck").inc(rechecked)
         metrics.PARKED_AGGREGATES.set(len(self.queue.by_key))
         metrics.PARKED_MESSAGES.set(len(self.queue))
+        self._gauge_refused()
+
+    def _gauge_refused(self) -> None:
+        """``paybus_parked_for_credentials`` per PSP: what the credentials alert holds on to
+        between a quiet bus's retries (hours apart), not only while calls are refused."""
+        counts = dict.fromkeys(self.refused_psps, 0)
+        for item in self.queue.items():
+            if item.parked_for == parking.CREDENTIALS:
+                topic = cast(RetryEnvelope, item.handle.value).original_topic
+                psp = topic.rsplit(".", 1)[-1]  # <prefix>.commands.<psp>
+                counts[psp] = counts.get(psp, 0) + 1
+        for psp, count in counts.items():
+            metrics.PARKED_FOR_CREDENTIALS.labels(psp).set(count)
+        self.refused_psps = set(counts)
 
     def _forget_revoked(self) -> None:
         try:

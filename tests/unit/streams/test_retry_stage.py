@@ -82,6 +82,7 @@ def _stage(shared: FakeShared, started_at: datetime) -> RetryStage:
     stage.stream = FakeStream()
     stage.batch_size = stage.budget = 10
     stage.started_at = started_at
+    stage.refused_psps = set()
     command = PaymentCommand(
         command_id="cmd-1", aggregate_id="pay-1", aggregate_type="payment",
         operation="create_payment", psp="gocardless", issued_at=started_at,
@@ -160,3 +161,28 @@ async def test_a_recheck_refused_again_waits_for_its_scheduled_retry() -> None:
     assert stage.stream.acked == []
     await _tick(stage)  # not again before the schedule says
     assert shared.calls == 2
+
+
+def _refused_gauge() -> float:
+    return metrics.PARKED_FOR_CREDENTIALS.labels("gocardless")._value.get()
+
+
+async def test_commands_waiting_for_a_key_are_gauged_until_carried_out() -> None:
+    # the alert holds on this between a quiet bus's retries (hours apart), when no call is
+    # refused for a while; it drops to 0 once the command went through
+    now = datetime.now(UTC)
+    shared = FakeShared(answer=AuthenticationError("revoked", psp="gocardless", http_status=401))
+    shared.parked[KEY] = {"pending": [_origin(1)], "stages": {_origin(1): parking.RETRY}}
+    stage = _stage(shared, now - timedelta(seconds=1))
+    await stage.offer(_envelope(1, 1, now + timedelta(hours=1), now - timedelta(minutes=5)))
+    await _tick(stage)  # tried at once, refused again: held for its schedule
+    assert shared.calls == 1 and _refused_gauge() == 1
+    await _tick(stage)
+    assert _refused_gauge() == 1
+    [held] = stage.queue.items()
+    held.due_at = now  # its scheduled retry, with the key fixed meanwhile
+    shared.answer = None
+    shared.parked[KEY] = {"pending": [_origin(1)], "stages": {_origin(1): parking.RETRY}}
+    await _tick(stage)
+    await _tick(stage)
+    assert shared.calls == 2 and stage.queue.items() == [] and _refused_gauge() == 0
