@@ -385,7 +385,7 @@ def unknown_variables(environ: Mapping[str, str]) -> list[str]:
     underscore) left the default in effect without a word."""
     names = {f"PAYBUS_{name.upper()}" for name in Settings.model_fields}
     out: list[str] = []
-    for variable in sorted(environ):
+    for variable in sorted(name.upper() for name in environ):  # read case-insensitively
         if not variable.startswith("PAYBUS_") or variable.startswith(_TOOL_VARIABLES):
             continue
         if variable.split("__", 1)[0] in names:

@@ -86,7 +86,11 @@ class _BrokerWait(logging.Handler):
         if self.said or not message.startswith("Bootstrap"):
             return
         self.said = True
-        reason = message.split(": ", 1)[-1].split(" (backoff")[0]
+        reason = (  # "Bootstrap connection to X failed: <why> (backoff ...)", or "not ready"
+            message.split("failed: ", 1)[1].split(" (backoff")[0]
+            if "failed: " in message
+            else "no answer yet"
+        )
         err_console.print(
             f"waiting for Kafka at {self.bootstrap}: {reason} (giving up after 30 s)",
             highlight=False, markup=False,
@@ -98,7 +102,8 @@ _OPTION_OF = {"bootstrap_servers": "--bootstrap", "profile": "--profile"}
 
 
 def _secret(loc: list[str]) -> bool:
-    return any(word in part for part in loc for word in ("secret", "key", "token", "password"))
+    words = ("secret", "key", "token", "password", "session")
+    return any(word in part.lower() for part in loc for word in words)
 
 
 def validation_error_message(exc: PydanticValidationError, overrides: dict[str, str]) -> str:

@@ -130,3 +130,11 @@ def test_the_variables_the_project_s_own_files_set_are_not_said() -> None:
             found |= set(re.findall(r"\bPAYBUS_[A-Z0-9_]+", path.read_text(errors="replace")))
     assert "PAYBUS_WORKERS" in found
     assert unknown_variables(dict.fromkeys(found, "1")) == []
+
+
+def test_a_lowercase_variable_is_checked_as_the_settings_read_it() -> None:
+    # pydantic-settings reads variable names case-insensitively
+    assert unknown_variables({"paybus_partitions": "4"}) == []
+    assert unknown_variables({"paybus_partiton": "4"}) == [
+        "PAYBUS_PARTITON is not a setting and is ignored (did you mean PAYBUS_PARTITIONS?)"
+    ]

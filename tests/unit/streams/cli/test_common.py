@@ -136,3 +136,12 @@ def test_a_command_waiting_for_kafka_says_so_once(capsys: pytest.CaptureFixture[
         "waiting for Kafka at 127.0.0.1:1: KafkaConnectionError: 111 ECONNREFUSED "
         "(giving up after 30 s)"
     ]
+
+
+def test_a_session_id_that_does_not_load_is_not_echoed(
+    clean_env: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("PAYBUS_SALESFORCE", '{"session_id": ["00Dsecret!token"]}')
+    result = CliRunner().invoke(app, ["config"])
+    assert result.exit_code == 2
+    assert "salesforce" in result.output.lower() and "00Dsecret" not in result.output
