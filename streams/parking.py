@@ -41,6 +41,10 @@ SCHEDULED = "scheduled"
 #: upgrade, a rollback) reads the envelope as an ordinary parked retry.
 PARKED_FOR_HEADER = "x-paybus-parked-for"
 CREDENTIALS = "credentials"
+#: Kafka header next to it: a fingerprint of the key the PSP refused (see
+#: :func:`streams.secrets_check.key_fingerprint`), so a worker holding another key tries the
+#: command at once and one holding the same key does not.
+REFUSED_KEY_HEADER = "x-paybus-refused-key"
 
 #: Most error lines an envelope carries (the newest win).
 MAX_ERROR_LINES = 10
@@ -83,15 +87,24 @@ def due_for(
     parked_at: datetime,
     started_at: datetime,
     now: datetime,
+    refused_key: str | None = None,
+    own_key: str | None = None,
 ) -> datetime:
-    """When a worker started at ``started_at`` runs an envelope the schedule says is due at
-    ``due_at``: then, except that a command parked for refused credentials before the worker
-    started runs at once. Settings are read once per process, so new credentials come with a
-    restart, and whoever fixed the key should not wait out the rest of the schedule (hours,
-    by its last delays). Still refused, it is parked again with the next delay."""
-    if parked_for == CREDENTIALS and parked_at < started_at:
-        return min(due_at, now)
-    return due_at
+    """When a worker runs an envelope the schedule says is due at ``due_at``: then, except
+    that a command parked for refused credentials runs at once where the key may have been
+    fixed, so whoever fixed it does not wait out the rest of the schedule (hours, by its last
+    delays). Settings are read once per process, so a new key comes with a restart.
+
+    With fingerprints of the refused key and of this worker's own: at once exactly when they
+    differ (a worker holding a new key, whenever it started: in a rolling restart the workers
+    still on the old key keep parking after the new ones started; one restarted with the same
+    wrong key does not try again). Without (an envelope of an earlier release of this rule):
+    at once when it was parked before this worker started."""
+    if parked_for != CREDENTIALS:
+        return due_at
+    if refused_key is not None and own_key is not None:
+        return min(due_at, now) if refused_key != own_key else due_at
+    return min(due_at, now) if parked_at < started_at else due_at
 
 
 def exhausted(attempt: int, schedule: Sequence[float]) -> bool:

@@ -18,6 +18,7 @@ serves the webhooks of the configured PSPs and ``POST /bank-details``; a ``crm``
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Iterable
 
 from pydantic import BaseModel, SecretStr
@@ -31,7 +32,7 @@ from streams.settings import (
     StripeSettings,
 )
 
-__all__ = ["PLACEHOLDER", "insecure_secrets", "placeholder_psp_keys"]
+__all__ = ["PLACEHOLDER", "insecure_secrets", "key_fingerprint", "placeholder_psp_keys"]
 
 #: What the deploy files' placeholders contain.
 PLACEHOLDER = "replace_me"
@@ -145,3 +146,21 @@ def placeholder_psp_keys(settings: Settings, roles: Iterable[str]) -> list[str]:
         for psp, variable, key, base_url, default in sections
         if psp in psps and base_url is None and key.get_secret_value() == default
     ]
+
+
+#: The settings field holding each PSP section's API credential.
+_CREDENTIAL_FIELDS = ("api_key", "access_token")
+
+
+def key_fingerprint(settings: Settings, psp: str) -> str | None:
+    """A short one-way fingerprint of the API key this process holds for ``psp`` (None for a
+    PSP without a settings section): enough to tell two keys apart, nothing to recover one
+    from (48 bits of a salted SHA-256 of a high-entropy secret). It travels on a parked
+    envelope's header so that a worker can tell whether its key is the one refused."""
+    section = getattr(settings, psp, None)
+    for field in _CREDENTIAL_FIELDS:
+        value = getattr(section, field, None)
+        if isinstance(value, SecretStr):
+            digest = hashlib.sha256(b"paybus-refused-key:" + value.get_secret_value().encode())
+            return digest.hexdigest()[:12]
+    return None

@@ -38,6 +38,7 @@ from streams.agents.common import Connectors, as_current, connector_call, event_
 from streams.app import PaybusApp
 from streams.records import PaymentCommand, PaymentEvent, PspWebhook, RetryEnvelope
 from streams.redaction import redact
+from streams.secrets_check import key_fingerprint
 from streams.topics import partition_key
 
 #: Content type of the link records a worker sends to the normaliser (PSP id -> aggregate).
@@ -240,6 +241,9 @@ class Shared:
         headers: dict[str, bytes] = {}
         if isinstance(cause, AuthenticationError):
             headers[parking.PARKED_FOR_HEADER] = parking.CREDENTIALS.encode()
+            psp = cause.psp or str(where[0]).rsplit(".", 1)[-1]  # <prefix>.commands.<psp>
+            if (fingerprint := key_fingerprint(self.app.settings, psp)) is not None:
+                headers[parking.REFUSED_KEY_HEADER] = fingerprint.encode()
         fut = await self.retry_topic.send(key=key, value=envelope, headers=headers or None)
         await fut
 

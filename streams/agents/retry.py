@@ -33,6 +33,7 @@ from streams.app import PaybusApp
 from streams.deadletters import make_dead_letter
 from streams.parking import Parked, RetryQueue
 from streams.records import PaymentCommand, RetryEnvelope, codec_name
+from streams.secrets_check import key_fingerprint
 
 log = logging.getLogger(__name__)
 
@@ -51,6 +52,11 @@ def _header(headers: Any, name: str) -> str | None:
         if key == name and value is not None:
             return bytes(value).decode(errors="replace")
     return None
+
+
+def _psp_of(env: RetryEnvelope) -> str:
+    """The PSP whose command an envelope holds (its original topic: ``<prefix>.commands.<psp>``)."""
+    return env.original_topic.rsplit(".", 1)[-1]
 
 
 class RetryStage:
@@ -90,13 +96,16 @@ class RetryStage:
         if env.stage == parking.SCHEDULED:
             due = self._collection_due(env) or due
         elif env.stage == parking.RETRY:
-            parked_for = _header(event.message.headers, parking.PARKED_FOR_HEADER)
+            headers = event.message.headers
+            parked_for = _header(headers, parking.PARKED_FOR_HEADER)
             sooner = parking.due_for(
                 due,
                 parked_for=parked_for,
                 parked_at=datetime.fromtimestamp(event.message.timestamp, UTC),
                 started_at=self.started_at,
                 now=datetime.now(UTC),
+                refused_key=_header(headers, parking.REFUSED_KEY_HEADER),
+                own_key=key_fingerprint(self.app.settings, _psp_of(env)),
             )
             if sooner < due:
                 scheduled, due = due, sooner
@@ -171,8 +180,7 @@ class RetryStage:
         counts = dict.fromkeys(self.refused_psps, 0)
         for item in self.queue.items():
             if item.parked_for == parking.CREDENTIALS:
-                topic = cast(RetryEnvelope, item.handle.value).original_topic
-                psp = topic.rsplit(".", 1)[-1]  # <prefix>.commands.<psp>
+                psp = _psp_of(cast(RetryEnvelope, item.handle.value))
                 counts[psp] = counts.get(psp, 0) + 1
         for psp, count in counts.items():
             metrics.PARKED_FOR_CREDENTIALS.labels(psp).set(count)

@@ -1,7 +1,8 @@
-"""Workers restarted while GoCardless still refuses the key (a rolling deploy, a crash loop,
-a second wrong key): each new worker tries what was parked for credentials at once, but a
-try that is refused again must not use up the retry schedule: the command stays parked on
-its schedule, nothing is dead-lettered before the schedule's last retry."""
+"""Workers restarted while GoCardless still refuses the key. Restarted with the very key it
+refused (a rolling deploy, a crash loop), a worker does not try the parked command again.
+With another key (a second wrong one), it tries at once, and a try refused again must not use
+up the retry schedule: the command stays parked on its schedule, and nothing is dead-lettered
+before the schedule's last retry."""
 
 from __future__ import annotations
 
@@ -46,8 +47,9 @@ def test_restarts_with_the_key_still_refused_do_not_use_up_the_schedule(
                 wait_until(lambda: metric_sum(worker, "paybus_parked_messages") >= 1, 60, "parked")
             finally:
                 worker.stop()
-            for n in range(3):
-                worker = WorkerProcess.paybus(env, tmp_path / f"restart{n}.log").start()
+            for n, token in enumerate(["revoked-token", "second-wrong", "third-wrong"]):
+                again = {**env, "PAYBUS_GOCARDLESS__ACCESS_TOKEN": token}
+                worker = WorkerProcess.paybus(again, tmp_path / f"restart{n}.log").start()
                 try:
                     worker.wait_ready()
 
@@ -56,11 +58,21 @@ def test_restarts_with_the_key_still_refused_do_not_use_up_the_schedule(
                             metric_sum(w, "paybus_connector_errors_total", kind="credentials") >= 1
                         )
 
-                    def parked(w: WorkerProcess = worker) -> bool:
-                        return metric_sum(w, "paybus_parked_messages") >= 1
+                    def waiting(w: WorkerProcess = worker) -> bool:
+                        return metric_sum(w, "paybus_parked_for_credentials") >= 1
 
-                    wait_until(refused, 60, "the parked create tried again at start")
-                    wait_until(parked, 30, "still parked")
+                    if n == 0:  # the key it refused: the tick that gauges it would have tried
+                        wait_until(waiting, 60, "the parked create read back")
+                        assert metric_sum(worker, "paybus_connector_errors_total") == 0
+                        assert (
+                            metric_sum(
+                                worker, "paybus_retries_total", outcome="credentials_recheck"
+                            )
+                            == 0
+                        )
+                    else:
+                        wait_until(refused, 60, "the parked create tried again at start")
+                        wait_until(waiting, 30, "still parked")
                 finally:
                     worker.stop()
                 reader.poll()

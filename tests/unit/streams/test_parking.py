@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import pytest
 
@@ -16,6 +17,8 @@ from connectors.errors import (
 from streams import parking
 from streams.dlq_store import Ledger, Letter, collect, replay_order, select
 from streams.parking import Parked, RetryQueue
+from streams.secrets_check import key_fingerprint
+from streams.settings import Settings
 
 NOW = datetime(2025, 3, 1, 12, 0, tzinfo=UTC)
 SCHEDULE = (0.5, 1.0, 2.0)
@@ -64,6 +67,40 @@ def test_refused_credentials_are_tried_again_at_once_by_a_worker_started_after()
         )
         == early
     )
+
+
+def test_with_fingerprints_a_worker_tries_at_once_exactly_when_its_key_is_another() -> None:
+    # a rolling restart: worker A started with the new key while B, on the old one, kept
+    # parking; and a worker restarted with the same wrong key must not try again at all
+    due = NOW + timedelta(hours=6)
+    started = NOW - timedelta(minutes=1)
+
+    def due_for(parked_at: datetime, refused: str, own: str) -> datetime:
+        return parking.due_for(
+            due, parked_for=parking.CREDENTIALS, parked_at=parked_at, started_at=started,
+            now=NOW, refused_key=refused, own_key=own,
+        )  # fmt: skip
+
+    after, before = started + timedelta(seconds=30), started - timedelta(minutes=5)
+    assert due_for(after, "old", "new") == NOW  # parked by B after A started
+    assert due_for(before, "same", "same") == due  # restarted, key still wrong
+    assert parking.due_for(
+        due, parked_for=None, parked_at=before, started_at=started, now=NOW,
+        refused_key="old", own_key="new",
+    ) == due  # fmt: skip
+
+
+def test_a_key_fingerprint_tells_keys_apart_and_does_not_show_them(
+    clean_env: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("PAYBUS_GOCARDLESS__ACCESS_TOKEN", "live_token_one")
+    one = key_fingerprint(Settings(), "gocardless")
+    assert one == key_fingerprint(Settings(), "gocardless") and one is not None
+    assert "live_token_one" not in one and len(one) == 12
+    monkeypatch.setenv("PAYBUS_GOCARDLESS__ACCESS_TOKEN", "live_token_two")
+    assert key_fingerprint(Settings(), "gocardless") != one
+    assert key_fingerprint(Settings(), "stripe") is not None  # its api_key
+    assert key_fingerprint(Settings(), "adyen") is None  # no settings of its own
 
 
 def test_only_the_bus_s_own_key_and_passing_failures_are_asked_again() -> None:

@@ -186,3 +186,27 @@ async def test_commands_waiting_for_a_key_are_gauged_until_carried_out() -> None
     await _tick(stage)
     await _tick(stage)
     assert shared.calls == 2 and stage.queue.items() == [] and _refused_gauge() == 0
+
+
+async def test_a_worker_with_another_key_tries_at_once_one_with_the_refused_key_does_not() -> None:
+    from pydantic import SecretStr
+
+    from streams.secrets_check import key_fingerprint
+
+    now = datetime.now(UTC)
+    started = now - timedelta(minutes=1)
+    due = now + timedelta(hours=1)
+    for own, expected_calls in (("new-key", 1), ("old-key", 0)):
+        shared = FakeShared(answer=None)
+        shared.parked[KEY] = {"pending": [_origin(1)], "stages": {_origin(1): parking.RETRY}}
+        stage = _stage(shared, started)
+        stage.app.settings.gocardless = SimpleNamespace(access_token=SecretStr(own))  # type: ignore[attr-defined]
+        old = SimpleNamespace(gocardless=SimpleNamespace(access_token=SecretStr("old-key")))
+        # parked after this worker started, by a worker still on the old key
+        envelope = _envelope(1, 1, due, now - timedelta(seconds=5))
+        refused = key_fingerprint(old, "gocardless")  # type: ignore[arg-type]
+        assert refused is not None
+        envelope.message.headers.append((parking.REFUSED_KEY_HEADER, refused.encode()))
+        await stage.offer(envelope)
+        await _tick(stage)
+        assert shared.calls == expected_calls, own
