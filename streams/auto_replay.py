@@ -27,11 +27,12 @@ the sequencer drops the repeats.
 from __future__ import annotations
 
 import random
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from connectors.errors import worth_asking_later
+from streams.kafka_headers import Headers, header_text
 from streams.parking import exhausted, retry_due
 
 #: Kafka header of a replayed record: how many automatic replays of the original came before
@@ -65,22 +66,12 @@ OVERDUE_MIN = timedelta(minutes=5)
 OVERDUE_TICKS = 10
 
 
-Headers = Iterable[tuple[str, bytes]] | Mapping[str, bytes] | None
-
-
 def _number(headers: Headers, header: str) -> int | None:
-    """The non-negative integer in ``header`` (None when absent or not one). Takes Kafka
-    headers as a list of pairs (aiokafka, kafka-python) or a mapping."""
-    pairs = headers.items() if isinstance(headers, Mapping) else headers or ()
-    for name, value in pairs:
-        if name != header:
-            continue
-        try:
-            number = int(bytes(value).decode("ascii"))
-        except (TypeError, ValueError, UnicodeDecodeError):
-            return None
-        return number if number >= 0 else None
-    return None
+    """The non-negative integer in ``header`` (None when absent or not one)."""
+    text = header_text(headers, header)
+    if text is None or not text.isascii() or not text.isdigit():
+        return None
+    return int(text)
 
 
 def replays_of(headers: Headers) -> int:

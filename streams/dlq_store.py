@@ -27,6 +27,7 @@ from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 
 from streams import auto_replay
 from streams.codec import AvroCodec
+from streams.kafka_headers import Headers
 from streams.lag import end_offsets_from_fetch
 from streams.redaction import redact
 
@@ -142,7 +143,7 @@ def select(
     ]
 
 
-def decode_letter(codec: AvroCodec, value: bytes, headers: auto_replay.Headers) -> dict[str, Any]:
+def decode_letter(codec: AvroCodec, value: bytes, headers: Headers) -> dict[str, Any]:
     """A DLQ record decoded, with its ``retry_at`` (None unless its headers schedule an
     automatic replay; never on a marker). The time is a header, not a schema field, so the
     release's readers read the letter too (see :mod:`streams.auto_replay`)."""

@@ -31,6 +31,7 @@ from prometheus_client.registry import Collector
 from streams import auto_replay, metrics
 from streams.codec import AvroCodec
 from streams.dlq_store import REPLAYED, RESOLUTIONS, Ledger, Letter, decode_letter
+from streams.kafka_headers import Headers
 from streams.partition_read import behind, drain
 
 log = logging.getLogger(__name__)
@@ -220,9 +221,7 @@ class DlqWatch(Collector):
             self._add(message.value, message.partition, message.headers)
         return not behind(consumer, tps)
 
-    def _add(
-        self, value: bytes | None, partition: int = 0, headers: auto_replay.Headers = None
-    ) -> None:
+    def _add(self, value: bytes | None, partition: int = 0, headers: Headers = None) -> None:
         if value is None:
             return  # a tombstone: nothing was dead-lettered by it
         try:

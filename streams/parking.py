@@ -55,6 +55,11 @@ def origin_id(topic: str, partition: int, offset: int) -> str:
     return f"{topic}:{partition}:{offset}"
 
 
+def psp_of_topic(topic: str) -> str:
+    """The PSP of a command topic (``<prefix>.commands.<psp>``)."""
+    return topic.rsplit(".", 1)[-1]
+
+
 def retry_id(origin: str, attempt: int) -> str:
     """Deterministic envelope id: a re-sent envelope repeats it."""
     return f"{origin}#{attempt}"

@@ -241,7 +241,7 @@ class Shared:
         headers: dict[str, bytes] = {}
         if isinstance(cause, AuthenticationError):
             headers[parking.PARKED_FOR_HEADER] = parking.CREDENTIALS.encode()
-            psp = cause.psp or str(where[0]).rsplit(".", 1)[-1]  # <prefix>.commands.<psp>
+            psp = cause.psp or parking.psp_of_topic(str(where[0]))
             if (fingerprint := key_fingerprint(self.app.settings, psp)) is not None:
                 headers[parking.REFUSED_KEY_HEADER] = fingerprint.encode()
         fut = await self.retry_topic.send(key=key, value=envelope, headers=headers or None)

@@ -31,6 +31,7 @@ from streams.agents.common import as_current, error_kind
 from streams.agents.guard import guarded
 from streams.app import PaybusApp
 from streams.deadletters import make_dead_letter
+from streams.kafka_headers import header_text
 from streams.parking import Parked, RetryQueue
 from streams.records import PaymentCommand, RetryEnvelope, codec_name
 from streams.secrets_check import key_fingerprint
@@ -45,18 +46,9 @@ CONCURRENCY = 16
 BUG_BACKOFF_S = 5.0
 
 
-def _header(headers: Any, name: str) -> str | None:
-    """A header's value as text (aiokafka gives a list of pairs, Faust sometimes a dict)."""
-    pairs = headers.items() if isinstance(headers, dict) else headers or ()
-    for key, value in pairs:
-        if key == name and value is not None:
-            return bytes(value).decode(errors="replace")
-    return None
-
-
 def _psp_of(env: RetryEnvelope) -> str:
-    """The PSP whose command an envelope holds (its original topic: ``<prefix>.commands.<psp>``)."""
-    return env.original_topic.rsplit(".", 1)[-1]
+    """The PSP whose command an envelope holds."""
+    return parking.psp_of_topic(env.original_topic)
 
 
 class RetryStage:
@@ -76,6 +68,8 @@ class RetryStage:
         self.started_at = datetime.now(UTC)
         #: PSPs whose credentials gauge this worker has set (set to 0 once none is held).
         self.refused_psps: set[str] = set()
+        #: This worker's key fingerprint per PSP (see :meth:`_own_key`).
+        self.own_keys: dict[str, str | None] = {}
         app.agent(self.shared.retry_topic, name="paybus.retry")(self.process)
         app.timer(TICK_S, name="paybus.retry.tick")(self.tick)
         app.timer(ops.collection_interval_s, name="paybus.collection.run")(self.collection_run)
@@ -97,15 +91,15 @@ class RetryStage:
             due = self._collection_due(env) or due
         elif env.stage == parking.RETRY:
             headers = event.message.headers
-            parked_for = _header(headers, parking.PARKED_FOR_HEADER)
+            parked_for = header_text(headers, parking.PARKED_FOR_HEADER)
             sooner = parking.due_for(
                 due,
                 parked_for=parked_for,
                 parked_at=datetime.fromtimestamp(event.message.timestamp, UTC),
                 started_at=self.started_at,
                 now=datetime.now(UTC),
-                refused_key=_header(headers, parking.REFUSED_KEY_HEADER),
-                own_key=key_fingerprint(self.app.settings, _psp_of(env)),
+                refused_key=header_text(headers, parking.REFUSED_KEY_HEADER),
+                own_key=self._own_key(_psp_of(env)),
             )
             if sooner < due:
                 scheduled, due = due, sooner
@@ -173,6 +167,12 @@ class RetryStage:
         metrics.PARKED_AGGREGATES.set(len(self.queue.by_key))
         metrics.PARKED_MESSAGES.set(len(self.queue))
         self._gauge_refused()
+
+    def _own_key(self, psp: str) -> str | None:
+        """This worker's key fingerprint for ``psp`` (its settings never change)."""
+        if psp not in self.own_keys:
+            self.own_keys[psp] = key_fingerprint(self.app.settings, psp)
+        return self.own_keys[psp]
 
     def _gauge_refused(self) -> None:
         """``paybus_parked_for_credentials`` per PSP: what the credentials alert holds on to

@@ -22,7 +22,8 @@ from rich.markup import escape
 from typer.core import TyperGroup
 
 from streams.errors import ConfigurationError, PaybusError
-from streams.settings import Settings, unknown_variables
+from streams.settings import Settings
+from streams.settings_check import unknown_variables
 from streams.terminal import make_console
 
 console = make_console()

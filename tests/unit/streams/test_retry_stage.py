@@ -83,6 +83,7 @@ def _stage(shared: FakeShared, started_at: datetime) -> RetryStage:
     stage.batch_size = stage.budget = 10
     stage.started_at = started_at
     stage.refused_psps = set()
+    stage.own_keys = {}
     command = PaymentCommand(
         command_id="cmd-1", aggregate_id="pay-1", aggregate_type="payment",
         operation="create_payment", psp="gocardless", issued_at=started_at,

@@ -11,7 +11,8 @@ from pydantic import ValidationError
 
 from schemas import SCHEMA_DIR
 from streams.records import RECORDS
-from streams.settings import Settings, unknown_variables
+from streams.settings import Settings
+from streams.settings_check import unknown_variables
 from streams.topics import TopicMap
 
 
