@@ -14,7 +14,11 @@ Rules, in priority order, for an event against the current status and latest tim
    itself, with the refusal's reason), because the CRM record shows the request staff made
    ("Cancel Requested") until the bus writes the status back. So is one reporting a status
    the aggregate has passed (rule 5 would reject it): the PSP's view can lag the bus's
-   (Stripe has no ``paid_out``), and the current status is re-asserted;
+   (Stripe has no ``paid_out``), and the current status is re-asserted. Likewise the answer
+   to a command that gave a reason (``REASON_GIVEN_ATTRIBUTE``: a cancel's reason, which the
+   PSP's own report lacks) when that report came first: the status is re-asserted with the
+   reason, even if the answer is up to a second older (PSPs stamp whole seconds, and Stripe's
+   ``canceled_at`` can precede its webhook event's ``created``);
 2. stale: older than the latest time, or at the same time with both statuses on the main line
    and the event's stage not after the current one (second-resolution PSP timestamps tie);
 3. applied: a legal transition (or the first event of an aggregate, at any status);
@@ -46,6 +50,7 @@ from enum import StrEnum
 
 from streams.lifecycles import gap_path, is_legal, lifecycle_for, stage_index
 from streams.sequencing_state import (
+    REASON_GIVEN_ATTRIBUTE,
     REFUSED_ATTRIBUTE,
     AggregateState,
     Event,
@@ -195,6 +200,17 @@ class _Call:
                 self.judgements.append(Judgement(evicted, Outcome.REJECTED, reason))
 
 
+#: How much older than the latest time the answer giving a reason may be and still re-assert.
+WHOLE_SECOND = timedelta(seconds=1)
+
+
+def gives_reason(event: Event) -> str | None:
+    """The operation whose reason ``event`` carries (``REASON_GIVEN_ATTRIBUTE``), if it does."""
+    if not event.attributes.get("reason"):
+        return None
+    return event.attributes.get(REASON_GIVEN_ATTRIBUTE)
+
+
 def classify(state: AggregateState, event: Event) -> tuple[Outcome, str]:
     """Rules 1-5 for ``event`` against ``state``, without the seen-id check or any change.
 
@@ -205,7 +221,10 @@ def classify(state: AggregateState, event: Event) -> tuple[Outcome, str]:
         return Outcome.APPLIED, "first event of the aggregate"
     kind, method, target = state.aggregate_type, state.method, event.status
     at = event.occurred_at
-    if target == current and not is_legal(kind, method, current, target) and at >= latest:
+    repeats = target == current and not is_legal(kind, method, current, target)
+    if repeats and (given := gives_reason(event)) and at >= latest - WHOLE_SECOND:
+        return Outcome.APPLIED, f"re-asserts {current} with the {given}'s reason"
+    if repeats and at >= latest:
         if refused := event.attributes.get(REFUSED_ATTRIBUTE):
             return Outcome.APPLIED, f"re-asserts {current}: the {refused} was refused"
         return Outcome.DUPLICATE, f"repeats current status {current}"

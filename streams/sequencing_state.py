@@ -19,6 +19,7 @@ from streams.errors import PaybusError
 from streams.lifecycles import PAYMENT_METHODS, lifecycle_for
 
 __all__ = [
+    "REASON_GIVEN_ATTRIBUTE",
     "REFUSED_ATTRIBUTE",
     "AggregateState",
     "Event",
@@ -32,6 +33,11 @@ __all__ = [
 #: applied anyway (a re-assertion, see streams/sequencing.py) so the CRM, whose record shows
 #: the request staff made, is told the request was refused and what the payment is.
 REFUSED_ATTRIBUTE = "paybus_refused"
+#: On the PSP's answer to a command that gave a reason the PSP does not report back (its value:
+#: the operation, ``cancel``): the answer carries the reason. When the PSP's webhook reported
+#: the same status first (no reason), the answer is applied anyway as a re-assertion with the
+#: reason, so the CRM record says why (see streams/sequencing.py, rule 1).
+REASON_GIVEN_ATTRIBUTE = "paybus_reason_given"
 
 
 class InvalidEvent(PaybusError, ValueError):

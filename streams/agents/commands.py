@@ -39,6 +39,7 @@ from streams.app import PaybusApp
 from streams.records import PaymentCommand, PaymentEvent, PspWebhook, RetryEnvelope
 from streams.redaction import redact
 from streams.secrets_check import key_fingerprint
+from streams.sequencing_state import REASON_GIVEN_ATTRIBUTE
 from streams.topics import partition_key
 
 #: Content type of the link records a worker sends to the normaliser (PSP id -> aggregate).
@@ -134,10 +135,17 @@ class Shared:
         """``events`` with a cancel's reason (the bus's own, such as an expired payment page,
         or the one the intent gave) on the ``cancelled`` ones, so the CRM record shows why: the
         PSP's answer to a cancel says only that it is. An event of another status (the PSP
-        refused, the payment went on) keeps its own."""
+        refused, the payment went on) keeps its own. Marked with ``REASON_GIVEN_ATTRIBUTE``:
+        when the PSP's webhook reported the cancellation first, without the reason, the
+        sequencer re-asserts ``cancelled`` with it instead of dropping it as a duplicate."""
         text = redact(reason)[:500]
         return [
-            pe.derive(reason=text) if pe.status == "cancelled" and not pe.reason else pe
+            pe.derive(
+                reason=text,
+                attributes={**(pe.attributes or {}), REASON_GIVEN_ATTRIBUTE: "cancel"},
+            )
+            if pe.status == "cancelled" and not pe.reason
+            else pe
             for pe in events
         ]
 

@@ -13,7 +13,9 @@ from streams.admin import create_topics
 from streams.broker import EmbeddedBroker
 from streams.codec import AvroCodec
 from streams.demo_data import delivery, final_statuses, histories
+from streams.sequencing_state import REASON_GIVEN_ATTRIBUTE
 from streams.topics import TopicMap
+from tests.integration.reliability.support import metric_sum
 from tests.support.workers import WorkerProcess, paybus_env, wait_for
 
 pytestmark = pytest.mark.broker
@@ -186,6 +188,54 @@ def test_a_held_event_dead_lettered_later_carries_its_own_bytes(
         assert letter["dead_letter_id"] != f"{tm.payment_events.name}:" + ":".join(
             (str(letter["original_partition"]), str(letter["original_offset"]))
         )
+    finally:
+        reader.close()
+        worker.stop()
+
+
+def test_a_cancels_reason_reaches_the_status_after_the_webhook_came_first(
+    broker: EmbeddedBroker, topic_prefix: str, tmp_path: Path
+) -> None:
+    # Stripe's webhook for a cancel the bus asked for can be sequenced before the command
+    # stage's answer, which alone carries the cancel's reason: the answer, one second older
+    # (canceled_at against the event's created), re-asserts cancelled with it.
+    tm = TopicMap(topic_prefix, 8, 1)
+    create_topics(broker.bootstrap, tm.all())
+    given = {REASON_GIVEN_ATTRIBUTE: "cancel"}
+    history = [
+        direct_debit_event("wh-created", "agg-cancel", "created", 0),
+        direct_debit_event("wh-cancelled", "agg-cancel", "cancelled", 10),
+        direct_debit_event(
+            "cmd-9:cancelled",
+            "agg-cancel",
+            "cancelled",
+            9,
+            reason="customer asked",
+            attributes=given,
+        ),
+        direct_debit_event("wh-cancelled-again", "agg-cancel", "cancelled", 11),
+    ]
+    env = paybus_env(broker.bootstrap, topic_prefix, tmp_path)
+    worker = WorkerProcess.paybus(env, tmp_path / "worker.log", "--role", "sequencer").start()
+    reader = StatusReader(broker.bootstrap, tm)
+    try:
+        worker.wait_ready()
+        publish_events(broker.bootstrap, tm.payment_events.name, history)
+
+        def judged() -> bool:  # the last webhook judged (a duplicate), its batch sent
+            duplicates = metric_sum(worker, "paybus_events_total", stage="sequencer",
+                                    outcome="duplicate")  # fmt: skip
+            reader.poll()
+            return duplicates >= 1 and len(reader.updates) >= 3
+
+        wait_for(judged, 30, f"four events judged; log: {worker.log_tail()}")
+        reader.poll()
+        got = [(u["from_status"], u["to_status"], u["seq"], u["reason"]) for u in reader.updates]
+        assert got == [
+            (None, "created", 1, None),
+            ("created", "cancelled", 2, None),
+            ("cancelled", "cancelled", 3, "customer asked"),
+        ]
     finally:
         reader.close()
         worker.stop()
