@@ -119,7 +119,7 @@ class Trace:
     skipped: dict[str, str]
 
 
-class _Reader:
+class TopicReader:
     """One consumer without a group, reading chosen partitions from their start to the
     high-water mark their fetches report (right on Tansu, where ListOffsets is not)."""
 
@@ -174,7 +174,7 @@ def trace(
     timeout_s: float = 30.0,
 ) -> Trace:
     """Everything the bus holds about the payment (or mandate) keyed ``key``."""
-    reader = _Reader(bootstrap, timeout_s)
+    reader = TopicReader(bootstrap, timeout_s)
     raw = key.encode()
     steps: list[Step] = []
     skipped: dict[str, str] = {}
@@ -218,7 +218,7 @@ def _step(topic: str, schema: str, record: Mapping[str, Any], message: Any) -> S
 
 
 def _webhooks(
-    reader: _Reader, topics: TopicMap, objects: set[str], codec: AvroCodec,
+    reader: TopicReader, topics: TopicMap, objects: set[str], codec: AvroCodec,
     skipped: dict[str, str],
 ) -> list[Step]:  # fmt: skip
     name = topics.psp_webhooks.name
@@ -233,7 +233,7 @@ def _webhooks(
 
 
 def _dead_letters(
-    reader: _Reader, topics: TopicMap, aggregates: set[str], key: bytes, codec: AvroCodec,
+    reader: TopicReader, topics: TopicMap, aggregates: set[str], key: bytes, codec: AvroCodec,
     skipped: dict[str, str],
 ) -> list[Step]:  # fmt: skip
     name = topics.dlq.name
@@ -250,7 +250,7 @@ def _dead_letters(
 
 
 def _states(
-    reader: _Reader, topic: str, key: bytes, aggregates: set[str], skipped: dict[str, str]
+    reader: TopicReader, topic: str, key: bytes, aggregates: set[str], skipped: dict[str, str]
 ) -> dict[str, AggregateState]:
     """The sequencer's state of each of ``aggregates`` (its changelog: JSON keys, raw values,
     in the partition of the records it judged, i.e. the payment's)."""

@@ -3,7 +3,9 @@
 The question an operator gets asked most, "where is this payment?", answered from Kafka
 itself: the intent from the CRM, the command to the PSP, the PSP's webhooks, the events, each
 status written back, retries, dead letters, and what the sequencer holds now (see
-:mod:`streams.trace`). Refunds share their payment's key: trace the payment id.
+:mod:`streams.trace`). Refunds share their payment's key; an id no record is keyed by (a PSP
+object id, a refund's id) is looked up in the records that name it (:mod:`streams.trace_owner`)
+and its payment's story told.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from streams.sequencing_state import format_time
 from streams.topics import TopicMap
 
 if TYPE_CHECKING:
+    from streams.codec import AvroCodec
     from streams.trace import Trace
 
 
@@ -30,7 +33,12 @@ def register(app: typer.Typer) -> None:
 
 def trace_cmd(
     ctx: typer.Context,
-    key: Annotated[str, typer.Argument(help="The payment (or mandate) id: the records' key.")],
+    key: Annotated[
+        str,
+        typer.Argument(
+            help="The payment (or mandate) id: the records' key; or a PSP object or refund id."
+        ),
+    ],
     app_id: Annotated[
         str | None, typer.Option(help="The sequencer workers' app id (default PAYBUS_APP_ID).")
     ] = None,
@@ -45,14 +53,16 @@ def trace_cmd(
     settings = settings_of(ctx)
     topics = TopicMap.from_settings(settings)
     state_topic = f"{app_id or settings.app_id}-sequencer-state-changelog"
+    codec = build_avro_codec(settings)
     try:
         with console.status(f"reading what the bus holds about {escape(key)}"):
-            found = trace(settings.bootstrap_servers, topics, key, build_avro_codec(settings),
+            found = trace(settings.bootstrap_servers, topics, key, codec,
                           state_topic=state_topic, timeout_s=timeout)  # fmt: skip
     except KafkaError as exc:
         fail(f"cannot read the bus at {settings.bootstrap_servers}: {exc}")
     if not found.steps and not found.states:
-        fail(f"nothing on the bus is keyed {key!r} (a refund is keyed by its payment's id)")
+        found, key = _owners_story(settings.bootstrap_servers, topics, key, codec, state_topic,
+                                   timeout)  # fmt: skip
     console.print(_table(found, topics.prefix, key))
     for agg, state in sorted(found.states.items()):
         held = ", ".join(f"{e.status} ({e.event_id})" for e in state.held)
@@ -65,6 +75,34 @@ def trace_cmd(
     for topic, why in sorted(found.skipped.items()):
         console.print(f"not (fully) read: {topic}: {why}", style="yellow", highlight=False,
                       markup=False)  # fmt: skip
+
+
+def _owners_story(
+    bootstrap: str, topics: TopicMap, wanted: str, codec: AvroCodec, state_topic: str,
+    timeout: float,
+) -> tuple[Trace, str]:  # fmt: skip
+    """The story of the payment (or mandate) whose records name ``wanted`` (a PSP object id,
+    a refund's id), when no record is keyed by it; exits 1 when none does."""
+    from streams.trace import trace
+    from streams.trace_owner import owner_of
+
+    try:
+        with console.status(f"nothing is keyed {escape(wanted)}: searching records naming it"):
+            owner, unread = owner_of(bootstrap, topics, wanted, codec, timeout_s=timeout)
+            if owner is not None:
+                found = trace(bootstrap, topics, owner.key, codec, state_topic=state_topic,
+                              timeout_s=timeout)  # fmt: skip
+    except KafkaError as exc:
+        fail(f"cannot read the bus at {bootstrap}: {exc}")
+    if owner is None:
+        searched = "; not fully searched: " + "; ".join(
+            f"{name}: {why}" for name, why in sorted(unread.items())
+        ) if unread else ""  # fmt: skip
+        fail(f"nothing on the bus is keyed {wanted!r} or names it as a PSP object, payment, "
+             f"refund or mandate{searched}")  # fmt: skip
+    console.print(f"{wanted} is {owner.what}: the story of {owner.key}", highlight=False,
+                  markup=False)  # fmt: skip
+    return found, owner.key
 
 
 def _table(found: Trace, prefix: str, key: str) -> Table:

@@ -3,13 +3,18 @@ them, and says so when it could not read a partition to its end."""
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import pytest
 from kafka import KafkaProducer
+from typer.testing import CliRunner
 
 from streams.admin import create_topics
+from streams.agents.commands import LINK_CONTENT_TYPE
 from streams.broker import EmbeddedBroker
+from streams.cli import app
 from streams.codec import AvroCodec
 from streams.topics import TopicMap
 from streams.trace import trace
@@ -55,3 +60,49 @@ def test_a_trace_finds_its_keys_records_and_owns_up_to_what_it_did_not_read(
     assert 0 < len(hurried.steps) < 2000
     unfinished = [why for name, why in hurried.skipped.items() if "[" in name]
     assert unfinished and all("(--timeout)" in why for why in unfinished)
+
+
+def test_an_id_no_record_is_keyed_by_leads_to_its_payments_story(
+    broker: EmbeddedBroker, topic_prefix: str, clean_env: Path
+) -> None:
+    # Support is asked about a payment by the id the asker holds: the PSP's (from its
+    # dashboard) or a refund's. The bus keys everything by the payment id, so a trace of
+    # those found nothing.
+    tm = TopicMap(topic_prefix, 8, 1)
+    create_topics(broker.bootstrap, tm.all())
+    codec = AvroCodec()
+    producer = KafkaProducer(bootstrap_servers=broker.bootstrap, acks="all")
+    link = {"aggregate_id": "pay-linked", "aggregate_type": "payment",
+            "payment_id": "pay-linked", "crm_record_id": None}  # fmt: skip
+    producer.send(tm.psp_webhooks.name, key=b"pi_3Linked", value=codec.encode("PspWebhook", {
+        "webhook_id": "link:pi_3Linked", "psp": "stripe", "psp_object_id": "pi_3Linked",
+        "received_at": datetime(2026, 12, 4, 12, tzinfo=UTC), "body": json.dumps(link).encode(),
+        "content_type": LINK_CONTENT_TYPE, "headers": {},
+    }))  # fmt: skip
+    producer.send(tm.payment_events.name, key=b"pay-linked",
+                  value=codec.encode("PaymentEvent", _event(0, "pay-linked")))  # fmt: skip
+    for n in range(300):  # other payments' updates around the refund's
+        agg = "ref-9" if n == 150 else f"pay-other-{n}"
+        key = b"pay-refunded" if n == 150 else agg.encode()
+        producer.send(tm.status_updates.name, key=key, value=codec.encode("StatusUpdate", {
+            "event_id": f"e-{n}", "aggregate_id": agg,
+            "aggregate_type": "refund" if n == 150 else "payment", "to_status": "created",
+            "occurred_at": datetime(2026, 12, 4, 12, tzinfo=UTC), "seq": 1, "source": "test",
+            "payment_id": "pay-refunded" if n == 150 else agg,
+        }))  # fmt: skip
+    producer.flush()
+    producer.close()
+
+    env = {"PAYBUS_BOOTSTRAP_SERVERS": broker.bootstrap, "PAYBUS_TOPIC_PREFIX": topic_prefix,
+           "PAYBUS_PARTITIONS": "8", "COLUMNS": "250"}  # fmt: skip
+    by_psp_id = CliRunner().invoke(app, ["trace", "pi_3Linked", "--timeout", "10"], env=env)
+    assert by_psp_id.exit_code == 0, by_psp_id.output
+    assert "pi_3Linked is stripe's object for payment pay-linked" in by_psp_id.stdout
+    assert "event e-pay-linked-0" in by_psp_id.stdout
+    by_refund = CliRunner().invoke(app, ["trace", "ref-9", "--timeout", "10"], env=env)
+    assert by_refund.exit_code == 0, by_refund.output
+    assert "ref-9 is a refund: the story of pay-refunded" in by_refund.stdout
+    assert "status created" in by_refund.stdout
+    unknown = CliRunner().invoke(app, ["trace", "pay-nobody", "--timeout", "10"], env=env)
+    assert unknown.exit_code == 1
+    assert "nothing on the bus is keyed 'pay-nobody' or names it" in unknown.output
