@@ -186,8 +186,8 @@ PARKED_AGGREGATES = Gauge(
 PARKED_MESSAGES = Gauge("paybus_parked_messages", "Envelopes held by the retry agent.")
 PARKED_FOR_CREDENTIALS = Gauge(
     "paybus_parked_for_credentials",
-    "Commands held by the retry agent because the PSP refused paybus's credentials (this "
-    "worker), by PSP.",
+    "Commands held by the retry agent because the PSP refused paybus's credentials, or did "
+    "not know an object it created for paybus (another account's key) (this worker), by PSP.",
     ["psp"],
 )
 COLLECTIONS = Counter(

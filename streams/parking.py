@@ -35,10 +35,11 @@ RETRY = "retry"
 WAITING = "waiting"
 SCHEDULED = "scheduled"
 
-#: Kafka header of an envelope parked because the PSP refused paybus's credentials, with value
-#: :data:`CREDENTIALS` (absent: parked for a transient failure or behind another command). A
-#: header rather than a ``RetryEnvelope`` field, so a worker of the release before (a rolling
-#: upgrade, a rollback) reads the envelope as an ordinary parked retry.
+#: Kafka header of an envelope parked because the PSP refused paybus's credentials, or did not
+#: know an object it created for paybus (another account's key: :mod:`streams.unknown_objects`),
+#: with value :data:`CREDENTIALS` (absent: parked for a transient failure or behind another
+#: command). A header rather than a ``RetryEnvelope`` field, so a worker of the release before
+#: (a rolling upgrade, a rollback) reads the envelope as an ordinary parked retry.
 PARKED_FOR_HEADER = "x-paybus-parked-for"
 CREDENTIALS = "credentials"
 #: Kafka header next to it: a fingerprint of the key the PSP refused (see

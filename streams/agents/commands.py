@@ -9,13 +9,14 @@ A command whose aggregate has something parked (see :mod:`streams.parking`) is p
 it without being executed. A transient failure left after the connector's in-process retries
 parks the command on ``paybus.retry`` for the retry stage, and so do credentials the PSP
 refused (a revoked or mistyped key is paybus's to fix, not the payment's fault; see
-:func:`connectors.errors.worth_asking_later`); a direct debit whose collection date is in the
-future is parked as ``scheduled``. A permanent failure — a request the PSP refuses —
-becomes a ``failed`` event with the reason, so the CRM shows it; but a cancel refused is no
-failure of the payment: connectors answer it with the payment's actual status, which
-:mod:`streams.refusals` marks so the CRM record gets that status back. Every call carries an
-idempotency key derived from the command id, so a command re-delivered after a crash creates
-nothing twice.
+:func:`connectors.errors.worth_asking_later`), and so does a PSP not knowing an object it
+created for paybus (another account's key: :mod:`streams.unknown_objects`); a direct debit whose
+collection date is in the future is parked as ``scheduled``. A permanent failure — a request
+the PSP refuses — becomes a ``failed`` event with the reason, so the CRM shows it; but a
+cancel refused is no failure of the payment: connectors answer it with the payment's actual
+status, which :mod:`streams.refusals` marks so the CRM record gets that status back. Every
+call carries an idempotency key derived from the command id, so a command re-delivered after
+a crash creates nothing twice.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import json
+import logging
 from collections import defaultdict
 from datetime import UTC, datetime
 from typing import Any, cast
@@ -31,7 +33,7 @@ import faust
 from faust.types import EventT
 
 from connectors.base import CommandResult
-from connectors.errors import AuthenticationError, ConnectorError, worth_asking_later
+from connectors.errors import ConnectorError, worth_asking_later
 from streams import metrics, page_links, parking, refusals
 from streams.agents.batches import batched
 from streams.agents.common import Connectors, as_current, connector_call, event_key, failed_event
@@ -41,6 +43,9 @@ from streams.redaction import redact
 from streams.secrets_check import key_fingerprint
 from streams.sequencing_state import REASON_GIVEN_ATTRIBUTE
 from streams.topics import partition_key
+from streams.unknown_objects import another_account, for_credentials
+
+log = logging.getLogger(__name__)
 
 #: Content type of the link records a worker sends to the normaliser (PSP id -> aggregate).
 LINK_CONTENT_TYPE = "application/vnd.paybus.link+json"
@@ -90,7 +95,9 @@ class Shared:
         self, psp: str, event: EventT[Any], command: PaymentCommand, stage: str
     ) -> ConnectorError | None:
         """Run ``command`` at the PSP and publish what it yields; ``event`` is the record whose
-        partition the table writes go to. Returns the error when it is worth retrying later."""
+        partition the table writes go to. Returns the error when it is worth retrying later:
+        :func:`~connectors.errors.worth_asking_later`, or a 404 :func:`another_account` keeps
+        from failing the payment."""
         if command.operation in ("cancel", "refund") and not command.psp_object_id:
             known = self.objects.get(command.payment_id or command.aggregate_id)
             if known:
@@ -101,6 +108,11 @@ class Shared:
                 psp, command.operation, lambda: connector.execute(command)
             )
         except ConnectorError as exc:
+            if another_account(command, exc):
+                log.warning("%s does not know %s, which it created for %s: another account's "
+                            "key? The %s waits parked", psp, command.psp_object_id,
+                            command.aggregate_id, command.operation)  # fmt: skip
+                return exc
             if worth_asking_later(exc):
                 return exc
             await self._refused(psp, stage, command, exc)
@@ -217,8 +229,9 @@ class Shared:
 
         ``event`` is the record being handled (its partition takes the table write); the
         original command record is ``event``'s message, or ``original`` when re-parking.
-        ``cause`` is the failure that parks it: refused credentials mark the envelope so that a
-        worker started later (which may hold new ones) tries it at once."""
+        ``cause`` is the failure that parks it: one that waits for paybus's key (see
+        :func:`for_credentials`) marks the envelope so that a worker holding another key tries
+        it at once."""
         message = event.message
         with as_current(event):
             entry = parking.appended(self.parked.get(key), origin, stage)
@@ -247,7 +260,7 @@ class Shared:
             stage=stage,
         )
         headers: dict[str, bytes] = {}
-        if isinstance(cause, AuthenticationError):
+        if for_credentials(cause):
             headers[parking.PARKED_FOR_HEADER] = parking.CREDENTIALS.encode()
             psp = cause.psp or parking.psp_of_topic(str(where[0]))
             if (fingerprint := key_fingerprint(self.app.settings, psp)) is not None:

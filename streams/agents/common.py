@@ -16,7 +16,7 @@ from faust.types import EventT
 
 from connectors import registry
 from connectors.base import PspConnector
-from connectors.errors import AuthenticationError, ConnectorError
+from connectors.errors import AuthenticationError, ConnectorError, NotFoundError
 from streams import auto_replay, metrics
 from streams.app import PaybusApp
 from streams.deadletters import make_dead_letter
@@ -41,9 +41,15 @@ class Connectors:
 
 
 def error_kind(exc: BaseException) -> str:
-    """The ``kind`` label of ``paybus_connector_errors_total`` for a failed connector call."""
+    """The ``kind`` label of ``paybus_connector_errors_total`` for a failed connector call.
+
+    ``not_found`` (a 404) apart from ``permanent``: the PSP does not know the object named,
+    an id the CRM mistyped or, for an object the PSP created for paybus, another account's
+    key (the command waits parked: :func:`streams.unknown_objects.another_account`)."""
     if isinstance(exc, AuthenticationError):  # paybus's key: an operator's to fix, alerted
         return "credentials"
+    if isinstance(exc, NotFoundError):
+        return "not_found"
     if isinstance(exc, ConnectorError):
         return "transient" if exc.should_retry else "permanent"
     return "unsupported" if isinstance(exc, NotImplementedError) else "unexpected"

@@ -160,8 +160,9 @@ class RetryStage:
             task.add_done_callback(self.tasks.discard)
         if rechecked:
             log.warning(
-                "retry: %d commands parked because the PSP refused paybus's credentials, before "
-                "this worker started, are tried now", rechecked,
+                "retry: %d commands parked because the PSP refused paybus's credentials (or did "
+                "not know an object it created: another account's key), before this worker "
+                "started, are tried now", rechecked,
             )  # fmt: skip
             metrics.RETRIES.labels("retry", "credentials_recheck").inc(rechecked)
         metrics.PARKED_AGGREGATES.set(len(self.queue.by_key))

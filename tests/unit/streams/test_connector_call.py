@@ -11,7 +11,7 @@ import asyncio
 import pytest
 from prometheus_client import REGISTRY
 
-from connectors.errors import AuthenticationError, PermanentError, TransientError
+from connectors.errors import AuthenticationError, NotFoundError, PermanentError, TransientError
 from streams.agents.common import connector_call, error_kind
 
 PSP, OP = "unit-psp", "lookup_status"
@@ -46,5 +46,7 @@ def test_error_kinds() -> None:
     assert error_kind(PermanentError("x")) == "permanent"
     assert error_kind(PermanentError("x", should_retry=True)) == "transient"
     assert error_kind(AuthenticationError("revoked key", http_status=401)) == "credentials"
+    # a 404: an id the CRM mistyped, or a payment another account's key cannot see
+    assert error_kind(NotFoundError("no such payment", http_status=404)) == "not_found"
     assert error_kind(NotImplementedError()) == "unsupported"
     assert error_kind(RuntimeError()) == "unexpected"

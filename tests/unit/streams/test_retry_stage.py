@@ -8,7 +8,7 @@ from datetime import UTC, datetime, timedelta
 from types import SimpleNamespace
 from typing import Any
 
-from connectors.errors import AuthenticationError
+from connectors.errors import AuthenticationError, NotFoundError
 from streams import metrics, parking
 from streams.agents.retry import RetryStage
 from streams.parking import RetryQueue
@@ -211,3 +211,26 @@ async def test_a_worker_with_another_key_tries_at_once_one_with_the_refused_key_
         await stage.offer(envelope)
         await _tick(stage)
         assert shared.calls == expected_calls, own
+
+
+async def test_a_payment_the_psp_does_not_know_is_dead_lettered_when_the_schedule_ends() -> None:
+    # a cancel parked for a 404 (another account's key, streams.unknown_objects) refused at its
+    # last scheduled retry: a dead letter with the 404 in its reason, never a failed payment
+    now = datetime.now(UTC)
+    gone = NotFoundError(
+        "Resource not found: payments/PM0001", psp="gocardless", http_status=404,
+        code="resource_not_found",
+    )  # fmt: skip
+    shared = FakeShared(answer=gone)
+    shared.parked[KEY] = {"pending": [_origin(1)], "stages": {_origin(1): parking.RETRY}}
+    stage = _stage(shared, now - timedelta(minutes=5))
+    # parked by this worker (after it started): no early try, only the schedule's last retry
+    envelope = _envelope(1, len(SCHEDULE), now - timedelta(seconds=1), now - timedelta(minutes=1))
+    await stage.offer(envelope)
+    await _tick(stage)
+    assert shared.calls == 1 and shared.parks == []
+    (letter,) = stage.app.letters  # type: ignore[attr-defined]
+    assert letter.reason.startswith("retries exhausted: Resource not found: payments/PM0001")
+    assert "http_status=404" in letter.reason
+    assert stage.stream.acked == [envelope]
+    assert KEY not in shared.parked and stage.queue.items() == []
