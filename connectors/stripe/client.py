@@ -119,7 +119,9 @@ def _classify(exc: stripe.StripeError, *, message: str, kwargs: dict[str, Any]) 
         return AuthenticationError(message, **kwargs)
     if isinstance(exc, stripe.IdempotencyError):
         return PermanentError(message, **kwargs)
-    if status == 404:
+    if status == 404 or exc.code == "resource_missing":
+        # An object in the URL is a 404; one named by a parameter (the PaymentIntent a
+        # refund is for) is a 400 with this code. Either way the account has no such object.
         return NotFoundError(message, **kwargs)
     if status == 409 or status >= 500:
         return TransientError(message, **kwargs)

@@ -6,7 +6,7 @@ import pytest
 import stripe
 
 from connectors.base import idempotency_key
-from connectors.errors import PermanentError, TransientError
+from connectors.errors import NotFoundError, PermanentError, TransientError
 from streams.settings import Settings
 from tests.integration.connectors.stripe.conftest import StripeHarness, make_connector
 from tests.support import stripe_events as se
@@ -98,3 +98,18 @@ def test_refund_and_dispute_webhooks_from_real_objects(
     [event] = connector.normalise(connector.verify_webhook(body, headers)[0].body)
     assert (event.status, event.reason) == ("charged_back", "fraudulent")
     assert event.psp_object_id in created.links
+
+
+def test_a_refund_or_cancel_of_a_payment_intent_the_account_lacks_is_not_found(
+    harness: StripeHarness, settings: Settings
+) -> None:
+    # Another account's key (streams.unknown_objects): both must read as NotFoundError, or
+    # the payment is failed instead of waiting for the key. Stripe answers an id in the URL
+    # (the cancel) 404 and one in a parameter (the refund's) 400 resource_missing, which the
+    # unit tests of the error mapping cover; localstripe answers both 404.
+    connector = make_connector(settings)
+    for operation in ("cancel", "refund"):
+        command = harness.payment_command(operation=operation, psp_object_id="pi_NotThisAccount")
+        with pytest.raises(NotFoundError) as info:
+            connector.execute(command)
+        assert info.value.should_retry is False, operation

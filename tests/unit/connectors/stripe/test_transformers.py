@@ -298,13 +298,14 @@ def _err(
     status: int,
     headers: dict[str, str] | None = None,
     body: dict[str, object] | None = None,
+    code: str | None = None,
 ) -> stripe.StripeError:
     hdrs = {"request-id": "req_1", **(headers or {})}
     json_body = {"error": body or {"type": "api_error", "message": "m"}}
     if cls is stripe.CardError:
         return stripe.CardError("declined", None, "card_declined", None, status, json_body, hdrs)
     if cls is stripe.InvalidRequestError:
-        return stripe.InvalidRequestError("bad", None, None, None, status, json_body, hdrs)
+        return stripe.InvalidRequestError("bad", None, code, None, status, json_body, hdrs)
     return cls("m", None, status, json_body, hdrs)  # type: ignore[call-arg]
 
 
@@ -315,6 +316,8 @@ def test_error_mapping() -> None:
         (_err(stripe.RateLimitError, 429, {"Retry-After": "2"}), TransientError, True),
         (_err(stripe.InvalidRequestError, 400), PermanentError, False),
         (_err(stripe.InvalidRequestError, 404), NotFoundError, False),
+        # a refund naming a PaymentIntent the account does not have: 400, not 404
+        (_err(stripe.InvalidRequestError, 400, code="resource_missing"), NotFoundError, False),
         (_err(stripe.AuthenticationError, 401), AuthenticationError, False),
         (_err(stripe.APIError, 500, {"Stripe-Should-Retry": "false"}), PermanentError, False),
         (
