@@ -106,3 +106,51 @@ def test_an_id_no_record_is_keyed_by_leads_to_its_payments_story(
     unknown = CliRunner().invoke(app, ["trace", "pay-nobody", "--timeout", "10"], env=env)
     assert unknown.exit_code == 1
     assert "nothing on the bus is keyed 'pay-nobody' or names it" in unknown.output
+
+
+def test_a_dead_letter_keyed_by_a_psp_id_does_not_hide_its_payments_story(
+    broker: EmbeddedBroker, topic_prefix: str, clean_env: Path
+) -> None:
+    # A webhook the normaliser could not map is dead-lettered with the webhook's key, the PSP
+    # object id; and the trace's dead-letter read keeps letters whose key is the id traced. So
+    # that letter made the first trace non-empty, the owner was never looked for, and the
+    # trace of the PSP id support holds showed one dead letter and none of the payment.
+    tm = TopicMap(topic_prefix, 8, 1)
+    create_topics(broker.bootstrap, tm.all())
+    codec = AvroCodec()
+    producer = KafkaProducer(bootstrap_servers=broker.bootstrap, acks="all")
+    link = {"aggregate_id": "pay-dead", "aggregate_type": "payment",
+            "payment_id": "pay-dead", "crm_record_id": None}  # fmt: skip
+    producer.send(tm.psp_webhooks.name, key=b"pi_3Dead", value=codec.encode("PspWebhook", {
+        "webhook_id": "link:pi_3Dead", "psp": "stripe", "psp_object_id": "pi_3Dead",
+        "received_at": datetime(2026, 12, 4, 12, tzinfo=UTC), "body": json.dumps(link).encode(),
+        "content_type": LINK_CONTENT_TYPE, "headers": {},
+    }))  # fmt: skip
+    producer.send(tm.payment_events.name, key=b"pay-dead",
+                  value=codec.encode("PaymentEvent", _event(0, "pay-dead")))  # fmt: skip
+    letter = {
+        "dead_letter_id": "paybus.psp-webhooks:0:7",
+        "original_topic": tm.psp_webhooks.name,
+        "original_partition": 0,
+        "original_offset": 7,
+        "key": b"pi_3Dead",
+        "value": b"",
+        "aggregate_id": None,
+        "stage": "normaliser",
+        "reason": "cannot normalise stripe webhook",
+        "error_log": ["cannot normalise stripe webhook"],
+        "attempts": 1,
+        "failed_at": datetime(2026, 12, 4, 12, 5, tzinfo=UTC),
+    }
+    producer.send(tm.dlq.name, key=b"paybus.psp-webhooks:0:7",
+                  value=codec.encode("DeadLetter", letter))  # fmt: skip
+    producer.flush()
+    producer.close()
+
+    env = {"PAYBUS_BOOTSTRAP_SERVERS": broker.bootstrap, "PAYBUS_TOPIC_PREFIX": topic_prefix,
+           "PAYBUS_PARTITIONS": "8", "COLUMNS": "250"}  # fmt: skip
+    by_psp_id = CliRunner().invoke(app, ["trace", "pi_3Dead", "--timeout", "10"], env=env)
+    assert by_psp_id.exit_code == 0, by_psp_id.output
+    assert "pi_3Dead is stripe's object for payment pay-dead" in by_psp_id.stdout
+    assert "event e-pay-dead-0" in by_psp_id.stdout
+    assert "dead letter (normaliser)" in by_psp_id.stdout  # the letter is part of the story
