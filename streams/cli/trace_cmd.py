@@ -24,7 +24,7 @@ from streams.topics import TopicMap
 
 if TYPE_CHECKING:
     from streams.codec import AvroCodec
-    from streams.trace import Trace
+    from streams.trace import Step, Trace
 
 
 def register(app: typer.Typer) -> None:
@@ -60,9 +60,11 @@ def trace_cmd(
                           state_topic=state_topic, timeout_s=timeout)  # fmt: skip
     except KafkaError as exc:
         fail(f"cannot read the bus at {settings.bootstrap_servers}: {exc}")
-    if not found.steps and not found.states:
+    if not found.states and all(step.topic == topics.dlq.name for step in found.steps):
+        # Nothing keyed: at most dead letters naming the id (a webhook the normaliser could
+        # not map, keyed by its PSP object id), which belong in the owner's story, not instead.
         found, key = _owners_story(settings.bootstrap_servers, topics, key, codec, state_topic,
-                                   timeout)  # fmt: skip
+                                   timeout, found)  # fmt: skip
     console.print(_table(found, topics.prefix, key))
     for agg, state in sorted(found.states.items()):
         held = ", ".join(f"{e.status} ({e.event_id})" for e in state.held)
@@ -79,10 +81,11 @@ def trace_cmd(
 
 def _owners_story(
     bootstrap: str, topics: TopicMap, wanted: str, codec: AvroCodec, state_topic: str,
-    timeout: float,
+    timeout: float, letters: Trace,
 ) -> tuple[Trace, str]:  # fmt: skip
     """The story of the payment (or mandate) whose records name ``wanted`` (a PSP object id,
-    a refund's id), when no record is keyed by it; exits 1 when none does."""
+    a refund's id), when no record is keyed by it, with the dead letters ``letters`` found
+    naming ``wanted``; those alone when no record names it; exits 1 when nothing does."""
     from streams.trace import trace
     from streams.trace_owner import owner_of
 
@@ -94,6 +97,8 @@ def _owners_story(
                               timeout_s=timeout)  # fmt: skip
     except KafkaError as exc:
         fail(f"cannot read the bus at {bootstrap}: {exc}")
+    if owner is None and letters.steps:
+        return letters, wanted
     if owner is None:
         searched = "; not fully searched: " + "; ".join(
             f"{name}: {why}" for name, why in sorted(unread.items())
@@ -102,7 +107,16 @@ def _owners_story(
              f"refund or mandate{searched}")  # fmt: skip
     console.print(f"{wanted} is {owner.what}: the story of {owner.key}", highlight=False,
                   markup=False)  # fmt: skip
+    found.steps = _merged(found.steps, letters.steps)
     return found, owner.key
+
+
+def _merged(steps: list[Step], more: list[Step]) -> list[Step]:
+    """``steps`` with those of ``more`` they do not have, in story order."""
+    from streams.trace import story_order
+
+    have = {(s.topic, s.offset, s.summary) for s in steps}
+    return story_order([*steps, *(s for s in more if (s.topic, s.offset, s.summary) not in have)])
 
 
 def _table(found: Trace, prefix: str, key: str) -> Table:

@@ -144,6 +144,9 @@ def test_a_dead_letter_keyed_by_a_psp_id_does_not_hide_its_payments_story(
     }
     producer.send(tm.dlq.name, key=b"paybus.psp-webhooks:0:7",
                   value=codec.encode("DeadLetter", letter))  # fmt: skip
+    orphan_letter = {**letter, "dead_letter_id": "paybus.psp-webhooks:0:8", "key": b"pi_3Orphan"}
+    producer.send(tm.dlq.name, key=b"paybus.psp-webhooks:0:8",
+                  value=codec.encode("DeadLetter", orphan_letter))  # fmt: skip
     producer.flush()
     producer.close()
 
@@ -154,3 +157,8 @@ def test_a_dead_letter_keyed_by_a_psp_id_does_not_hide_its_payments_story(
     assert "pi_3Dead is stripe's object for payment pay-dead" in by_psp_id.stdout
     assert "event e-pay-dead-0" in by_psp_id.stdout
     assert "dead letter (normaliser)" in by_psp_id.stdout  # the letter is part of the story
+    assert by_psp_id.stdout.count("paybus.psp-webhooks:0:7") == 1  # once, not twice
+    # a letter naming an id no record names is still shown, as before
+    orphan = CliRunner().invoke(app, ["trace", "pi_3Orphan", "--timeout", "10"], env=env)
+    assert orphan.exit_code == 0, orphan.output
+    assert "pi_3Orphan: 1 record(s)" in orphan.stdout and "dead letter" in orphan.stdout
