@@ -88,3 +88,29 @@ def test_only_a_marked_answer_with_a_reason_and_not_much_older_re_asserts() -> N
         "no reason": Outcome.DUPLICATE,
         "older": Outcome.STALE,
     }
+
+
+def test_a_gocardless_cancels_reason_reaches_the_status_whichever_came_first() -> None:
+    """GoCardless's answer to a cancel is its own ``payments.cancelled`` event: the webhook's
+    id, and GoCardless's cause code as its reason. So the answer was never marked (it has a
+    reason) nor re-asserted (its id was seen when the webhook came first): the intent's reason
+    never reached the CRM record, against the README's promise for "any cancel intent"."""
+    from connectors.gocardless import transformers as gc
+    from streams.agents.sequencer_records import to_engine_event
+
+    gc_event = {
+        "id": "EV0001", "created_at": "2026-12-05T12:00:10.000Z", "resource_type": "payments",
+        "action": "cancelled", "links": {"payment": "PM0001"},
+        "details": {"origin": "api", "cause": "payment_cancelled",
+                    "description": "The payment was cancelled."},
+        "resource_metadata": {"paybus_aggregate_id": "pay-1"},
+    }  # fmt: skip
+    (webhook,) = gc.events_from_event(gc_event)
+    answer = Shared._with_reason(
+        "customer asked", gc.events_from_event(gc_event, aggregate_id="pay-1")
+    )
+    created = _ev("e1", "created", -3600, aggregate_id="pay-1")
+    for order in ([webhook, *answer], [*answer, webhook]):
+        _, results = run([created, *(to_engine_event(pe) for pe in order)])
+        reasons = [u.attributes.get("reason") for r in results for u in r.updates]
+        assert "customer asked" in reasons, (order[0].event_id, reasons)
