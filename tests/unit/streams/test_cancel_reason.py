@@ -114,3 +114,18 @@ def test_a_gocardless_cancels_reason_reaches_the_status_whichever_came_first() -
         _, results = run([created, *(to_engine_event(pe) for pe in order)])
         reasons = [u.attributes.get("reason") for r in results for u in r.updates]
         assert "customer asked" in reasons, (order[0].event_id, reasons)
+
+
+def test_a_re_assertion_published_after_the_webhook_does_not_go_back_in_time() -> None:
+    """The sequencer's promise (tests/unit/streams/test_sequencing_properties.py, (a)): no
+    applied event is older than one applied before it. The answer, up to a second older than
+    the webhook it follows, is applied: its update is stamped at the latest time, not its own."""
+    _, results = run(
+        [
+            ev("e1", "created", 0),
+            ev("wh-1", "cancelled", 10),
+            ev("cmd-1:cancelled", "cancelled", 9, GIVEN),
+        ]
+    )
+    times = [u.occurred_at for r in results for u in r.updates]
+    assert len(times) == 3 and times == sorted(times)
