@@ -18,7 +18,7 @@ Rules, in priority order, for an event against the current status and latest tim
    to a command that gave a reason (``REASON_GIVEN_ATTRIBUTE``: a cancel's reason, which the
    PSP's own report lacks) when that report came first: the status is re-asserted with the
    reason, even if the answer is up to a second older (PSPs stamp whole seconds, and Stripe's
-   ``canceled_at`` can precede its webhook event's ``created``);
+   ``canceled_at`` can precede its webhook event's ``created``), stamped at the latest time;
 2. stale: older than the latest time, or at the same time with both statuses on the main line
    and the event's stage not after the current one (second-resolution PSP timestamps tie);
 3. applied: a legal transition (or the first event of an aggregate, at any status);
@@ -385,6 +385,9 @@ class Sequencer:
                 and not is_legal(st.aggregate_type, st.method, current, event.status)
             ):  # classify applied a refusal it cannot move to: the current status, re-asserted
                 event = replace(event, status=current)
+            if st.latest_at is not None and event.occurred_at < st.latest_at:
+                # a reason's re-assertion, up to a second older: published at the latest time
+                event = replace(event, occurred_at=st.latest_at)
             call.apply(event)
         elif outcome is Outcome.DUPLICATE:
             if st.latest_at is None or event.occurred_at > st.latest_at:
