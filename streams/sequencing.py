@@ -50,12 +50,14 @@ from enum import StrEnum
 
 from streams.lifecycles import gap_path, is_legal, lifecycle_for, stage_index
 from streams.sequencing_state import (
-    REASON_GIVEN_ATTRIBUTE,
     REFUSED_ATTRIBUTE,
+    WHOLE_SECOND,
     AggregateState,
     Event,
     InvalidEvent,
     format_time,
+    gives_reason,
+    passed,
 )
 
 __all__ = [
@@ -200,17 +202,6 @@ class _Call:
                 self.judgements.append(Judgement(evicted, Outcome.REJECTED, reason))
 
 
-#: How much older than the latest time the answer giving a reason may be and still re-assert.
-WHOLE_SECOND = timedelta(seconds=1)
-
-
-def gives_reason(event: Event) -> str | None:
-    """The operation whose reason ``event`` carries (``REASON_GIVEN_ATTRIBUTE``), if it does."""
-    if not event.attributes.get("reason"):
-        return None
-    return event.attributes.get(REASON_GIVEN_ATTRIBUTE)
-
-
 def classify(state: AggregateState, event: Event) -> tuple[Outcome, str]:
     """Rules 1-5 for ``event`` against ``state``, without the seen-id check or any change.
 
@@ -244,20 +235,6 @@ def classify(state: AggregateState, event: Event) -> tuple[Outcome, str]:
         # payment is "succeeded" there): the refusal stands for the current status.
         return Outcome.APPLIED, f"re-asserts {current}: the {refused} was refused ({target})"
     return Outcome.REJECTED, f"illegal transition {current} -> {target}: unreachable"
-
-
-def passed(state: AggregateState, status: str) -> bool:
-    """Whether the aggregate has moved on from ``status``: an earlier main-line stage, or a
-    status its current one follows directly (a paid-out payment has passed ``confirmed``, a
-    refunded one too; a cancelled one never passed it, whatever path the lifecycle allows
-    through a failure and a resubmission)."""
-    kind, method, current = state.aggregate_type, state.method, state.status
-    if current is None or status == current:
-        return False
-    cur_stage, stage = stage_index(kind, current), stage_index(kind, status)
-    if cur_stage is not None and stage is not None:
-        return stage < cur_stage
-    return is_legal(kind, method, status, current)
 
 
 class Sequencer:

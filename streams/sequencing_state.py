@@ -11,21 +11,24 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from functools import cache
 from typing import Any
 
 from streams.errors import PaybusError
-from streams.lifecycles import PAYMENT_METHODS, lifecycle_for
+from streams.lifecycles import PAYMENT_METHODS, is_legal, lifecycle_for, stage_index
 
 __all__ = [
     "REASON_GIVEN_ATTRIBUTE",
     "REFUSED_ATTRIBUTE",
+    "WHOLE_SECOND",
     "AggregateState",
     "Event",
     "InvalidEvent",
     "format_time",
+    "gives_reason",
     "parse_time",
+    "passed",
 ]
 
 #: On an event that answers a command the PSP refused (its value: the operation, ``cancel``):
@@ -251,3 +254,28 @@ class AggregateState:
                 for e in data.get("held", ())
             ],
         )
+
+
+#: How much older than the latest time the answer giving a reason may be and still re-assert.
+WHOLE_SECOND = timedelta(seconds=1)
+
+
+def gives_reason(event: Event) -> str | None:
+    """The operation whose reason ``event`` carries (``REASON_GIVEN_ATTRIBUTE``), if it does."""
+    if not event.attributes.get("reason"):
+        return None
+    return event.attributes.get(REASON_GIVEN_ATTRIBUTE)
+
+
+def passed(state: AggregateState, status: str) -> bool:
+    """Whether the aggregate has moved on from ``status``: an earlier main-line stage, or a
+    status its current one follows directly (a paid-out payment has passed ``confirmed``, a
+    refunded one too; a cancelled one never passed it, whatever path the lifecycle allows
+    through a failure and a resubmission)."""
+    kind, method, current = state.aggregate_type, state.method, state.status
+    if current is None or status == current:
+        return False
+    cur_stage, stage = stage_index(kind, current), stage_index(kind, status)
+    if cur_stage is not None and stage is not None:
+        return stage < cur_stage
+    return is_legal(kind, method, status, current)
