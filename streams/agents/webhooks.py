@@ -2,8 +2,9 @@
 
 The receiver answers 2xx only once the verified raw body is durably in Kafka (acks=all), so a
 PSP that got a 2xx can forget the event; a bad or missing signature is a 400 and nothing is
-published; an unknown PSP is a 404, an oversized body a 413, and a broker that cannot take the
-record a 503 (the PSP retries later).
+published; an unknown PSP is a 404, an oversized body a 413, a request labelled with the
+content type of paybus's own link records a 415 (see :meth:`WebhookReceiver.receive`), and a
+broker that cannot take the record a 503 (the PSP retries later).
 
 It does nothing else: mapping webhooks onto events is the normaliser's job
 (:mod:`streams.agents.normaliser`), in the workers. The receiver is the one part of the bus
@@ -24,6 +25,7 @@ from connectors.base import VerifiedWebhook
 from connectors.errors import UnknownConnectorError, WebhookVerificationError
 from streams import metrics
 from streams.agents.batch_send import BatchSender
+from streams.agents.commands import LINK_CONTENT_TYPE
 from streams.agents.common import Connectors
 from streams.agents.http_body import read_body
 from streams.app import PaybusApp
@@ -36,6 +38,11 @@ _KEPT_HEADERS = ("content-type", "stripe-signature", "webhook-signature", "user-
 
 #: Stored beside a body that is not the one the PSP signed (``VerifiedWebhook.altered``).
 ALTERED_HEADER = "x-paybus-body-altered"
+
+
+def _media_type(value: str | None) -> str:
+    """A Content-Type header's media type, lowercased, without its parameters."""
+    return (value or "").split(";", 1)[0].strip().lower()
 
 
 def _headers(kept: dict[str, str], unit: VerifiedWebhook) -> dict[str, str]:
@@ -71,6 +78,16 @@ class WebhookReceiver:
             metrics.WEBHOOKS.labels("unknown", "not_found").inc()
             return view.json({"error": f"unknown PSP {psp!r}"}, status=404)
         raw = cast(Any, request)
+        if _media_type(raw.headers.get("Content-Type")) == LINK_CONTENT_TYPE:
+            # The record keeps the request's Content-Type, which no PSP signs, and the normaliser
+            # takes records so labelled for a connector worker's link (PSP object -> payment):
+            # a signed webhook replayed under this label re-pointed its object to nothing, and
+            # the payment's later webhooks went to the DLQ.
+            metrics.WEBHOOKS.labels(psp, "bad_content_type").inc()
+            return view.json(
+                {"error": f"Content-Type {LINK_CONTENT_TYPE} is paybus's own, not a PSP's"},
+                status=415,
+            )
         if raw.content_length is not None and raw.content_length > limit:
             metrics.WEBHOOKS.labels(psp, "too_large").inc()
             return view.json({"error": f"body over {limit} bytes"}, status=413)

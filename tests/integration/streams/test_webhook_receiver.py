@@ -107,6 +107,9 @@ def test_receiver_status_codes_and_what_gets_published(tmp_path: Path) -> None:
         big = json.dumps({"padding": "x" * 8000}).encode()
         assert _post(f"{url}/stripe", big, headers) == 413
         assert _post(f"{url}/adyen", good, headers) == 404
+        # paybus's own link records are told apart by this label, which no PSP signs
+        relabelled = dict(headers, **{"Content-Type": "application/vnd.paybus.link+json; v=1"})
+        assert _post(f"{url}/stripe", good, relabelled) == 415
         # the port PSPs reach serves none of Faust's introspection pages (table contents,
         # the cluster's worker URLs)
         for page in ("/table/", "/router/", "/graph/", "/stats/"):
@@ -117,6 +120,7 @@ def test_receiver_status_codes_and_what_gets_published(tmp_path: Path) -> None:
         assert b"pi_good" in values[0]
         metrics = worker.metrics_text() or ""
         assert 'paybus_webhooks_total{outcome="bad_signature",psp="stripe"} 4.0' in metrics
+        assert 'paybus_webhooks_total{outcome="bad_content_type",psp="stripe"} 1.0' in metrics
 
         # A body arriving in pieces is read whole: it was cut at the first piece, so a validly
         # signed webhook failed verification (400, and the PSP eventually gave up on it).
