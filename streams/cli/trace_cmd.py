@@ -50,6 +50,8 @@ def trace_cmd(
     from streams.app import build_avro_codec
     from streams.trace import trace  # Faust and the agents' modules: only when tracing
 
+    if not key.strip():  # every record's bytes hold the empty string: any payment would do
+        fail("give the id to trace: a payment, mandate, refund or PSP object id", code=2)
     settings = settings_of(ctx)
     topics = TopicMap.from_settings(settings)
     state_topic = f"{app_id or settings.app_id}-sequencer-state-changelog"

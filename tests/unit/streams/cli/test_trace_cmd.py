@@ -38,3 +38,16 @@ def test_square_brackets_in_a_record_are_printed_not_taken_as_markup(
     assert result.exit_code == 0, result.output
     assert "Received unknown parameter: metadata[note]" in result.stdout
     assert "reason bad [/i] input" in result.stdout
+
+
+def test_an_empty_id_is_refused_before_reading_anything(
+    monkeypatch: pytest.MonkeyPatch, clean_env: Path
+) -> None:
+    # The search by bytes matched every record with "": an unrelated payment's story.
+    def unreachable(*args: Any, **kwargs: Any) -> Trace:
+        raise AssertionError("read the bus for an empty id")
+
+    monkeypatch.setattr(trace_module, "trace", unreachable)
+    result = CliRunner().invoke(app, ["trace", " "])
+    assert result.exit_code == 2
+    assert "give the id to trace" in result.output
