@@ -41,6 +41,8 @@ if TYPE_CHECKING:
 
 T = TypeVar("T")
 Json = dict[str, Any]
+#: Metadata a cancel request carries, which GoCardless repeats on the events it causes.
+COMMAND_ID_KEY = "paybus_command_id"
 
 __all__ = ["GoCardlessConnector"]
 
@@ -54,6 +56,19 @@ _PAID_OUT = ("payments", "paid_out")
 def _iso(moment: datetime) -> str:
     aware = moment if moment.tzinfo else moment.replace(tzinfo=UTC)
     return aware.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def _caused_by(gc_event: Json, command: PaymentCommand) -> bool:
+    """Whether ``gc_event`` is what ``command``'s own cancel call did: GoCardless puts the
+    metadata of the request that triggered an event on the event. Its cause then says only
+    that paybus cancelled it (``payment_cancelled``, "The payment was cancelled."), so it
+    carries no reason of its own: the command stage gives it the cancel's reason (the
+    intent's, or an expired page's). A cancellation that happened otherwise (the customer,
+    a cancelled mandate taking its payments) keeps GoCardless's reason."""
+    if command.operation != "cancel" or gc_event.get("action") != "cancelled":
+        return False
+    metadata = gc_event.get("metadata")
+    return isinstance(metadata, dict) and (metadata.get(COMMAND_ID_KEY) == command.command_id[:500])
 
 
 class GoCardlessConnector(PspConnector):
@@ -112,7 +127,7 @@ class GoCardlessConnector(PspConnector):
         )
         payment_id = command.payment_id if aggregate_type == "refund" else None
         events = [
-            event
+            event.derive(reason=None) if _caused_by(gc_event, command) else event
             for gc_event in mine
             for event in tf.events_from_event(
                 gc_event,
@@ -173,7 +188,7 @@ class GoCardlessConnector(PspConnector):
                 code="invalid_command",
             )
         is_mandate = command.aggregate_type == "mandate"
-        metadata = {"paybus_command_id": command.command_id[:500]}
+        metadata = {COMMAND_ID_KEY: command.command_id[:500]}
         cancel = self.api.cancel_mandate if is_mandate else self.api.cancel_payment
         get = self.api.get_mandate if is_mandate else self.api.get_payment
         try:

@@ -146,13 +146,18 @@ class Shared:
     def _with_reason(reason: str, events: list[PaymentEvent]) -> list[PaymentEvent]:
         """``events`` with a cancel's reason (the bus's own, such as an expired payment page,
         or the one the intent gave) on the ``cancelled`` ones, so the CRM record shows why: the
-        PSP's answer to a cancel says only that it is. An event of another status (the PSP
-        refused, the payment went on) keeps its own. Marked with ``REASON_GIVEN_ATTRIBUTE``:
-        when the PSP's webhook reported the cancellation first, without the reason, the
-        sequencer re-asserts ``cancelled`` with it instead of dropping it as a duplicate."""
+        PSP's answer to a cancel it carried out says only that it is. An event of another
+        status (the PSP refused, the payment went on) keeps its own, and so does one the PSP
+        gave a reason (it was cancelled before, for that reason).
+
+        Marked with ``REASON_GIVEN_ATTRIBUTE`` and given an id of its own (GoCardless answers
+        with its webhook's very event, id included): when the webhook was sequenced first, the
+        sequencer re-asserts ``cancelled`` with the reason instead of dropping the answer as a
+        duplicate."""
         text = redact(reason)[:500]
         return [
             pe.derive(
+                event_id=f"{pe.event_id}:reason",
                 reason=text,
                 attributes={**(pe.attributes or {}), REASON_GIVEN_ATTRIBUTE: "cancel"},
             )

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import itertools
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 
 from hypothesis import given, settings
@@ -34,6 +34,7 @@ from streams.sequencing import (
     Sequencer,
     StatusChange,
 )
+from streams.sequencing_state import REASON_GIVEN_ATTRIBUTE
 
 T0 = datetime(2026, 3, 1, tzinfo=UTC)
 PROPERTY = settings(max_examples=250, deadline=None)
@@ -151,6 +152,49 @@ def test_any_order_with_duplicates_ends_as_in_order(
     assert set(last_word) == {e.event_id for h in found for e in h.events}
     assert Outcome.HELD not in last_word.values()
     assert Outcome.REJECTED not in last_word.values()
+
+
+@PROPERTY
+@given(deliveries(), st.data())
+def test_a_cancels_answer_with_its_reason_re_asserts_at_most_once_and_never_back(
+    case: tuple[list[History], list[Event]], data: st.DataObject
+) -> None:
+    """The answer to the bus's own cancel, marked as carrying its reason (rule 1), delivered
+    anywhere among a history that ends cancelled, up to a second older than the PSP's report
+    of the cancellation (PSPs stamp whole seconds) and maybe twice: the same final status;
+    the updates a legal path but for at most one re-assertion ``cancelled -> cancelled``,
+    which carries the reason; times never go back."""
+    found, delivered = case
+    answers = []
+    for history in found:
+        last = history.events[-1]
+        if last.status != "cancelled":
+            continue
+        older = timedelta(seconds=data.draw(st.sampled_from([0.0, 0.5, 1.0])))
+        answers.append(Event(
+            f"{history.aggregate_id}-answer", history.aggregate_id, history.aggregate_type,
+            "cancelled", last.occurred_at - older, "psp", history.method,
+            {REASON_GIVEN_ATTRIBUTE: "cancel", "reason": "customer asked"},
+        ))  # fmt: skip
+    twice = answers + data.draw(st.lists(st.sampled_from(answers), max_size=1)) if answers else []
+    with_answers = list(delivered)
+    for answer in twice:
+        with_answers.insert(data.draw(st.integers(0, len(with_answers))), answer)
+    states, _, updates = deliver(Sequencer(), with_answers)
+    for history in found:
+        assert states[history.aggregate_id].status == history.events[-1].status
+        changes = updates[history.aggregate_id]
+        times = [c.occurred_at for c in changes]
+        assert times == sorted(times)
+        again = [c for c in changes if c.from_status == c.to_status == "cancelled"]
+        assert len(again) <= 1
+        assert all(c.attributes.get("reason") == "customer asked" for c in again)
+        moves = [c for c in changes if c not in again]
+        assert [c.seq for c in changes] == list(range(1, len(changes) + 1))
+        assert_legal_path(
+            history.aggregate_type, history.method,
+            [replace(c, seq=n) for n, c in enumerate(moves, start=1)],
+        )  # fmt: skip
 
 
 @PROPERTY

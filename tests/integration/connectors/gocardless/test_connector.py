@@ -279,6 +279,31 @@ def test_a_cancel_refused_for_another_reason_answers_the_status_with_gocardless_
     assert [e.status for e in again.events] == ["cancelled"]
 
 
+def test_a_cancel_paybus_made_answers_without_gocardless_cause_another_keeps_it(
+    harness: GoCardlessHarness,
+) -> None:
+    """GoCardless answers a cancel with its own ``cancelled`` event, whose cause for an API
+    cancel only says it was cancelled: left on, it kept the command stage from putting the
+    intent's reason there, so the CRM never showed it. An event another request caused (here
+    an earlier cancel, met by a second one) keeps GoCardless's words."""
+    created = harness.new_connector().execute(harness.payment_command())
+    assert created.psp_object_id
+    cancel = harness.command("cancel", psp_object_id=created.psp_object_id)
+
+    answer = harness.new_connector().execute(cancel)
+    again = harness.new_connector().execute(cancel)  # re-delivered after a crash
+    other = harness.new_connector().execute(
+        harness.command("cancel", psp_object_id=created.psp_object_id)
+    )
+
+    [mine] = answer.events
+    assert (mine.status, mine.reason, mine.event_id[:2]) == ("cancelled", None, "EV")
+    assert [(e.event_id, e.reason) for e in again.events] == [(mine.event_id, None)]
+    [theirs] = other.events
+    assert (theirs.event_id, theirs.status) == (mine.event_id, "cancelled")
+    assert theirs.reason  # GoCardless's description of an API cancel
+
+
 def test_a_refusal_quoting_an_account_number_reaches_no_event(
     harness: GoCardlessHarness, proxy: FaultProxy
 ) -> None:
