@@ -9,6 +9,7 @@ is found nowhere: not on any topic, not in the worker's log, not in the sandbox'
 from __future__ import annotations
 
 import json
+from datetime import UTC, datetime
 from typing import Any
 
 import pytest
@@ -32,6 +33,8 @@ ACCOUNT_NUMBER = "31926819"
 SORT_CODE = "601613"
 IBAN = "GB29NWBK60161331926819"  # the same account as an IBAN (schwifty-generated)
 LOCAL_ACCOUNT = "71846259"
+#: The labels of the sequencer's count of payment events that repeat the current status.
+PAYMENT_DUPLICATES = ('stage="sequencer"', 'outcome="duplicate"', 'aggregate_type="payment"')
 
 
 def test_direct_debit_reaches_paid_out_through_every_stage(gc_bus: GcBus) -> None:
@@ -195,3 +198,35 @@ def test_no_account_number_anywhere(gc_bus: GcBus) -> None:
     # The scan can see: the tokens are there, and the log is not empty.
     assert by_number.token.encode() in topics[gc_bus.tm.commands("gocardless").name]
     assert gc_bus.worker.log_path.stat().st_size > 0
+
+
+def test_a_cancel_intents_reason_is_the_cancelled_records_reason(gc_bus: GcBus) -> None:
+    """Staff cancel a direct debit with a reason: the CRM's status update says it, not
+    GoCardless's cause for an API cancel ("The payment was cancelled."), which the answer
+    carried and which kept the reason off; GoCardless's webhook that follows changes nothing."""
+    gc_bus.reset_webhooks()
+    change = gc_bus.payment_change(gc_bus.active_mandate())
+    payment = change["aggregate_id"]
+    gc_bus.publish(change)
+    gc_bus.wait_status(payment, "pending_submission")
+    gc_bus.publish({**change, "change_id": f"chg-cancel-{payment}", "intent": "cancel",
+                    "reason": "customer asked", "occurred_at": datetime.now(UTC)})  # fmt: skip
+    cancelled = gc_bus.wait_status(payment, "cancelled")
+    assert cancelled["reason"] == "customer asked"
+
+    def duplicates() -> float:
+        text = gc_bus.worker.metrics_text() or ""
+        return sum(
+            float(line.rsplit(" ", 1)[1])
+            for line in text.splitlines()
+            if line.startswith("paybus_events_total{")
+            and all(label in line for label in PAYMENT_DUPLICATES)
+        )
+
+    before = duplicates()
+    gc_bus.deliver()  # GoCardless's webhooks: the payment's created, then this cancelled
+    wait_for(lambda: duplicates() > before, 30, "the webhook judged a duplicate")
+    updates = gc_bus.updates(payment)
+    assert [(u["to_status"], u["reason"]) for u in updates][-1] == ("cancelled", "customer asked")
+    assert [u["to_status"] for u in updates].count("cancelled") == 1
+    assert gc_bus.true_status(cancelled["psp_object_id"]) == "cancelled"
