@@ -23,7 +23,7 @@ from typing import Any
 from kafka import KafkaConsumer, TopicPartition
 from kafka.partitioner.default import murmur2
 
-from streams.agents.commands import LINK_CONTENT_TYPE
+from streams.agents.commands import is_link
 from streams.agents.sequencer_records import load_state
 from streams.codec import AvroCodec
 from streams.partition_read import behind, drain
@@ -97,7 +97,7 @@ def summarise(schema: str, record: Mapping[str, Any], timestamp_ms: int, offset:
     elif schema == "PspWebhook":
         at = _when(r.get("received_at"), timestamp_ms)
         # a connector worker's link (PSP object -> aggregate) rides the webhooks topic too
-        link = r.get("content_type") == LINK_CONTENT_TYPE
+        link = is_link(r.get("content_type"), r.get("webhook_id"), r.get("psp_object_id"))
         kind = f"{'link' if link else 'webhook'} {r.get('psp')}"
         text = _parts(("id", r.get("webhook_id")), ("psp object", r.get("psp_object_id")))
     elif schema == "DeadLetter":

@@ -22,7 +22,7 @@ from typing import Any
 
 from kafka import TopicPartition
 
-from streams.agents.commands import LINK_CONTENT_TYPE
+from streams.agents.commands import is_link
 from streams.codec import AvroCodec
 from streams.topics import TopicMap
 from streams.trace import TopicReader, partition_for
@@ -74,7 +74,9 @@ def _linked(
 
 def _link(record: dict[str, Any]) -> dict[str, Any]:
     """The body of a connector worker's link record; ``{}`` for any other webhook record."""
-    if record.get("content_type") != LINK_CONTENT_TYPE:
+    if not is_link(
+        record.get("content_type"), record.get("webhook_id"), record.get("psp_object_id")
+    ):
         return {}
     try:
         body = json.loads(bytes(record["body"]))

@@ -49,6 +49,17 @@ log = logging.getLogger(__name__)
 
 #: Content type of the link records a worker sends to the normaliser (PSP id -> aggregate).
 LINK_CONTENT_TYPE = "application/vnd.paybus.link+json"
+
+
+def is_link(content_type: object, webhook_id: object, psp_object_id: object) -> bool:
+    """Whether a ``PspWebhook`` record is a connector worker's link: labelled so, and under
+    the id the worker gives it (``link:<PSP object id>``). A PSP's webhook carries the id of
+    the PSP's signed event (``evt_...``, ``EV...``), so a replayed one relabelled with this
+    content type (refused by the receiver since: a 415) is still normalised as a webhook,
+    not taken for a link that re-points its object."""
+    return content_type == LINK_CONTENT_TYPE and webhook_id == f"link:{psp_object_id}"
+
+
 #: Operations whose PSP object later cancellations and refunds act on.
 CREATES_OBJECT = ("create_payment", "request_payment", "create_mandate")
 

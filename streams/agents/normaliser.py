@@ -34,7 +34,7 @@ from connectors.base import FOREIGN_ATTRIBUTE, unmarked
 from streams import auto_replay, metrics, psp_refunds
 from streams.agents.batch_send import BatchSender, Record
 from streams.agents.batches import batched
-from streams.agents.commands import LINK_CONTENT_TYPE
+from streams.agents.commands import is_link
 from streams.agents.common import Connectors, event_key, json_table, keyed_topic, send_dead_letter
 from streams.agents.table_writes import write_table
 from streams.app import PaybusApp
@@ -79,7 +79,7 @@ class NormaliserStage:
         jobs: list[tuple[int, Any, bytes]] = []
         results: dict[int, list[PaymentEvent] | Exception] = {}
         for index, webhook in enumerate(webhooks):
-            if webhook.content_type == LINK_CONTENT_TYPE:
+            if is_link(webhook.content_type, webhook.webhook_id, webhook.psp_object_id):
                 continue
             try:
                 jobs.append((index, self.connectors.get(webhook.psp), webhook.body))
@@ -109,7 +109,7 @@ class NormaliserStage:
         partition), links learned to ``learned`` (written after the batch's events)."""
         webhook = as_webhook(event.value)
         key = webhook.psp_object_id
-        if webhook.content_type == LINK_CONTENT_TYPE:
+        if is_link(webhook.content_type, webhook.webhook_id, webhook.psp_object_id):
             learned[key] = (json.loads(webhook.body), event)
             metrics.EVENTS.labels(STAGE, "link", "", webhook.psp).inc()
             return []

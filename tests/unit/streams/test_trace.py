@@ -7,7 +7,7 @@ from datetime import UTC, datetime
 import pytest
 from aiokafka.partitioner import DefaultPartitioner
 
-from streams.agents.commands import LINK_CONTENT_TYPE
+from streams.agents.commands import LINK_CONTENT_TYPE, is_link
 from streams.trace import Step, partition_for, story_order, summarise
 
 AT = datetime(2026, 12, 4, 12, 0, tzinfo=UTC)
@@ -69,3 +69,16 @@ def test_the_story_is_told_in_the_order_the_bus_wrote_it() -> None:
                   written=AT.replace(microsecond=640_000))  # fmt: skip
     kinds = [s.kind for s in story_order([status, event, command])]
     assert kinds == ["command create_payment", "event confirmed", "status confirmed"]
+
+
+def test_only_a_record_under_a_links_own_id_is_a_link() -> None:
+    """A PSP's signed webhook relabelled with the link content type (the receiver refuses it
+    now; records from before may be on the topic) carries the PSP's event id: a webhook."""
+    assert is_link(LINK_CONTENT_TYPE, "link:pi_1", "pi_1")
+    assert not is_link(LINK_CONTENT_TYPE, "evt_1", "pi_1")
+    assert not is_link(LINK_CONTENT_TYPE, "link:pi_2", "pi_1")
+    assert not is_link("application/json", "link:pi_1", "pi_1")
+    relabelled = summarise("PspWebhook", {"psp": "stripe", "webhook_id": "evt_1", "body": b"{}",
+                                          "psp_object_id": "pi_1", "received_at": AT,
+                                          "content_type": LINK_CONTENT_TYPE}, 0, 0)  # fmt: skip
+    assert relabelled.kind == "webhook stripe"
