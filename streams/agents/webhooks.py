@@ -40,11 +40,6 @@ _KEPT_HEADERS = ("content-type", "stripe-signature", "webhook-signature", "user-
 ALTERED_HEADER = "x-paybus-body-altered"
 
 
-def _media_type(value: str | None) -> str:
-    """A Content-Type header's media type, lowercased, without its parameters."""
-    return (value or "").split(";", 1)[0].strip().lower()
-
-
 def _headers(kept: dict[str, str], unit: VerifiedWebhook) -> dict[str, str]:
     """The request headers kept with one unit, saying when its body is not the signed one."""
     return kept if unit.altered is None else {**kept, ALTERED_HEADER: unit.altered}
@@ -78,7 +73,7 @@ class WebhookReceiver:
             metrics.WEBHOOKS.labels("unknown", "not_found").inc()
             return view.json({"error": f"unknown PSP {psp!r}"}, status=404)
         raw = cast(Any, request)
-        if _media_type(raw.headers.get("Content-Type")) == LINK_CONTENT_TYPE:
+        if raw.content_type == LINK_CONTENT_TYPE:  # aiohttp's: lowercased, no parameters
             # The record keeps the request's Content-Type, which no PSP signs, and the normaliser
             # takes records so labelled for a connector worker's link (PSP object -> payment):
             # a signed webhook replayed under this label re-pointed its object to nothing, and

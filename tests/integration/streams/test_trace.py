@@ -62,6 +62,28 @@ def test_a_trace_finds_its_keys_records_and_owns_up_to_what_it_did_not_read(
     assert unfinished and all("(--timeout)" in why for why in unfinished)
 
 
+def _linked_payment(
+    producer: KafkaProducer, tm: TopicMap, codec: AvroCodec, object_id: str, payment: str
+) -> None:
+    """What a connector worker leaves for a Stripe object it created for ``payment``: the link
+    record (keyed by the object id), and one of the payment's events."""
+    link = {"aggregate_id": payment, "aggregate_type": "payment", "payment_id": payment,
+            "crm_record_id": None}  # fmt: skip
+    producer.send(tm.psp_webhooks.name, key=object_id.encode(), value=codec.encode("PspWebhook", {
+        "webhook_id": f"link:{object_id}", "psp": "stripe", "psp_object_id": object_id,
+        "received_at": datetime(2026, 12, 4, 12, tzinfo=UTC), "body": json.dumps(link).encode(),
+        "content_type": LINK_CONTENT_TYPE, "headers": {},
+    }))  # fmt: skip
+    producer.send(tm.payment_events.name, key=payment.encode(),
+                  value=codec.encode("PaymentEvent", _event(0, payment)))  # fmt: skip
+
+
+def _cli_env(broker: EmbeddedBroker, topic_prefix: str) -> dict[str, str]:
+    """The environment of a ``paybus trace`` run against this test's topics."""
+    return {"PAYBUS_BOOTSTRAP_SERVERS": broker.bootstrap, "PAYBUS_TOPIC_PREFIX": topic_prefix,
+            "PAYBUS_PARTITIONS": "8", "COLUMNS": "250"}  # fmt: skip
+
+
 def test_an_id_no_record_is_keyed_by_leads_to_its_payments_story(
     broker: EmbeddedBroker, topic_prefix: str, clean_env: Path
 ) -> None:
@@ -72,15 +94,7 @@ def test_an_id_no_record_is_keyed_by_leads_to_its_payments_story(
     create_topics(broker.bootstrap, tm.all())
     codec = AvroCodec()
     producer = KafkaProducer(bootstrap_servers=broker.bootstrap, acks="all")
-    link = {"aggregate_id": "pay-linked", "aggregate_type": "payment",
-            "payment_id": "pay-linked", "crm_record_id": None}  # fmt: skip
-    producer.send(tm.psp_webhooks.name, key=b"pi_3Linked", value=codec.encode("PspWebhook", {
-        "webhook_id": "link:pi_3Linked", "psp": "stripe", "psp_object_id": "pi_3Linked",
-        "received_at": datetime(2026, 12, 4, 12, tzinfo=UTC), "body": json.dumps(link).encode(),
-        "content_type": LINK_CONTENT_TYPE, "headers": {},
-    }))  # fmt: skip
-    producer.send(tm.payment_events.name, key=b"pay-linked",
-                  value=codec.encode("PaymentEvent", _event(0, "pay-linked")))  # fmt: skip
+    _linked_payment(producer, tm, codec, "pi_3Linked", "pay-linked")
     for n in range(300):  # other payments' updates around the refund's
         agg = "ref-9" if n == 150 else f"pay-other-{n}"
         key = b"pay-refunded" if n == 150 else agg.encode()
@@ -93,8 +107,7 @@ def test_an_id_no_record_is_keyed_by_leads_to_its_payments_story(
     producer.flush()
     producer.close()
 
-    env = {"PAYBUS_BOOTSTRAP_SERVERS": broker.bootstrap, "PAYBUS_TOPIC_PREFIX": topic_prefix,
-           "PAYBUS_PARTITIONS": "8", "COLUMNS": "250"}  # fmt: skip
+    env = _cli_env(broker, topic_prefix)
     by_psp_id = CliRunner().invoke(app, ["trace", "pi_3Linked", "--timeout", "10"], env=env)
     assert by_psp_id.exit_code == 0, by_psp_id.output
     assert "pi_3Linked is stripe's object for payment pay-linked" in by_psp_id.stdout
@@ -119,15 +132,7 @@ def test_a_dead_letter_keyed_by_a_psp_id_does_not_hide_its_payments_story(
     create_topics(broker.bootstrap, tm.all())
     codec = AvroCodec()
     producer = KafkaProducer(bootstrap_servers=broker.bootstrap, acks="all")
-    link = {"aggregate_id": "pay-dead", "aggregate_type": "payment",
-            "payment_id": "pay-dead", "crm_record_id": None}  # fmt: skip
-    producer.send(tm.psp_webhooks.name, key=b"pi_3Dead", value=codec.encode("PspWebhook", {
-        "webhook_id": "link:pi_3Dead", "psp": "stripe", "psp_object_id": "pi_3Dead",
-        "received_at": datetime(2026, 12, 4, 12, tzinfo=UTC), "body": json.dumps(link).encode(),
-        "content_type": LINK_CONTENT_TYPE, "headers": {},
-    }))  # fmt: skip
-    producer.send(tm.payment_events.name, key=b"pay-dead",
-                  value=codec.encode("PaymentEvent", _event(0, "pay-dead")))  # fmt: skip
+    _linked_payment(producer, tm, codec, "pi_3Dead", "pay-dead")
     letter = {
         "dead_letter_id": "paybus.psp-webhooks:0:7",
         "original_topic": tm.psp_webhooks.name,
@@ -150,8 +155,7 @@ def test_a_dead_letter_keyed_by_a_psp_id_does_not_hide_its_payments_story(
     producer.flush()
     producer.close()
 
-    env = {"PAYBUS_BOOTSTRAP_SERVERS": broker.bootstrap, "PAYBUS_TOPIC_PREFIX": topic_prefix,
-           "PAYBUS_PARTITIONS": "8", "COLUMNS": "250"}  # fmt: skip
+    env = _cli_env(broker, topic_prefix)
     by_psp_id = CliRunner().invoke(app, ["trace", "pi_3Dead", "--timeout", "10"], env=env)
     assert by_psp_id.exit_code == 0, by_psp_id.output
     assert "pi_3Dead is stripe's object for payment pay-dead" in by_psp_id.stdout
