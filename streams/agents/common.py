@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import time
 import weakref
 from collections.abc import Callable, Iterator
+from concurrent.futures import Executor, ThreadPoolExecutor
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from typing import Any, TypeVar
@@ -33,11 +35,23 @@ class Connectors:
     def __init__(self, app: PaybusApp) -> None:
         self.app = app
         self._cache: dict[str, PspConnector] = {}
+        self._threads: dict[str, ThreadPoolExecutor] = {}
 
     def get(self, name: str) -> PspConnector:
         if name not in self._cache:
             self._cache[name] = registry.load(name, self.app.settings)
         return self._cache[name]
+
+    def threads(self, name: str) -> ThreadPoolExecutor:
+        """The threads the command stage calls PSP ``name`` on: ``connector_concurrency`` of
+        them. The event loop's default pool has ``cores + 4`` (6 on 2 cores), shared with the
+        normaliser, the CRM writer and the lag reader, so it capped the PSP calls in flight
+        below the setting."""
+        if name not in self._threads:
+            self._threads[name] = ThreadPoolExecutor(
+                self.app.settings.connector_concurrency, thread_name_prefix=f"paybus-{name}"
+            )
+        return self._threads[name]
 
 
 def error_kind(exc: BaseException) -> str:
@@ -55,18 +69,22 @@ def error_kind(exc: BaseException) -> str:
     return "unsupported" if isinstance(exc, NotImplementedError) else "unexpected"
 
 
-async def connector_call(psp: str, operation: str, call: Callable[[], T]) -> T:
+async def connector_call(
+    psp: str, operation: str, call: Callable[[], T], threads: Executor | None = None
+) -> T:
     """Run a blocking connector call in a worker thread, measured as the command stage measures
     its calls: latency in ``paybus_connector_call_seconds``, result (ok, error) in
     ``paybus_connector_calls_total``, a failure's kind in ``paybus_connector_errors_total``.
 
     For the calls made outside the command stage (reconcile's and the janitor's status
     look-ups): unmeasured, a slow or failing PSP API showed only as held events aging.
-    The error is re-raised for the caller to name its own outcome.
+    The error is re-raised for the caller to name its own outcome. ``threads``: where the
+    call runs (the loop's default pool when None).
     """
     started = time.perf_counter()
     try:
-        result = await asyncio.to_thread(call)
+        context = contextvars.copy_context()  # as asyncio.to_thread does
+        result = await asyncio.get_running_loop().run_in_executor(threads, context.run, call)
     except Exception as exc:
         metrics.CONNECTOR_CALLS.labels(psp, operation, "error").inc()
         metrics.CONNECTOR_ERRORS.labels(psp, operation, error_kind(exc)).inc()

@@ -1,6 +1,6 @@
 """Baselines measured in the same run: what the client library and Faust can do at best.
 
-* raw produce / raw consume: aiokafka alone on 300-byte records, 8 partitions — the physical
+* raw produce / raw consume: aiokafka alone on 300-byte records, the run's partitions — the physical
   limit of client + broker + 2 cores;
 * Faust's ceiling: an agent that only consumes and decodes (``streams.bench.faust_sink``);
 * the plain loop: aiokafka consume -> pure ``Sequencer.judge`` (state in a dict) -> produce,

@@ -56,6 +56,14 @@ class Run:
     waited: dict[str, pickup.Pickup] = field(default_factory=dict)
 
 
+def partitions_said(ctx: BenchContext) -> str:
+    """The run's partitions, and whether they are the profile's default."""
+    settings = ctx.settings
+    if "partitions" in settings.model_fields_set:
+        return f"{settings.partitions} partitions (PAYBUS_PARTITIONS)"
+    return f"{settings.partitions} partitions (the {settings.profile} profile's default)"
+
+
 def rows(ctx: BenchContext, runs: list[tuple[Plan, Run]]) -> list[Row]:
     """The rows of each plan's (median) run: p50, p99 with why, and where the time went."""
     out: list[Row] = []
@@ -67,7 +75,7 @@ def rows(ctx: BenchContext, runs: list[tuple[Plan, Run]]) -> list[Row]:
             f"took, where below the rate asked), {run.written:,} CRM records updated; max "
             f"{run.max_ms:.0f} ms, p50 of the last fifth {run.tail_p50_ms:.0f} ms; "
             f"{run.api_calls:.1f} Salesforce calls per 1,000 updates (org-side guard: upserts, "
-            "no reads); sandbox answers at once"
+            f"no reads); sandbox answers at once; {partitions_said(ctx)}"
         )
         if flush_s is not None:
             label += f", {flush_s * 1000:.0f} ms CRM window"

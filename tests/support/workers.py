@@ -11,11 +11,17 @@ from streams import processes
 from streams.broker import free_port
 from streams.processes import ChildProcess
 
+#: Partitions of the topics the integration tests create (``TopicMap(prefix, 8, 1)``): several
+#: per stage, as in production, so per-partition work is exercised; the embedded default is 2.
+TEST_PARTITIONS = 8
+
 
 def paybus_env(bootstrap: str, prefix: str, data_dir: Path, **extra: str) -> dict[str, str]:
-    """Environment for a worker subprocess: its own topics, group id, web port and data dir."""
+    """Environment for a worker subprocess: its own topics, group id, web port and data dir,
+    and :data:`TEST_PARTITIONS` unless ``extra`` says otherwise."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("PAYBUS_")}
     env.update(
+        PAYBUS_PARTITIONS=str(TEST_PARTITIONS),
         PAYBUS_BOOTSTRAP_SERVERS=bootstrap,
         PAYBUS_TOPIC_PREFIX=prefix,
         PAYBUS_APP_ID=f"{prefix}-app",

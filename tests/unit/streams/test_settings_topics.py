@@ -38,6 +38,19 @@ def test_production_profile_and_env(clean_env: Path, monkeypatch: pytest.MonkeyP
     assert s.masked()["stripe"]["api_key"] == "**********"
 
 
+def test_partitions_default_by_profile_and_a_value_set_is_kept(
+    clean_env: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # embedded: 2 (Tansu's work per fetch grows with partitions); production: 8
+    assert Settings().partitions == 2
+    assert Settings(profile="production").partitions == 8
+    assert Settings(partitions=8).partitions == 8  # set, even to production's: kept
+    monkeypatch.setenv("PAYBUS_PARTITIONS", "5")
+    assert Settings().partitions == 5
+    assert Settings(profile="production").partitions == 5
+    assert TopicMap.from_settings(Settings()).payment_events.partitions == 5
+
+
 def test_settings_are_frozen_and_validated(clean_env: Path) -> None:
     s = Settings()
     with pytest.raises(ValidationError):

@@ -113,7 +113,9 @@ def _shared(error: Exception, objects: dict[str, str] | None = None) -> Shared:
     settings = SimpleNamespace(gocardless=SimpleNamespace(access_token=SecretStr("live-key")))
     shared.app = SimpleNamespace(settings=settings)  # type: ignore[assignment]
     connector = FakeConnector(error)
-    shared.connectors = SimpleNamespace(get=lambda psp: connector)  # type: ignore[assignment]
+    shared.connectors = SimpleNamespace(  # type: ignore[assignment]
+        get=lambda psp: connector, threads=lambda psp: None
+    )
     shared.objects = dict(objects or {})
     shared.parked = {}
     shared.events_topic = FakeTopic()  # type: ignore[assignment]
