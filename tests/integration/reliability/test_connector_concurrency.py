@@ -88,9 +88,12 @@ def test_payments_are_called_side_by_side_on_one_partition_each_in_order(
 
     with gocardless() as (sandbox, _direct, mandate):
         proxy = HoldingProxy(sandbox.base_url)
+        # a batch's first event waits 0.5 s for company: the router's commands reach the
+        # connector in one batch even if they took two produce requests
         env = worker_env(
             broker.bootstrap, topic_prefix, tmp_path, proxy.base_url,
             PAYBUS_PARTITIONS="1", PAYBUS_CONNECTOR_CONCURRENCY=str(CONCURRENCY),
+            PAYBUS_BATCH_LINGER_S="0.5",
         )  # fmt: skip
         pub = Publisher(broker.bootstrap, topic_prefix=topic_prefix)
         for agg in aggs:
