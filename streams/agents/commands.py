@@ -294,7 +294,9 @@ class CommandStage:
     def __init__(self, app: PaybusApp, psps: list[str]) -> None:
         self.app = app
         self.shared = Shared.of(app)
-        #: Per PSP: the calls in flight (``connector_concurrency``).
+        #: Per PSP: the commands being handled (``connector_concurrency``). The connector's
+        #: thread pool alone would bound the calls too, but commands beyond it would wait in
+        #: the pool's queue, timed as PSP latency (``paybus_connector_call_seconds``).
         self._slots = {psp: asyncio.Semaphore(app.settings.connector_concurrency) for psp in psps}
         for psp in psps:
             topic = app.topic(

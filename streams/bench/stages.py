@@ -26,12 +26,13 @@ from streams.bench.kafka_io import read_topic
 from streams.bench.report import Row, Target, not_yet
 from streams.bench.router import measure_router
 from streams.broker import free_port
+from streams.settings import PRODUCTION_PARTITIONS
 from streams.topics import TopicMap
 
 SECTION = "stages"
 SCALE = "scale"
-#: Partitions of the scale runs, whatever the profile's default.
-SCALE_PARTITIONS = 8
+#: Partitions of the scale runs, whatever the profile's default (the issue's: 8).
+SCALE_PARTITIONS = PRODUCTION_PARTITIONS
 SEQUENCER_TARGET = Target("ratio", ">=", 0.8, ">= 0.8 x Faust ceiling")
 
 
